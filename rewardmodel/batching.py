@@ -1,0 +1,65 @@
+"""Padding encoded inputs into rectangular batches, and where each item's score is read.
+
+Pure NumPy so that the training collator, the export parity check and the service batcher share it
+without importing torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from rewardmodel.formatting import EncodedInput, FormatSpec
+
+
+@dataclass(frozen=True)
+class PaddedBatch:
+    """A padded batch: ``input_ids`` and ``attention_mask`` always, ``token_type_ids`` for pair models."""
+
+    input_ids: npt.NDArray[np.int64]
+    attention_mask: npt.NDArray[np.int64]
+    token_type_ids: npt.NDArray[np.int64] | None
+
+    def as_dict(self) -> dict[str, npt.NDArray[np.int64]]:
+        """The model's keyword arguments."""
+        out = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        if self.token_type_ids is not None:
+            out["token_type_ids"] = self.token_type_ids
+        return out
+
+    @property
+    def padding_ratio(self) -> float:
+        """Fraction of the batch's cells that are padding."""
+        return 1.0 - float(self.attention_mask.mean()) if self.attention_mask.size else 0.0
+
+
+def pad_batch(items: Sequence[EncodedInput], spec: FormatSpec, pad_to_multiple_of: int = 1) -> PaddedBatch:
+    """Pad ``items`` to the longest one (rounded up to ``pad_to_multiple_of``) on the card's padding side."""
+    if not items:
+        raise ValueError("pad_batch needs at least one item")
+    width = max(len(it.input_ids) for it in items)
+    width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    ids = np.full((len(items), width), spec.pad_token.id, dtype=np.int64)
+    mask = np.zeros((len(items), width), dtype=np.int64)
+    types = np.zeros((len(items), width), dtype=np.int64) if spec.use_token_type_ids else None
+    left = spec.padding_side == "left"
+    for row, it in enumerate(items):
+        n = len(it.input_ids)
+        cols = slice(width - n, width) if left else slice(0, n)
+        ids[row, cols] = it.input_ids
+        mask[row, cols] = 1
+        if types is not None and it.token_type_ids is not None:
+            types[row, cols] = it.token_type_ids
+    return PaddedBatch(ids, mask, types)
+
+
+def score_positions(attention_mask: npt.NDArray[np.int64], spec: FormatSpec) -> npt.NDArray[np.int64]:
+    """Column of each row's score: its first real token (encoders) or last real token (decoders)."""
+    cols = np.arange(attention_mask.shape[1])
+    real = attention_mask.astype(bool)
+    if spec.score_position == "first":
+        return np.where(real, cols, attention_mask.shape[1]).min(axis=1)
+    return np.where(real, cols, -1).max(axis=1)

@@ -1,0 +1,114 @@
+"""Pairwise evaluation metrics of a reward model, shared by every stage that evaluates one.
+
+Training's held-out report, ``rewardserve eval`` on a checkpoint and on an ONNX bundle all call
+:func:`pairwise_report`, so they print the same numbers for the same scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rewardmodel.records import PreferenceExample
+
+LENGTH_BUCKETS: tuple[int, ...] = (0, 32, 64, 128, 256, 512)
+"""Left edges (in completion tokens, mean of the pair) of the accuracy-by-length buckets."""
+
+
+@dataclass(frozen=True)
+class PairwiseReport:
+    """What a user needs to judge a reward model on held-out preferences."""
+
+    pairs: int
+    accuracy: float
+    mean_margin: float
+    accuracy_by_length: dict[str, dict[str, float]]
+    length_pearson: float
+    length_spearman: float
+    model_prefers_longer: float
+    data_prefers_longer: float
+    reward_mean: float
+    reward_std: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def _bucket_name(i: int) -> str:
+    lo = LENGTH_BUCKETS[i]
+    return f"{lo}-{LENGTH_BUCKETS[i + 1] - 1}" if i + 1 < len(LENGTH_BUCKETS) else f"{lo}+"
+
+
+def rankdata(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Ranks starting at 1, ties given their average rank (as ``scipy.stats.rankdata``)."""
+    order = np.argsort(values, kind="mergesort")
+    sorted_vals = values[order]
+    ranks = np.empty(len(values), dtype=np.float64)
+    start = 0
+    for end in range(1, len(values) + 1):
+        if end == len(values) or sorted_vals[end] != sorted_vals[start]:
+            ranks[order[start:end]] = (start + end + 1) / 2.0
+            start = end
+    return ranks
+
+
+def pearson(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> float:
+    """Pearson correlation; 0.0 where either side is constant."""
+    if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def pairwise_report(
+    examples: Sequence[PreferenceExample],
+    scores: Sequence[Sequence[float]],
+    lengths: Sequence[Sequence[int]],
+) -> PairwiseReport:
+    """Evaluate ``scores[i][j]`` (score of completion j of example i) against the examples' preferences.
+
+    A tie counts as a wrong decision. ``lengths`` are completion lengths in tokens.
+    """
+    if not (len(examples) == len(scores) == len(lengths)):
+        raise ValueError("examples, scores and lengths must have one entry per example")
+    better, worse, len_b, len_w = [], [], [], []
+    for ex, s, n in zip(examples, scores, lengths, strict=True):
+        if len(s) != len(ex.completions) or len(n) != len(ex.completions):
+            raise ValueError(f"{ex.where}: one score and one length per completion expected")
+        for p in ex.pairs:
+            better.append(s[p.better])
+            worse.append(s[p.worse])
+            len_b.append(n[p.better])
+            len_w.append(n[p.worse])
+    if not better:
+        raise ValueError("no preference pairs to evaluate")
+    sb, sw = np.asarray(better, np.float64), np.asarray(worse, np.float64)
+    lb, lw = np.asarray(len_b, np.float64), np.asarray(len_w, np.float64)
+    correct = sb > sw
+    pair_len = (lb + lw) / 2
+    by_length: dict[str, dict[str, float]] = {}
+    bucket = np.searchsorted(np.asarray(LENGTH_BUCKETS), pair_len, side="right") - 1
+    for i in range(len(LENGTH_BUCKETS)):
+        sel = bucket == i
+        if sel.any():
+            by_length[_bucket_name(i)] = {"pairs": int(sel.sum()), "accuracy": float(correct[sel].mean())}
+    all_scores = np.asarray([v for s in scores for v in s], np.float64)
+    all_lengths = np.asarray([v for n in lengths for v in n], np.float64)
+    differ = lb != lw
+    longer_better = lb > lw
+    return PairwiseReport(
+        pairs=len(sb),
+        accuracy=float(correct.mean()),
+        mean_margin=float((sb - sw).mean()),
+        accuracy_by_length=by_length,
+        length_pearson=pearson(all_scores, all_lengths),
+        length_spearman=pearson(rankdata(all_scores), rankdata(all_lengths)),
+        model_prefers_longer=float(((sb > sw) == longer_better)[differ].mean()) if differ.any() else 0.5,
+        data_prefers_longer=float(longer_better[differ].mean()) if differ.any() else 0.5,
+        reward_mean=float(all_scores.mean()),
+        reward_std=float(all_scores.std()),
+    )

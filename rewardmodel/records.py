@@ -1,0 +1,135 @@
+"""Preference records: every accepted data form parsed into one shape.
+
+Accepted forms (DESIGN §2)::
+
+    {"prompt": str | [messages], "chosen": str, "rejected": str, "margin"?: float}    explicit pair
+    {"chosen": "\\n\\nHuman: …\\n\\nAssistant: …", "rejected": "…"}                      HH transcripts
+    {"chosen": [messages], "rejected": [messages]}                                   conversational
+    {"prompt": …, "completions": [str, …], "ranking": [best … worst]}                ranking
+    {"prompt": …, "completions": [str, …], "scores": [float, …]}                      scored (ties skipped)
+
+Each becomes a :class:`PreferenceExample`: one prompt, its distinct completions, and the ordered
+pairs ``(better, worse, margin)`` over them, so a k-way ranking encodes each completion once and
+yields all C(k, 2) pairs (InstructGPT).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rewardmodel.conversation import Prompt, split_conversation, split_transcript_pair, validate_messages
+from rewardmodel.errors import DataError, FormatError
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """Completion ``better`` is preferred over ``worse`` (indices into the example's completions)."""
+
+    better: int
+    worse: int
+    margin: float = 0.0
+
+
+@dataclass(frozen=True)
+class PreferenceExample:
+    """One prompt with its completions and the preferences among them."""
+
+    prompt: Prompt
+    completions: tuple[str, ...]
+    pairs: tuple[PreferencePair, ...]
+    where: str = ""
+
+
+def parse_record(row: Mapping[str, Any], where: str) -> PreferenceExample:
+    """Parse one data row of any accepted form; raise :class:`DataError` naming ``where`` and the field."""
+    if not isinstance(row, Mapping):
+        raise DataError(where, f"expected a JSON object, got {type(row).__name__}")
+    try:
+        if "completions" in row:
+            return _parse_ranking(row, where)
+        if "chosen" in row and "rejected" in row:
+            return _parse_pair(row, where)
+    except FormatError as exc:
+        raise DataError(where, str(exc)) from exc
+    raise DataError(
+        where,
+        f"unrecognised record with fields {sorted(row)}; expected 'chosen'+'rejected' "
+        "(optionally 'prompt') or 'prompt'+'completions'+('ranking' or 'scores')",
+    )
+
+
+def _prompt(row: Mapping[str, Any], where: str) -> Prompt:
+    prompt = row.get("prompt")
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, Sequence):
+        return validate_messages(prompt, "prompt")
+    raise DataError(where, "field 'prompt' must be a string or a list of chat messages")
+
+
+def _margin(row: Mapping[str, Any], where: str) -> float:
+    margin = row.get("margin", 0.0)
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
+        raise DataError(where, f"field 'margin' must be a finite number, got {margin!r}")
+    return float(margin)
+
+
+def _parse_pair(row: Mapping[str, Any], where: str) -> PreferenceExample:
+    chosen, rejected = row["chosen"], row["rejected"]
+    margin = _margin(row, where)
+    if isinstance(chosen, list) and isinstance(rejected, list):
+        prompt_c, chosen_text = split_conversation(validate_messages(chosen, "chosen"))
+        prompt_r, rejected_text = split_conversation(validate_messages(rejected, "rejected"))
+        if prompt_c != prompt_r:
+            raise DataError(where, "'chosen' and 'rejected' conversations differ before their last reply")
+        prompt: Prompt = prompt_c
+        if "prompt" in row:
+            raise DataError(where, "give either 'prompt' or full conversations in 'chosen'/'rejected', not both")
+    elif isinstance(chosen, str) and isinstance(rejected, str):
+        if "prompt" in row:
+            prompt, chosen_text, rejected_text = _prompt(row, where), chosen, rejected
+        else:
+            prompt, chosen_text, rejected_text = split_transcript_pair(chosen, rejected)
+    else:
+        raise DataError(where, "'chosen' and 'rejected' must both be strings or both be message lists")
+    if chosen_text == rejected_text:
+        raise DataError(where, "'chosen' and 'rejected' completions are identical: the pair carries no preference")
+    return PreferenceExample(prompt, (chosen_text, rejected_text), (PreferencePair(0, 1, margin),), where)
+
+
+def _parse_ranking(row: Mapping[str, Any], where: str) -> PreferenceExample:
+    completions = row["completions"]
+    if (
+        not isinstance(completions, list)
+        or len(completions) < 2
+        or not all(isinstance(c, str) for c in completions)
+    ):
+        raise DataError(where, "field 'completions' must be a list of at least two strings")
+    if len(set(completions)) != len(completions):
+        raise DataError(where, "field 'completions' has duplicates; a ranking needs distinct completions")
+    k = len(completions)
+    if "ranking" in row:
+        ranking = row["ranking"]
+        if not isinstance(ranking, list) or sorted(ranking) != list(range(k)):
+            raise DataError(where, f"field 'ranking' must list each completion index 0..{k - 1} once, best first")
+        pairs = tuple(PreferencePair(a, b) for a, b in itertools.combinations(ranking, 2))
+    elif "scores" in row:
+        scores = row["scores"]
+        if not isinstance(scores, list) or len(scores) != k or not all(
+            isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) for s in scores
+        ):
+            raise DataError(where, f"field 'scores' must be {k} finite numbers, one per completion")
+        pairs = tuple(
+            PreferencePair(i, j) if scores[i] > scores[j] else PreferencePair(j, i)
+            for i, j in itertools.combinations(range(k), 2)
+            if scores[i] != scores[j]
+        )
+        if not pairs:
+            raise DataError(where, "all 'scores' are equal: the record carries no preference")
+    else:
+        raise DataError(where, "a record with 'completions' needs 'ranking' (best first) or 'scores'")
+    return PreferenceExample(_prompt(row, where), tuple(completions), pairs, where)

@@ -1,0 +1,140 @@
+"""The ``rewardserve`` command: ``train``, ``eval``, ``demo``.
+
+This module only parses arguments and dispatches; each stage package is imported lazily inside its
+subcommand, so ``rewardserve --help`` is instant and a serving install never imports torch for it.
+Errors of the contract (:class:`rewardmodel.RewardModelError`) end the command with exit code 2 and a
+one-line message; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rewardmodel import RewardModelError
+
+DEMO_BUNDLE = "demo-minilm"
+
+
+def default_home() -> Path:
+    """Where `rewardserve demo` keeps its bundle: ``$REWARDSERVE_HOME`` or ``~/.cache/rewardserve``."""
+    return Path(os.environ.get("REWARDSERVE_HOME") or Path.home() / ".cache" / "rewardserve")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from training.config import config_fields  # light: no torch
+
+    p = sub.add_parser("train", help="train a reward model from preference data and write a bundle",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", help="YAML or JSON file with the settings below (flags override it)")
+    p.add_argument("--preset", choices=["demo"], help="start from a named preset (demo: MiniLM on the demo set)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    for name, default, help_text in config_fields():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            p.add_argument(flag, dest=name, type=type(default), default=None,
+                           help=f"{help_text} (default: {default!r})")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from training.config import build_config, config_fields, load_config_file
+    from training.run import train
+
+    overrides = {n: getattr(args, n) for n, _, _ in config_fields() if getattr(args, n) is not None}
+    if args.preset == "demo" and "output_dir" not in overrides:
+        overrides["output_dir"] = str(default_home() / DEMO_BUNDLE)
+    file_values = load_config_file(args.config) if args.config else {}
+    result = train(build_config(args.preset, file_values, overrides), progress=not args.quiet)
+    print(json.dumps(result.to_dict(), indent=2))
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="score a preference file with a bundle and print pairwise metrics as JSON")
+    p.add_argument("--model", required=True, help="bundle directory (written by `rewardserve train`)")
+    p.add_argument("--data", required=True, help="preference data: file, dataset directory, hub name or builtin:demo")
+    p.add_argument("--split", default="train", help="split of a `datasets` source")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N examples (0: all)")
+    p.add_argument("--batch-size", type=int, default=32, help="completions per forward pass")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_eval)
+
+
+def evaluate_bundle(model_dir: str, data: str, split: str = "train", limit: int = 0, batch_size: int = 32,
+                    device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+    """Evaluate a bundle on preference data: the JSON that `rewardserve eval` prints."""
+    from training.data import load_examples
+    from training.evaluation import evaluate_model
+    from training.modeling import load_bundle
+
+    loaded, card = load_bundle(model_dir, device=device)
+    examples = load_examples(data, split, limit)
+    report, truncated = evaluate_model(loaded.model, loaded.formatter, examples, batch_size, progress)
+    return {"model": card.name, "data": data, "examples": len(examples), "truncated_inputs": truncated,
+            **report.to_dict()}
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    out = evaluate_bundle(args.model, args.data, args.split, args.limit, args.batch_size, args.device,
+                          progress=not args.quiet)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="build the demo reward model (MiniLM on generated preferences) and evaluate it")
+    p.add_argument("--home", type=Path, default=None, help="cache directory (default: $REWARDSERVE_HOME or "
+                                                           "~/.cache/rewardserve)")
+    p.add_argument("--retrain", action="store_true", help="train again even if the demo bundle exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from rewardmodel import CARD_NAME
+    from training.config import DEMO_DATA, build_config
+    from training.run import train
+
+    bundle = (args.home or default_home()) / DEMO_BUNDLE
+    if args.retrain or not (bundle / CARD_NAME).is_file():
+        print(f"training the demo model into {bundle} (a few minutes on a laptop CPU) …", file=sys.stderr)
+        train(build_config("demo", {}, {"output_dir": str(bundle), "overwrite": True}), progress=not args.quiet)
+    else:
+        print(f"using the cached demo model in {bundle} (--retrain to rebuild it)", file=sys.stderr)
+    out = evaluate_bundle(str(bundle), f"{DEMO_DATA}:heldout", progress=not args.quiet)
+    out["bundle"] = str(bundle)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser."""
+    parser = argparse.ArgumentParser(prog="rewardserve", description="Train, export and serve reward models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_eval(sub)
+    _add_demo(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rewardserve`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except RewardModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

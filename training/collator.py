@@ -1,0 +1,68 @@
+"""Encoding preference examples and collating them so one forward pass scores every completion.
+
+An encoded example holds each of its completions once; a batch stacks the completions of all its
+examples (example 0's completions first, then example 1's, …) and lists the pairs as row indices into
+that stack. A chosen/rejected pair is two rows; a k-way ranking is k rows and C(k, 2) pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rewardmodel import EncodedInput, Formatter, PreferenceExample, pad_batch
+
+Feature = dict[str, Any]
+
+
+def encode_example(formatter: Formatter, example: PreferenceExample) -> Feature:
+    """One training feature: token ids of each completion (with the prompt) and the pairs."""
+    encoded = formatter.encode_many([(example.prompt, c) for c in example.completions])
+    return {
+        "input_ids": [e.input_ids for e in encoded],
+        "token_type_ids": [e.token_type_ids or [] for e in encoded],
+        "better": [p.better for p in example.pairs],
+        "worse": [p.worse for p in example.pairs],
+        "margin": [p.margin for p in example.pairs],
+        "length": sum(len(e.input_ids) for e in encoded),
+        "truncated": sum(e.truncated for e in encoded),
+    }
+
+
+def encode_examples(formatter: Formatter, examples: Sequence[PreferenceExample]) -> list[Feature]:
+    """Encode many examples (see :func:`encode_example`)."""
+    return [encode_example(formatter, ex) for ex in examples]
+
+
+@dataclass(frozen=True)
+class RewardCollator:
+    """Collate encoded examples into model inputs plus pair indices, margins and weights."""
+
+    formatter: Formatter
+    pad_to_multiple_of: int = 1
+
+    def __call__(self, features: Sequence[Feature]) -> dict[str, torch.Tensor]:
+        items: list[EncodedInput] = []
+        better: list[int] = []
+        worse: list[int] = []
+        margin: list[float] = []
+        weight: list[float] = []
+        for feature in features:
+            offset = len(items)
+            for ids, types in zip(feature["input_ids"], feature["token_type_ids"], strict=True):
+                items.append(EncodedInput(list(ids), list(types) or None, 0, 0, False))
+            n_pairs = len(feature["better"])
+            better.extend(offset + i for i in feature["better"])
+            worse.extend(offset + i for i in feature["worse"])
+            margin.extend(float(m) for m in feature["margin"])
+            weight.extend([1.0 / n_pairs] * n_pairs)
+        batch = {k: torch.from_numpy(v) for k, v in
+                 pad_batch(items, self.formatter.spec, self.pad_to_multiple_of).as_dict().items()}
+        batch["better"] = torch.tensor(better, dtype=torch.long)
+        batch["worse"] = torch.tensor(worse, dtype=torch.long)
+        batch["margin"] = torch.tensor(margin, dtype=torch.float32)
+        batch["pair_weight"] = torch.tensor(weight, dtype=torch.float32)
+        return batch

@@ -1,0 +1,142 @@
+"""Loading a base checkpoint as a scalar-head reward model, and reading/writing bundles.
+
+This is where transformers' conventions are translated into the card's explicit formatting record:
+encoder or decoder, which token the score is read from, the pad token (decoders that have none, or
+whose pad equals EOS, get a dedicated one), the template and the padding side.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tokenizers import Tokenizer
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+from rewardmodel import BundleCard, BundleError, FormatSpec, Formatter, SpecialToken, load_tokenizer, read_card
+
+log = logging.getLogger(__name__)
+
+PAD_TOKEN = "<|rewardserve_pad|>"
+"""Pad token added to decoders that have none (or whose pad is EOS); it never occurs in real text."""
+
+
+@dataclass
+class LoadedModel:
+    """A reward model with the formatter that feeds it."""
+
+    model: PreTrainedModel
+    formatter: Formatter
+    architecture: Literal["encoder", "decoder"]
+    tokenizer: PreTrainedTokenizerBase | None = None
+
+
+def detect_architecture(model_type: str) -> Literal["encoder", "decoder"]:
+    """Encoders are the model types transformers can load as masked LMs (BERT, RoBERTa, DeBERTa, …)."""
+    return "encoder" if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES else "decoder"
+
+
+def _special(tokenizer: PreTrainedTokenizerBase, name: str) -> SpecialToken | None:
+    token = getattr(tokenizer, name)
+    return None if token is None else SpecialToken(str(token), int(tokenizer.convert_tokens_to_ids(token)))
+
+
+def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase, architecture: str) -> bool:
+    """Give the tokenizer a usable pad token; True when one was added (embeddings must grow)."""
+    if architecture == "encoder":
+        if tokenizer.pad_token is None:
+            raise BundleError("this encoder's tokenizer has no pad token; set one in its tokenizer_config.json")
+        return False
+    if tokenizer.pad_token is not None and tokenizer.pad_token != tokenizer.eos_token:
+        return False
+    # pad == EOS would make transformers read each score one token before the EOS we append.
+    tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    return True
+
+
+def build_format_spec(
+    tokenizer: PreTrainedTokenizerBase, architecture: Literal["encoder", "decoder"], max_length: int,
+    padding_side: str = "auto",
+) -> FormatSpec:
+    """The formatting record for a tokenizer/architecture; every choice explicit."""
+    chat = architecture == "decoder" and bool(getattr(tokenizer, "chat_template", None))
+    template = "pair" if architecture == "encoder" else ("chat" if chat else "concat")
+    side = "right" if architecture == "encoder" else tokenizer.padding_side
+    if padding_side != "auto":
+        side = padding_side
+    eos = _special(tokenizer, "eos_token")
+    pad = _special(tokenizer, "pad_token")
+    assert pad is not None
+    names = ("bos_token", "eos_token", "pad_token", "unk_token", "sep_token", "cls_token")
+    return FormatSpec(
+        template=template,
+        max_length=max_length,
+        score_position="first" if architecture == "encoder" else "last",
+        padding_side=side,
+        pad_token=pad,
+        eos_token=eos,
+        bos_token=_special(tokenizer, "bos_token"),
+        append_eos=template == "concat" and eos is not None,
+        use_token_type_ids="token_type_ids" in tokenizer.model_input_names,
+        chat_template=tokenizer.chat_template if chat else None,
+        special_tokens={n: str(getattr(tokenizer, n)) for n in names if getattr(tokenizer, n) is not None},
+    )
+
+
+def load_base_model(
+    name_or_path: str, architecture: str = "auto", max_length: int = 512, padding_side: str = "auto",
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load a base checkpoint with a fresh one-label head (or a reward model to fine-tune further)."""
+    config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    arch = detect_architecture(config.model_type) if architecture == "auto" else architecture
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    added = _ensure_pad_token(tokenizer, arch)
+    config.num_labels = 1
+    config.pad_token_id = tokenizer.pad_token_id
+    model = AutoModelForSequenceClassification.from_pretrained(
+        name_or_path, config=config, use_safetensors=True, trust_remote_code=trust_remote_code,
+    )
+    if added:
+        model.resize_token_embeddings(len(tokenizer))
+        log.info("added pad token %s (id %d) and resized embeddings", PAD_TOKEN, tokenizer.pad_token_id)
+    limit = getattr(config, "max_position_embeddings", None) or max_length
+    spec = build_format_spec(tokenizer, arch, min(max_length, int(limit)), padding_side)
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())  # a copy: we switch its padding off
+    backend.no_truncation()
+    backend.no_padding()
+    return LoadedModel(model, Formatter(backend, spec), arch, tokenizer)
+
+
+def save_bundle_weights(loaded: LoadedModel, output_dir: str | Path) -> None:
+    """Write the checkpoint part of a bundle (safetensors weights, config, tokenizer)."""
+    assert loaded.tokenizer is not None
+    loaded.model.save_pretrained(output_dir, safe_serialization=True)
+    loaded.tokenizer.save_pretrained(output_dir)
+
+
+def load_bundle(directory: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                trust_remote_code: bool = False) -> tuple[LoadedModel, BundleCard]:
+    """Load a bundle's torch model and formatter; refuses bundles whose card is missing or stale."""
+    card = read_card(directory)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        directory, use_safetensors=True, dtype=dtype, trust_remote_code=trust_remote_code,
+    )
+    model.to(device).eval()
+    formatter = Formatter(load_tokenizer(directory), card.formatting)
+    return LoadedModel(model, formatter, card.architecture), card
+
+
+def model_kwargs(batch: dict[str, Any]) -> dict[str, Any]:
+    """The subset of a collated batch that the model's forward takes."""
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}

@@ -1,0 +1,160 @@
+"""``rewardserve train``: data → model → Trainer → held-out report → bundle."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from rewardmodel import CARD_NAME, BundleCard, DataError, Normalization, PairwiseReport, write_card
+from training.collator import RewardCollator, encode_examples
+from training.config import TrainConfig
+from training.data import load_examples, split_heldout
+from training.evaluation import evaluate_model
+from training.modeling import LoadedModel, load_base_model, save_bundle_weights
+from training.trainer import RewardTrainer
+
+log = logging.getLogger(__name__)
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced."""
+
+    output_dir: str
+    report: PairwiseReport
+    train_seconds: float
+    steps: int
+    train_examples: int
+    eval_examples: int
+    eval_truncated: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the CLI prints it)."""
+        return asdict(self)
+
+
+def _prepare_output(cfg: TrainConfig) -> tuple[Path, str | None]:
+    out = Path(cfg.output_dir)
+    resume: str | None = None
+    if cfg.resume == "auto":
+        resume = get_last_checkpoint(str(out / CHECKPOINTS)) if (out / CHECKPOINTS).is_dir() else None
+        if resume is None:
+            log.warning("--resume auto: no checkpoint under %s, starting from scratch", out / CHECKPOINTS)
+    elif cfg.resume:
+        resume = cfg.resume
+    if out.exists() and any(out.iterdir()) and resume is None:
+        if not cfg.overwrite:
+            raise DataError(str(out), "output directory is not empty; pass --overwrite to replace it, "
+                                      "or --resume auto to continue from its last checkpoint")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, resume
+
+
+def _bf16(cfg: TrainConfig) -> bool:
+    if cfg.bf16 == "auto":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return cfg.bf16 == "true"
+
+
+def _wrap_lora(loaded: LoadedModel, cfg: TrainConfig) -> None:
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                      lora_dropout=cfg.lora_dropout, target_modules="all-linear")
+    loaded.model = get_peft_model(loaded.model, lora)
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+    """Train a reward model as ``cfg`` says and write its bundle to ``cfg.output_dir``."""
+    import datasets
+
+    set_seed(cfg.seed)
+    out, resume = _prepare_output(cfg)
+    examples = load_examples(cfg.train_data, cfg.data_split, cfg.limit)
+    if cfg.eval_data:
+        heldout = load_examples(cfg.eval_data, cfg.data_split)
+    else:
+        examples, heldout = split_heldout(examples, cfg.eval_fraction, cfg.seed)
+    loaded = load_base_model(cfg.model, cfg.architecture, cfg.max_length, cfg.padding_side, cfg.trust_remote_code)
+    formatter = loaded.formatter
+    if cfg.lora_r:
+        _wrap_lora(loaded, cfg)
+    features = datasets.Dataset.from_list(encode_examples(formatter, examples))
+    log.info("train: %d examples (%d truncated inputs); held-out: %d", len(examples),
+             sum(features["truncated"]), len(heldout))
+
+    def eval_fn(model: torch.nn.Module) -> dict[str, float]:
+        report, _ = evaluate_model(model, formatter, heldout, cfg.eval_batch_size, progress)
+        return {"accuracy": report.accuracy, "mean_margin": report.mean_margin}
+
+    args = TrainingArguments(
+        output_dir=str(out / CHECKPOINTS),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        lr_scheduler_type="linear",
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps" if cfg.save_steps else "no",
+        save_steps=cfg.save_steps or 500,
+        save_total_limit=cfg.save_total_limit,
+        eval_strategy="steps" if cfg.eval_steps else "no",
+        eval_steps=cfg.eval_steps or None,
+        seed=cfg.seed,
+        bf16=_bf16(cfg),
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        length_column_name="length",
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=not progress,
+    )
+    trainer = RewardTrainer(
+        model=loaded.model, args=args, train_dataset=features, data_collator=RewardCollator(formatter),
+        use_margin=cfg.use_margin, center_rewards_coefficient=cfg.center_rewards_coefficient, eval_fn=eval_fn,
+    )
+    started = time.perf_counter()
+    state = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - started
+    if cfg.lora_r:
+        loaded.model = loaded.model.merge_and_unload()
+    loaded.model.eval()
+    report, truncated = evaluate_model(loaded.model, formatter, heldout, cfg.eval_batch_size, progress)
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    save_bundle_weights(loaded, out)
+    result = TrainResult(str(out), report, round(seconds, 1), state.global_step, len(examples), len(heldout),
+                         truncated)
+    card = BundleCard(
+        name=cfg.name or out.resolve().name,
+        base_model=cfg.model,
+        architecture=loaded.architecture,
+        model_type=loaded.model.config.model_type,
+        formatting=formatter.spec,
+        normalization=Normalization(report.reward_mean, max(report.reward_std, 1e-6),
+                                    reference=cfg.eval_data or f"{cfg.train_data} (held-out split)",
+                                    count=sum(len(e.completions) for e in heldout)),
+        training={
+            "config": asdict(cfg),
+            "result": {k: v for k, v in result.to_dict().items() if k != "output_dir"},
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                         "python": platform.python_version()},
+        },
+    )
+    write_card(out, card)
+    log.info("wrote bundle %s (%s)", out, CARD_NAME)
+    return result
