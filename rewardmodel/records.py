@@ -48,6 +48,8 @@ def parse_record(row: Mapping[str, Any], where: str) -> PreferenceExample:
     """Parse one data row of any accepted form; raise :class:`DataError` naming ``where`` and the field."""
     if not isinstance(row, Mapping):
         raise DataError(where, f"expected a JSON object, got {type(row).__name__}")
+    # Parquet and `datasets` give every row every column, null where a form lacks it.
+    row = {k: v for k, v in row.items() if v is not None}
     try:
         if "completions" in row:
             return _parse_ranking(row, where)

@@ -103,13 +103,17 @@ def load_base_model(
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     added = _ensure_pad_token(tokenizer, arch)
     config.num_labels = 1
-    config.pad_token_id = tokenizer.pad_token_id
     model = AutoModelForSequenceClassification.from_pretrained(
         name_or_path, config=config, use_safetensors=True, trust_remote_code=trust_remote_code,
     )
-    if added:
+    # An added pad token (ours, or one a tokenizer class adds by default) lies outside the embedding
+    # table until it grows; set the pad id only after, since embeddings validate it.
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
-        log.info("added pad token %s (id %d) and resized embeddings", PAD_TOKEN, tokenizer.pad_token_id)
+        log.info("tokenizer has %d tokens: resized the embeddings", len(tokenizer))
+    if added:
+        log.info("added pad token %s (id %d)", PAD_TOKEN, tokenizer.pad_token_id)
+    model.config.pad_token_id = tokenizer.pad_token_id
     limit = getattr(config, "max_position_embeddings", None) or max_length
     spec = build_format_spec(tokenizer, arch, min(max_length, int(limit)), padding_side)
     backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())  # a copy: we switch its padding off

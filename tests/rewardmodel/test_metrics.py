@@ -1,0 +1,52 @@
+"""Pairwise metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import pytest
+
+from rewardmodel import PreferenceExample, PreferencePair, pairwise_report
+from rewardmodel.metrics import rankdata
+
+
+def _pair(where: str) -> PreferenceExample:
+    return PreferenceExample("q", ("a", "b"), (PreferencePair(0, 1),), where)
+
+
+def test_accuracy_counts_ties_as_wrong_and_margin_is_the_mean_difference() -> None:
+    examples = [_pair("1"), _pair("2"), _pair("3"), _pair("4")]
+    scores = [[2.0, 1.0], [0.5, 0.5], [-1.0, 1.0], [3.0, 0.0]]
+    lengths = [[10, 20], [40, 40], [100, 50], [300, 280]]
+    r = pairwise_report(examples, scores, lengths)
+    assert r.pairs == 4
+    assert r.accuracy == 0.5  # the tie is wrong
+    assert r.mean_margin == pytest.approx((1.0 + 0.0 - 2.0 + 3.0) / 4)
+    assert r.accuracy_by_length == {
+        "0-31": {"pairs": 1, "accuracy": 1.0},
+        "32-63": {"pairs": 1, "accuracy": 0.0},
+        "64-127": {"pairs": 1, "accuracy": 0.0},
+        "256-511": {"pairs": 1, "accuracy": 1.0},
+    }
+    # pairs whose lengths differ: 1 (b longer, data prefers shorter), 3 (a longer, better), 4 (a longer, better)
+    assert r.data_prefers_longer == pytest.approx(2 / 3)
+    # model picks: 1 -> a (shorter), 3 -> b (shorter), 4 -> a (longer)
+    assert r.model_prefers_longer == pytest.approx(1 / 3)
+    flat = [2.0, 1.0, 0.5, 0.5, -1.0, 1.0, 3.0, 0.0]
+    assert r.reward_mean == pytest.approx(sum(flat) / 8)
+
+
+def test_ranking_pairs_and_length_correlation() -> None:
+    ex = PreferenceExample("q", ("x", "y", "z"), (PreferencePair(0, 1), PreferencePair(0, 2), PreferencePair(1, 2)))
+    r = pairwise_report([ex], [[3.0, 2.0, 1.0]], [[30, 20, 10]])
+    assert r.accuracy == 1.0 and r.mean_margin == pytest.approx((1 + 2 + 1) / 3)
+    assert r.length_pearson == pytest.approx(1.0) and r.length_spearman == pytest.approx(1.0)
+
+
+def test_rankdata_averages_ties() -> None:
+    import numpy as np
+
+    assert rankdata(np.array([10.0, 20.0, 10.0, 5.0])).tolist() == [2.5, 4.0, 2.5, 1.0]
+
+
+def test_one_score_per_completion_is_enforced() -> None:
+    with pytest.raises(ValueError, match="one score and one length per completion"):
+        pairwise_report([_pair("x")], [[1.0]], [[1, 2]])

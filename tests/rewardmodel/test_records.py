@@ -1,0 +1,74 @@
+"""Every accepted data form parses into the same PreferenceExample shape; bad rows name line and field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rewardmodel import DataError, PreferencePair, parse_record
+
+
+def test_explicit_pair_with_margin() -> None:
+    ex = parse_record({"prompt": "q", "chosen": "a", "rejected": "b", "margin": 2}, "f:1")
+    assert ex.prompt == "q" and ex.completions == ("a", "b") and ex.pairs == (PreferencePair(0, 1, 2.0),)
+
+
+def test_explicit_pair_with_message_prompt() -> None:
+    ex = parse_record({"prompt": [{"role": "user", "content": "q"}], "chosen": "a", "rejected": "b"}, "f:1")
+    assert ex.prompt == [{"role": "user", "content": "q"}]
+
+
+def test_hh_transcripts_split_at_the_shared_assistant_turn() -> None:
+    row = {"chosen": "\n\nHuman: hi\n\nAssistant: hello!", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}
+    ex = parse_record(row, "f:1")
+    assert ex.prompt == "\n\nHuman: hi\n\nAssistant:" and ex.completions == (" hello!", " go away")
+
+
+def test_hh_reply_that_itself_contains_an_assistant_turn(hh_data: Path) -> None:
+    # line 711 of the real data: the chosen reply continues with a second "Assistant:" turn
+    row = json.loads(hh_data.read_text(encoding="utf-8").splitlines()[710])
+    ex = parse_record(row, "hh:711")
+    assert ex.prompt.endswith("\n\nHuman: Yes, please find me a serial.\n\nAssistant:")
+    assert "\n\nAssistant:" in ex.completions[0] and ex.completions[1].startswith(" You mean a password")
+    assert ex.prompt + ex.completions[0] == row["chosen"] and ex.prompt + ex.completions[1] == row["rejected"]
+
+
+def test_conversational_pair() -> None:
+    user = {"role": "user", "content": "q"}
+    ex = parse_record({"chosen": [user, {"role": "assistant", "content": "a"}],
+                       "rejected": [user, {"role": "assistant", "content": "b"}]}, "f:1")
+    assert ex.prompt == [user] and ex.completions == ("a", "b")
+
+
+def test_ranking_expands_to_all_pairs_best_first() -> None:
+    ex = parse_record({"prompt": "q", "completions": ["x", "y", "z"], "ranking": [2, 0, 1]}, "f:1")
+    assert [(p.better, p.worse) for p in ex.pairs] == [(2, 0), (2, 1), (0, 1)]
+    assert ex.completions == ("x", "y", "z")  # each completion once
+
+
+def test_scores_form_skips_ties() -> None:
+    ex = parse_record({"prompt": "q", "completions": ["x", "y", "z"], "scores": [1.0, 3.0, 1.0]}, "f:1")
+    assert [(p.better, p.worse) for p in ex.pairs] == [(1, 0), (1, 2)]
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"chosen": "a"}, "unrecognised record"),
+        ({"chosen": "a", "rejected": 3}, "both be strings"),
+        ({"prompt": "q", "chosen": "a", "rejected": "a"}, "identical"),
+        ({"prompt": "q", "chosen": "a", "rejected": "b", "margin": "big"}, "'margin'"),
+        ({"chosen": "\n\nHuman: a", "rejected": "\n\nHuman: b"}, "Assistant"),
+        ({"prompt": "q", "completions": ["x", "y"], "ranking": [0, 0]}, "'ranking'"),
+        ({"prompt": "q", "completions": ["x", "x"], "ranking": [0, 1]}, "duplicates"),
+        ({"completions": ["x", "y"], "ranking": [0, 1]}, "'prompt'"),
+        ({"prompt": [{"role": "user"}], "chosen": "a", "rejected": "b"}, r"prompt\[0\]\.content"),
+        ([1, 2], "JSON object"),
+    ],
+)
+def test_malformed_rows_name_where_and_what(row: object, message: str) -> None:
+    with pytest.raises(DataError, match=message) as info:
+        parse_record(row, "data.jsonl:7")  # type: ignore[arg-type]
+    assert str(info.value).startswith("data.jsonl:7: ")

@@ -1,0 +1,45 @@
+"""Losses against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from training.losses import bradley_terry_loss, centering_penalty
+
+
+def nll(x: float) -> float:
+    return math.log1p(math.exp(-x))  # -log(sigmoid(x))
+
+
+def test_bradley_terry_is_mean_negative_log_sigmoid_of_the_difference() -> None:
+    chosen, rejected = torch.tensor([2.0, 0.0, -1.0]), torch.tensor([1.0, 0.0, 1.0])
+    expected = (nll(1.0) + nll(0.0) + nll(-2.0)) / 3  # 0.31326, 0.69315, 2.12693
+    assert bradley_terry_loss(chosen, rejected).item() == pytest.approx(expected, abs=1e-6)
+    assert expected == pytest.approx((0.3132617 + 0.6931472 + 2.1269280) / 3, abs=1e-6)
+
+
+def test_margin_is_subtracted_inside_the_sigmoid() -> None:
+    loss = bradley_terry_loss(torch.tensor([3.0]), torch.tensor([1.0]), margin=torch.tensor([1.5]))
+    assert loss.item() == pytest.approx(nll(0.5), abs=1e-6)  # 0.474077
+
+
+def test_weights_make_a_ranking_count_once() -> None:
+    # one pair (diff 1) and a 3-way ranking whose three pairs have diff 0: weights 1, 1/3, 1/3, 1/3
+    chosen, rejected = torch.tensor([1.0, 0.0, 0.0, 0.0]), torch.zeros(4)
+    weight = torch.tensor([1.0, 1 / 3, 1 / 3, 1 / 3])
+    loss = bradley_terry_loss(chosen, rejected, weight=weight)
+    assert loss.item() == pytest.approx((nll(1.0) + nll(0.0)) / 2, abs=1e-6)
+
+
+def test_centering_penalty() -> None:
+    assert centering_penalty(torch.tensor([1.0, 2.0]), torch.tensor([1.0, -2.0])).item() == pytest.approx(2.0)
+
+
+def test_gradient_pushes_chosen_up_and_rejected_down() -> None:
+    chosen, rejected = torch.tensor([0.0], requires_grad=True), torch.tensor([0.0], requires_grad=True)
+    bradley_terry_loss(chosen, rejected).backward()
+    assert chosen.grad is not None and rejected.grad is not None
+    assert chosen.grad.item() == pytest.approx(-0.5) and rejected.grad.item() == pytest.approx(0.5)
