@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import machine_info  # noqa: E402
+from machine import machine_info
 
-from training.config import TrainConfig, _packaged_minilm  # noqa: E402
-from training.run import train  # noqa: E402
+from training.config import TrainConfig, _packaged_minilm
+from training.run import train
 
 RUNS: dict[str, dict[str, object]] = {
     "A": {"learning_rate": 3e-5, "epochs": 2.0, "max_length": 256},

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import good_bad_rows, save_tiny_bert, save_tiny_decoder
+
+# Tests use local files only; fail fast instead of reaching for a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -52,3 +57,18 @@ def hh_data() -> Path:
     if not path.is_file():
         pytest.skip(f"{path} not present (the shared data directory sits beside the repository)")
     return path
+
+
+@pytest.fixture(scope="session")
+def trained_bert_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path,
+                        good_bad_files: tuple[Path, Path]) -> Path:
+    """A bundle trained by `rewardserve train` (in process) from the tiny BERT on the good/bad set."""
+    from rewardserve.cli import main
+
+    out = tmp_path_factory.mktemp("bundle") / "tiny-bert-rm"
+    code = main(["train", "--quiet", "--model", str(tiny_bert), "--train-data", str(good_bad_files[0]),
+                 "--eval-data", str(good_bad_files[1]), "--output-dir", str(out), "--learning-rate", "3e-3",
+                 "--epochs", "4", "--batch-size", "16", "--max-length", "64", "--save-steps", "0",
+                 "--warmup-ratio", "0"])
+    assert code == 0
+    return out

@@ -118,7 +118,9 @@ def _capital_example(rng: random.Random, heldout: bool) -> dict[str, Any]:
     return {"prompt": prompt, "chosen": good, "rejected": bad, "kind": "wrong_fact"}
 
 
-def demo_rows(split: str = "train", n_train: int = 2400, n_heldout: int = 400, seed: int = 1234) -> list[dict[str, Any]]:
+def demo_rows(
+    split: str = "train", n_train: int = 2400, n_heldout: int = 400, seed: int = 1234
+) -> list[dict[str, Any]]:
     """Rows of the demo set: ``split`` is ``"train"`` or ``"heldout"``."""
     if split not in ("train", "heldout"):
         raise ValueError(f"demo split must be 'train' or 'heldout', got {split!r}")

@@ -12,9 +12,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from tqdm.auto import tqdm
+from transformers import PreTrainedModel
 
 from rewardmodel import EncodedInput, Formatter, PairwiseReport, PreferenceExample, pad_batch, pairwise_report
-from transformers import PreTrainedModel
 
 
 @torch.inference_mode()

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from rewardmodel import CARD_NAME, BundleCard, BundleError, FormatSpec, Normalization, SpecialToken, read_card, write_card
+from rewardmodel import (
+    CARD_NAME,
+    BundleCard,
+    BundleError,
+    FormatSpec,
+    Normalization,
+    SpecialToken,
+    read_card,
+    write_card,
+)
 
 
 def _card() -> BundleCard:

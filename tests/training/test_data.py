@@ -77,7 +77,7 @@ def test_real_hh_data_parses_entirely(hh_data: Path) -> None:
 def test_heldout_split_is_deterministic_and_disjoint() -> None:
     examples = load_examples("builtin:demo", limit=100)
     train_a, held_a = split_heldout(examples, 0.2, seed=3)
-    train_b, held_b = split_heldout(examples, 0.2, seed=3)
+    _, held_b = split_heldout(examples, 0.2, seed=3)
     assert held_a == held_b and len(held_a) == 20 and len(train_a) == 80
     assert not {e.where for e in train_a} & {e.where for e in held_a}
     assert split_heldout(examples, 0.2, seed=4)[1] != held_a
