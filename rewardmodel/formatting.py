@@ -63,6 +63,9 @@ class FormatSpec:
             raise BundleError(f"unknown formatting template {self.template!r}; expected one of {TEMPLATES}")
         if self.template == "chat" and not self.chat_template:
             raise BundleError("formatting template 'chat' needs the chat template text in 'chat_template'")
+        if self.score_position == "first" and self.padding_side != "right":
+            raise BundleError("scores read at the first token (encoders) need right padding: encoders use absolute "
+                              "positions, and fused encoder kernels assume padding at the end")
         if self.append_eos and self.eos_token is None:
             raise BundleError("formatting asks to append EOS but records no eos_token")
         if self.max_length < 8:

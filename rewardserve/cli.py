@@ -1,4 +1,4 @@
-"""The ``rewardserve`` command: ``train``, ``eval``, ``demo``.
+"""The ``rewardserve`` command: ``train``, ``eval``, ``export``, ``demo``.
 
 This module only parses arguments and dispatches; each stage package is imported lazily inside its
 subcommand, so ``rewardserve --help`` is instant and a serving install never imports torch for it.
@@ -9,6 +9,7 @@ one-line message; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -45,6 +46,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+def _emit(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """The command's result: JSON, alone on stdout (libraries' chatter was sent to stderr)."""
+    print(json.dumps(result, indent=2), file=args.stdout, flush=True)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from training.config import build_config, config_fields, load_config_file
     from training.run import train
@@ -54,7 +60,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["output_dir"] = str(default_home() / DEMO_BUNDLE)
     file_values = load_config_file(args.config) if args.config else {}
     result = train(build_config(args.preset, file_values, overrides), progress=not args.quiet)
-    print(json.dumps(result.to_dict(), indent=2))
+    _emit(args, result.to_dict())
     return 0
 
 
@@ -62,32 +68,68 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="score a preference file with a bundle and print pairwise metrics as JSON")
     p.add_argument("--model", required=True, help="bundle directory (written by `rewardserve train`)")
     p.add_argument("--data", required=True, help="preference data: file, dataset directory, hub name or builtin:demo")
+    p.add_argument("--variant", default="torch", choices=["torch", "fp32", "fp16", "int8"],
+                   help="the torch checkpoint, or an exported ONNX variant (run on onnxruntime)")
     p.add_argument("--split", default="train", help="split of a `datasets` source")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N examples (0: all)")
     p.add_argument("--batch-size", type=int, default=32, help="completions per forward pass")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (torch device; CUDA provider for ONNX)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_eval)
 
 
 def evaluate_bundle(model_dir: str, data: str, split: str = "train", limit: int = 0, batch_size: int = 32,
-                    device: str = "cpu", progress: bool = True) -> dict[str, Any]:
-    """Evaluate a bundle on preference data: the JSON that `rewardserve eval` prints."""
-    from training.data import load_examples
-    from training.evaluation import evaluate_model
-    from training.modeling import load_bundle
+                    device: str = "cpu", progress: bool = True, variant: str = "torch") -> dict[str, Any]:
+    """Evaluate a bundle (torch checkpoint or ONNX variant) on preference data: what `rewardserve eval` prints."""
+    from rewardmodel import read_card
+    from rewardmodel.sources import load_examples
 
-    loaded, card = load_bundle(model_dir, device=device)
     examples = load_examples(data, split, limit)
-    report, truncated = evaluate_model(loaded.model, loaded.formatter, examples, batch_size, progress)
-    return {"model": card.name, "data": data, "examples": len(examples), "truncated_inputs": truncated,
-            **report.to_dict()}
+    if variant == "torch":
+        from training.evaluation import evaluate_model
+        from training.modeling import load_bundle
+
+        loaded, card = load_bundle(model_dir, device=device)
+        report, truncated = evaluate_model(loaded.model, loaded.formatter, examples, batch_size, progress)
+    else:
+        from export.evaluate import evaluate_variant
+        from export.session import CPU, CUDA
+
+        card = read_card(model_dir)
+        providers = (CUDA, CPU) if device.startswith("cuda") else (CPU,)
+        report, truncated = evaluate_variant(model_dir, variant, examples, batch_size, providers)
+    return {"model": card.name, "variant": variant, "data": data, "examples": len(examples),
+            "truncated_inputs": truncated, **report.to_dict()}
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     out = evaluate_bundle(args.model, args.data, args.split, args.limit, args.batch_size, args.device,
-                          progress=not args.quiet)
-    print(json.dumps(out, indent=2))
+                          progress=not args.quiet, variant=args.variant)
+    _emit(args, out)
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="add ONNX variants (fp32, fp16, int8) to a bundle, each gated on parity",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help="bundle directory")
+    p.add_argument("--variants", default="fp32,int8", help="comma-separated: fp32 (portable), fp16 (GPU), int8 (CPU)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument("--calibration-data", default="", help="preference data for the parity check "
+                                                          "(default: the demo set's held-out split)")
+    p.add_argument("--samples", type=int, default=256, help="preference examples used for parity")
+    p.add_argument("--force", action="store_true", help="write variants that miss their parity thresholds")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from export.run import ExportSettings, export_bundle
+
+    settings = ExportSettings(variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()),
+                              opset=args.opset, calibration_data=args.calibration_data, samples=args.samples,
+                              force=args.force)
+    card = export_bundle(args.model, settings)
+    _emit(args, {"model": card.name, "onnx": card.onnx})
     return 0
 
 
@@ -102,7 +144,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from rewardmodel import CARD_NAME
-    from training.config import DEMO_DATA, build_config
+    from rewardmodel.sources import DEMO_DATA
+    from training.config import build_config
     from training.run import train
 
     bundle = (args.home or default_home()) / DEMO_BUNDLE
@@ -113,7 +156,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"using the cached demo model in {bundle} (--retrain to rebuild it)", file=sys.stderr)
     out = evaluate_bundle(str(bundle), f"{DEMO_DATA}:heldout", progress=not args.quiet)
     out["bundle"] = str(bundle)
-    print(json.dumps(out, indent=2))
+    _emit(args, out)
     return 0
 
 
@@ -124,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_eval(sub)
+    _add_export(sub)
     _add_demo(sub)
     return parser
 
@@ -134,7 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.func(args))
+        # transformers' Trainer prints its logs to stdout; keep stdout for the command's JSON result
+        args.stdout = sys.stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            return int(args.func(args))
     except RewardModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -72,3 +72,27 @@ def trained_bert_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Pat
                  "--warmup-ratio", "0"])
     assert code == 0
     return out
+
+
+def _train_quick(model: Path, data: tuple[Path, Path], out: Path) -> Path:
+    from training.config import TrainConfig
+    from training.run import train
+
+    train(TrainConfig(model=str(model), train_data=str(data[0]), eval_data=str(data[1]), output_dir=str(out),
+                      learning_rate=3e-3, epochs=4.0, batch_size=16, max_length=64, save_steps=0, warmup_ratio=0.0,
+                      seed=0), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_llama_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path,
+                         good_bad_files: tuple[Path, Path]) -> Path:
+    """A decoder bundle: concat template, left padding, dedicated pad token."""
+    return _train_quick(tiny_llama, good_bad_files, tmp_path_factory.mktemp("bundle") / "tiny-llama-rm")
+
+
+@pytest.fixture(scope="session")
+def trained_qwen_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_qwen: Path,
+                        good_bad_files: tuple[Path, Path]) -> Path:
+    """A decoder bundle: ChatML template, right padding."""
+    return _train_quick(tiny_qwen, good_bad_files, tmp_path_factory.mktemp("bundle") / "tiny-qwen-rm")

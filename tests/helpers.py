@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     BertConfig,
@@ -78,6 +79,7 @@ def save_tiny_decoder(path: Path, family: str = "llama", chat: bool = False, pad
                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
                                   bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                                   tie_word_embeddings=False)
+    torch.manual_seed(0)  # the same tiny model in every run
     model = LlamaModel(LlamaConfig(**common)) if family == "llama" else Qwen2Model(Qwen2Config(**common))
     model.save_pretrained(path)
     tok.save_pretrained(path)
@@ -90,6 +92,7 @@ def save_tiny_bert(path: Path, minilm_path: Path) -> Path:
 
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)
     BertModel(config).save_pretrained(path)
     AutoTokenizer.from_pretrained(minilm_path).save_pretrained(path)
     return path

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rewardmodel import DataError
-
-DEMO_DATA = "builtin:demo"
+from rewardmodel.sources import DEMO_DATA
 
 
 def _packaged_minilm() -> str:

@@ -1,103 +1,11 @@
-"""Loading preference data from JSONL, JSON, Parquet, `datasets` directories and the hub.
-
-Every row is parsed by :func:`rewardmodel.parse_record`, so a malformed row fails with an error that
-names the file, the line (or row index) and the field.
-"""
+"""Training data: the held-out split (reading data is :mod:`rewardmodel.sources`)."""
 
 from __future__ import annotations
 
-import json
 import random
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
-from rewardmodel import DataError, PreferenceExample, parse_record
-from training.config import DEMO_DATA
-
-
-def load_examples(source: str, split: str = "train", limit: int = 0) -> list[PreferenceExample]:
-    """Load and parse all records of ``source`` (see :class:`~training.config.TrainConfig.train_data`)."""
-    examples = []
-    for where, row in _rows(source, split):
-        examples.append(parse_record(row, where))
-        if limit and len(examples) >= limit:
-            break
-    if not examples:
-        raise DataError(source, "no preference records found")
-    return examples
-
-
-def _rows(source: str, split: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    if source.startswith(DEMO_DATA):
-        from training.demo_data import demo_rows
-
-        which = source[len(DEMO_DATA):].lstrip(":") or "train"
-        yield from ((f"{source}#{i}", row) for i, row in enumerate(demo_rows(which)))
-        return
-    path = Path(source)
-    if path.is_file():
-        suffix = path.suffix.lower()
-        if suffix in (".jsonl", ".ndjson"):
-            yield from _jsonl_rows(path)
-        elif suffix == ".json":
-            yield from _json_rows(path)
-        elif suffix == ".parquet":
-            yield from _parquet_rows(path)
-        else:
-            raise DataError(str(path), "unsupported file type; use .jsonl, .json or .parquet")
-        return
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".json", ".parquet"):
-        raise DataError(source, "no such file")
-    yield from _datasets_rows(source, split)
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(where, f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
-
-
-def _json_rows(path: Path) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}", f"invalid JSON ({exc.msg})") from exc
-    if not isinstance(data, list):
-        raise DataError(str(path), "a .json data file must hold a list of records (use .jsonl for one per line)")
-    yield from ((f"{path}[{i}]", row) for i, row in enumerate(data))
-
-
-def _parquet_rows(path: Path) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    yield from ((f"{path} row {i}", row) for i, row in enumerate(table.to_pylist()))
-
-
-def _datasets_rows(source: str, split: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    import datasets
-
-    try:
-        if Path(source).is_dir():
-            loaded = datasets.load_from_disk(source)
-        else:
-            loaded = datasets.load_dataset(source, split=split)
-    except FileNotFoundError as exc:
-        raise DataError(source, f"cannot load dataset ({exc})") from exc
-    except Exception as exc:  # datasets raises many types (hub, network, format); name the source in one error
-        raise DataError(source, f"cannot load dataset: {type(exc).__name__}: {exc}") from exc
-    if isinstance(loaded, datasets.DatasetDict):
-        if split not in loaded:
-            raise DataError(source, f"has no split {split!r}; splits: {sorted(loaded)}")
-        loaded = loaded[split]
-    yield from ((f"{source}[{split}] row {i}", row) for i, row in enumerate(loaded))
+from rewardmodel import DataError, PreferenceExample
 
 
 def split_heldout(

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from tokenizers import Tokenizer
 from transformers import (
     AutoConfig,
@@ -23,7 +22,8 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-from rewardmodel import BundleCard, BundleError, FormatSpec, Formatter, SpecialToken, load_tokenizer, read_card
+from rewardmodel import BundleCard, BundleError, FormatSpec, Formatter, SpecialToken, load_tokenizer
+from rewardmodel.torch_model import load_torch_model
 
 log = logging.getLogger(__name__)
 
@@ -129,16 +129,11 @@ def save_bundle_weights(loaded: LoadedModel, output_dir: str | Path) -> None:
     loaded.tokenizer.save_pretrained(output_dir)
 
 
-def load_bundle(directory: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                trust_remote_code: bool = False) -> tuple[LoadedModel, BundleCard]:
+def load_bundle(directory: str | Path, device: str = "cpu", trust_remote_code: bool = False
+                ) -> tuple[LoadedModel, BundleCard]:
     """Load a bundle's torch model and formatter; refuses bundles whose card is missing or stale."""
-    card = read_card(directory)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        directory, use_safetensors=True, dtype=dtype, trust_remote_code=trust_remote_code,
-    )
-    model.to(device).eval()
-    formatter = Formatter(load_tokenizer(directory), card.formatting)
-    return LoadedModel(model, formatter, card.architecture), card
+    model, card = load_torch_model(directory, device=device, trust_remote_code=trust_remote_code)
+    return LoadedModel(model, Formatter(load_tokenizer(directory), card.formatting), card.architecture), card
 
 
 def model_kwargs(batch: dict[str, Any]) -> dict[str, Any]:

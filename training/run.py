@@ -16,9 +16,10 @@ from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from rewardmodel import CARD_NAME, BundleCard, DataError, Normalization, PairwiseReport, write_card
+from rewardmodel.sources import load_examples
 from training.collator import RewardCollator, encode_examples
 from training.config import TrainConfig
-from training.data import load_examples, split_heldout
+from training.data import split_heldout
 from training.evaluation import evaluate_model
 from training.modeling import LoadedModel, load_base_model, save_bundle_weights
 from training.trainer import RewardTrainer

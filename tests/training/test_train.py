@@ -10,9 +10,9 @@ import pytest
 from transformers import set_seed
 
 from rewardmodel import CARD_NAME, DataError, read_card
+from rewardmodel.sources import load_examples
 from rewardserve.cli import evaluate_bundle
 from training.config import TrainConfig, build_config, load_config_file
-from training.data import load_examples
 from training.evaluation import evaluate_model
 from training.modeling import load_base_model
 from training.run import CHECKPOINTS, train

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from rewardmodel import DataError
-from training.data import load_examples, split_heldout
+from rewardmodel.sources import load_examples
+from training.data import split_heldout
 
 ROWS = [
     {"prompt": "q1", "chosen": "a", "rejected": "b"},

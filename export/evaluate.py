@@ -1,0 +1,29 @@
+"""Evaluating an exported variant on preferences: the metrics of ``rewardserve eval``, via onnxruntime."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from export.errors import ExportError
+from export.run import FILES
+from export.session import CPU, onnx_scorer, open_session
+from rewardmodel import Formatter, PairwiseReport, PreferenceExample, load_tokenizer, read_card
+from rewardmodel.scoring import Progress, evaluate
+
+
+def evaluate_variant(
+    bundle: str | Path, variant: str, examples: Sequence[PreferenceExample], batch_size: int = 32,
+    providers: Sequence[str] = (CPU,), progress: Progress[list[int]] | None = None,
+) -> tuple[PairwiseReport, int]:
+    """Pairwise report of the bundle's ``variant`` ONNX model, and the number of truncated inputs."""
+    root = Path(bundle)
+    card = read_card(root)
+    if variant not in card.onnx:
+        raise ExportError(
+            f"{root} has no {variant!r} ONNX variant (it has: {sorted(card.onnx) or 'none'}); "
+            f"run `rewardserve export --model {root} --variants {variant}`"
+        )
+    session = open_session(root / FILES[variant], providers)
+    formatter = Formatter(load_tokenizer(root), card.formatting)
+    return evaluate(onnx_scorer(session), formatter, examples, batch_size, progress)

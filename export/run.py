@@ -1,0 +1,146 @@
+"""``rewardserve export``: bundle → ``onnx/`` variants, each gated on parity and recorded in the card."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from export.convert import to_fp16, to_fp32, to_int8
+from export.errors import ExportError
+from export.onnx_export import TWO_GB, export_onnx
+from export.parity import THRESHOLDS, gate, measure
+from export.session import CPU, CUDA, available_providers, onnx_scorer, open_session
+from rewardmodel import BundleCard, Formatter, PreferenceExample, load_tokenizer, read_card, write_card
+from rewardmodel.card import sha256_file
+from rewardmodel.scoring import score_encoded
+from rewardmodel.sources import DEMO_DATA, load_examples
+from rewardmodel.torch_model import load_torch_model, torch_scorer
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("fp32", "fp16", "int8")
+FILES = {"fp32": "onnx/model.onnx", "fp16": "onnx/model_fp16.onnx", "int8": "onnx/model_int8.onnx"}
+DTYPES = {"fp32": "float32", "fp16": "float16", "int8": "int8 weights, float32 activations"}
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """What ``rewardserve export`` does."""
+
+    variants: tuple[str, ...] = ("fp32", "int8")
+    opset: int = 17
+    calibration_data: str = ""
+    """Preference data for the parity check; empty: the demo set's held-out split."""
+    samples: int = 256
+    """Preference examples of the calibration data used for parity."""
+    force: bool = False
+    """Write variants that miss their parity thresholds (marked as failed in the card)."""
+    external_data_threshold: int = TWO_GB
+    batch_size: int = 32
+
+    def validate(self) -> ExportSettings:
+        """Raise :class:`ExportError` on settings that cannot work; return self."""
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown or not self.variants:
+            raise ExportError(f"unknown variants {unknown or '(none)'}; choose from {', '.join(VARIANTS)}")
+        if not 11 <= self.opset <= 21:
+            raise ExportError(f"opset {self.opset} is outside 11..21, the range onnxruntime 1.2x runs")
+        return self
+
+
+def _calibration(settings: ExportSettings) -> list[PreferenceExample]:
+    return load_examples(settings.calibration_data or f"{DEMO_DATA}:heldout", limit=settings.samples)
+
+
+def _check_providers(variant: str) -> list[str]:
+    """Where a variant's parity is checked: its target provider when installed, else the CPU."""
+    if variant == "fp16" and CUDA in available_providers():
+        return [CUDA]
+    return [CPU]
+
+
+def _fp16_note(providers: Sequence[str]) -> dict[str, str]:
+    if CUDA in providers:
+        return {}
+    return {"note": "fp16 targets the CUDA execution provider, which this onnxruntime lacks: parity was checked on "
+                    "the CPU provider only. GPU kernels round differently; re-run the export on a GPU machine to "
+                    "check the numbers a GPU server returns."}
+
+
+def export_bundle(bundle: str | Path, settings: ExportSettings) -> BundleCard:
+    """Export ``settings.variants`` into ``bundle/onnx`` and record them in the card."""
+    settings = settings.validate()
+    root = Path(bundle)
+    card = read_card(root)
+    # eager attention exports as plain MatMul/Softmax, the pattern onnxruntime fuses into its Attention op
+    model, _ = load_torch_model(root, card=card, attn_implementation="eager")
+    formatter = Formatter(load_tokenizer(root), card.formatting)
+    examples = _calibration(settings)
+    encoded = formatter.encode_many([(ex.prompt, c) for ex in examples for c in ex.completions])
+    reference = score_encoded(torch_scorer(model), card.formatting, encoded, settings.batch_size)
+    cfg = model.config
+    heads, hidden = int(getattr(cfg, "num_attention_heads", 0)), int(getattr(cfg, "hidden_size", 0))
+
+    staging = root / "onnx.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    records: dict[str, dict[str, Any]] = {}
+    try:
+        raw = export_onnx(model, card.formatting, staging / "raw.onnx", settings.opset,
+                          settings.external_data_threshold)
+        convert = {"fp32": to_fp32, "fp16": to_fp16, "int8": to_int8}
+        for variant in settings.variants:
+            started = time.perf_counter()
+            path = staging / Path(FILES[variant]).name
+            method = convert[variant](raw, path, card.model_type, heads, hidden, settings.external_data_threshold)
+            records[variant] = _check(variant, path, method, reference, encoded, examples, formatter, settings)
+            log.info("%s: %s (%.1fs)", variant, records[variant]["parity"], time.perf_counter() - started)
+        raw.unlink()
+        raw.with_name(raw.name + ".data").unlink(missing_ok=True)
+        _install(staging, root / "onnx")
+        for variant, record in records.items():
+            record["sha256"] = sha256_file(root / FILES[variant])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    onnx_records = {k: v for k, v in card.onnx.items() if k not in records} | records
+    return write_card(root, replace(card, onnx=onnx_records))
+
+
+def _check(variant: str, path: Path, method: str, reference: np.ndarray, encoded: Sequence[Any],
+           examples: Sequence[PreferenceExample], formatter: Formatter, settings: ExportSettings) -> dict[str, Any]:
+    providers = _check_providers(variant)
+    session = open_session(path, providers)
+    scores = score_encoded(onnx_scorer(session), formatter.spec, encoded, settings.batch_size)
+    parity = measure(reference, scores, examples)
+    failures = gate(variant, parity, settings.force)
+    size = path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob(path.name + ".data"))
+    return {
+        "file": FILES[variant],
+        "dtype": DTYPES[variant],
+        "opset": next((o.version for o in onnx.load(str(path), load_external_data=False).opset_import
+                       if o.domain in ("", "ai.onnx")), settings.opset),
+        "size_bytes": size,
+        "conversion": method,
+        "providers_checked": providers,
+        "parity": parity.to_dict(),
+        "thresholds": THRESHOLDS[variant].__dict__,
+        "parity_passed": not failures,
+        "parity_failures": failures,
+        "calibration": {"data": settings.calibration_data or f"{DEMO_DATA}:heldout", "examples": len(examples)},
+        **(_fp16_note(providers) if variant == "fp16" else {}),
+    }
+
+
+def _install(staging: Path, target: Path) -> None:
+    """Move the staged variants into ``onnx/``, replacing the ones of the same name."""
+    target.mkdir(exist_ok=True)
+    for item in staging.iterdir():
+        item.replace(target / item.name)

@@ -1,0 +1,113 @@
+"""Export → load → parity, for an encoder and decoders on both padding sides; the gate; the card; eval."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from export.errors import ExportError, ParityError
+from export.parity import THRESHOLDS, Thresholds
+from export.run import FILES, ExportSettings, export_bundle
+from export.session import onnx_scorer
+from rewardmodel import BundleError, Formatter, load_tokenizer, pad_batch, read_card
+from rewardmodel.card import sha256_file
+from rewardmodel.torch_model import load_torch_model, torch_scorer
+from rewardserve.cli import evaluate_bundle
+
+ITEMS = [("how are you ?", " it is good ."), ("a ?", " one"), ("the cat is red ?", " it is a bad three four .")]
+
+
+@pytest.fixture
+def bundle_copy(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    target = tmp_path / "bundle"
+    shutil.copytree(request.getfixturevalue(request.param), target)
+    return target
+
+
+def _settings(data: tuple[Path, Path], **kw: object) -> ExportSettings:
+    return ExportSettings(**{"variants": ("fp32", "int8"), "calibration_data": str(data[1]), "samples": 64, **kw})
+
+
+@pytest.mark.parametrize(
+    "bundle_copy", ["trained_bert_bundle", "trained_llama_bundle", "trained_qwen_bundle"], indirect=True
+)
+def test_export_parity_on_both_padding_sides(bundle_copy: Path, good_bad_files: tuple[Path, Path]) -> None:
+    card = export_bundle(bundle_copy, _settings(good_bad_files))
+    fp32 = card.onnx["fp32"]
+    assert fp32["parity_passed"] and fp32["parity"]["max_abs_diff"] <= 1e-4 and fp32["parity"]["pairs"] == 64
+    assert card.onnx["int8"]["parity"]["pair_agreement"] >= 0.98
+
+    # the exported graph scores any batch shape and either padding side like torch does
+    model, _ = load_torch_model(bundle_copy)
+    session = ort.InferenceSession(str(bundle_copy / FILES["fp32"]), providers=["CPUExecutionProvider"])
+    formatter = Formatter(load_tokenizer(bundle_copy), card.formatting)
+    encoded = formatter.encode_many(ITEMS)
+    sides = ("left", "right") if card.formatting.score_position == "last" else ("right",)  # encoders: right only
+    for side in sides:
+        batch = pad_batch(encoded, replace(card.formatting, padding_side=side))
+        np.testing.assert_allclose(onnx_scorer(session)(batch)[:, 0], torch_scorer(model)(batch)[:, 0], atol=1e-4)
+    single = pad_batch(encoded[:1], card.formatting)
+    np.testing.assert_allclose(onnx_scorer(session)(single), torch_scorer(model)(single), atol=1e-4)
+
+
+@pytest.mark.parametrize("bundle_copy", ["trained_bert_bundle"], indirect=True)
+def test_card_records_each_variant(bundle_copy: Path, good_bad_files: tuple[Path, Path]) -> None:
+    export_bundle(bundle_copy, _settings(good_bad_files, variants=("fp32", "fp16", "int8")))
+    card = read_card(bundle_copy)  # verifies every hash, the ONNX files included
+    for variant, record in card.onnx.items():
+        path = bundle_copy / record["file"]
+        assert record["sha256"] == sha256_file(path) == card.files[record["file"]]
+        assert record["size_bytes"] == path.stat().st_size and record["opset"] == 17
+        assert record["thresholds"] == THRESHOLDS[variant].__dict__
+        assert record["calibration"] == {"data": str(good_bad_files[1]), "examples": 64}
+    assert card.onnx["fp16"]["dtype"] == "float16" and card.onnx["fp16"]["providers_checked"] == [
+        "CPUExecutionProvider"] and "re-run the export on a GPU" in card.onnx["fp16"]["note"]
+    assert card.onnx["int8"]["size_bytes"] < card.onnx["fp32"]["size_bytes"] / 2
+    (bundle_copy / FILES["int8"]).write_bytes(b"tampered")
+    with pytest.raises(BundleError, match=r"model_int8\.onnx does not match"):
+        read_card(bundle_copy)
+
+
+@pytest.mark.parametrize("bundle_copy", ["trained_bert_bundle"], indirect=True)
+def test_gate_refuses_a_failing_variant_unless_forced(
+    bundle_copy: Path, good_bad_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # int8 cannot reproduce fp32 scores to 1e-9: a threshold it must miss
+    monkeypatch.setitem(THRESHOLDS, "int8", Thresholds(max_abs_diff=1e-9, pair_agreement=0.98))
+    before = read_card(bundle_copy)
+    with pytest.raises(ParityError, match=r"int8 variant failed the parity gate \(max_abs_diff .* > 1e-09\)"):
+        export_bundle(bundle_copy, _settings(good_bad_files))
+    assert read_card(bundle_copy) == before and not (bundle_copy / "onnx").exists()
+
+    card = export_bundle(bundle_copy, _settings(good_bad_files, force=True))
+    assert card.onnx["int8"]["parity_passed"] is False
+    assert card.onnx["int8"]["parity_failures"][0].startswith("max_abs_diff")
+    assert card.onnx["fp32"]["parity_passed"] is True
+
+
+@pytest.mark.parametrize("bundle_copy", ["trained_llama_bundle"], indirect=True)
+def test_external_data_for_large_models(bundle_copy: Path, good_bad_files: tuple[Path, Path]) -> None:
+    card = export_bundle(bundle_copy, _settings(good_bad_files, variants=("fp32",), external_data_threshold=0))
+    assert (bundle_copy / "onnx" / "model.onnx.data").is_file()
+    assert "onnx/model.onnx.data" in card.files and card.onnx["fp32"]["parity_passed"]
+    assert card.onnx["fp32"]["size_bytes"] > (bundle_copy / "onnx" / "model.onnx").stat().st_size
+
+
+@pytest.mark.parametrize("bundle_copy", ["trained_bert_bundle"], indirect=True)
+def test_eval_on_an_exported_variant_matches_the_checkpoint(bundle_copy: Path,
+                                                             good_bad_files: tuple[Path, Path]) -> None:
+    with pytest.raises(ExportError, match="no 'fp32' ONNX variant"):
+        evaluate_bundle(str(bundle_copy), str(good_bad_files[1]), variant="fp32", progress=False)
+    export_bundle(bundle_copy, _settings(good_bad_files))
+    torch_report = evaluate_bundle(str(bundle_copy), str(good_bad_files[1]), progress=False)
+    fp32 = evaluate_bundle(str(bundle_copy), str(good_bad_files[1]), variant="fp32", progress=False)
+    int8 = evaluate_bundle(str(bundle_copy), str(good_bad_files[1]), variant="int8", progress=False)
+    assert fp32["accuracy"] == torch_report["accuracy"] >= 0.95
+    assert fp32["mean_margin"] == pytest.approx(torch_report["mean_margin"], abs=1e-4)
+    assert int8["accuracy"] >= torch_report["accuracy"] - 0.05
+    assert set(int8) == set(torch_report)
