@@ -70,8 +70,9 @@ def to_fp16(fp32: Path, out: Path, model_type: str, num_heads: int, hidden_size:
         proto, method = model.model, "onnxruntime transformer optimizer (fused) + float16"
     else:
         block = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP32_OPS))
-        proto = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True, op_block_list=block)
-        method = "generic float16 conversion, normalisation/softmax/reduction ops kept in fp32"
+        converted = OnnxModel(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True, op_block_list=block))
+        converted.topological_sort()  # the converter appends its Cast nodes after their consumers
+        proto, method = converted.model, "generic float16 conversion, normalisation/softmax/reduction ops kept in fp32"
     save_model(proto, out, external_data_threshold)
     return method
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,10 @@ def export_onnx(model: torch.nn.Module, spec: FormatSpec, path: Path, opset: int
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # the exporter may write one file per tensor
         raw = str(Path(tmp) / "model.onnx")
         try:
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                # tracing notes about Python-side shape checks and index ops; the parity gate is the real check
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                warnings.filterwarnings("ignore", message="Exporting aten::index operator")
                 torch.onnx.export(wrapped, args, raw, input_names=names, output_names=["logits"],
                                   dynamic_axes=axes, opset_version=opset, dynamo=False)
         except Exception as exc:  # the TorchScript exporter failed: try torch.export's

@@ -134,7 +134,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="build the demo reward model (MiniLM on generated preferences) and evaluate it")
+    p = sub.add_parser("demo", help="build the demo reward model (MiniLM on generated preferences), export it to "
+                                    "ONNX and evaluate every variant")
     p.add_argument("--home", type=Path, default=None, help="cache directory (default: $REWARDSERVE_HOME or "
                                                            "~/.cache/rewardserve)")
     p.add_argument("--retrain", action="store_true", help="train again even if the demo bundle exists")
@@ -142,8 +143,12 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
+DEMO_VARIANTS = ("fp32", "int8")
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from rewardmodel import CARD_NAME
+    from export.run import ExportSettings, export_bundle
+    from rewardmodel import CARD_NAME, read_card
     from rewardmodel.sources import DEMO_DATA
     from training.config import build_config
     from training.run import train
@@ -154,7 +159,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         train(build_config("demo", {}, {"output_dir": str(bundle), "overwrite": True}), progress=not args.quiet)
     else:
         print(f"using the cached demo model in {bundle} (--retrain to rebuild it)", file=sys.stderr)
-    out = evaluate_bundle(str(bundle), f"{DEMO_DATA}:heldout", progress=not args.quiet)
+    if not set(DEMO_VARIANTS) <= set(read_card(bundle).onnx):
+        print(f"exporting ONNX variants {', '.join(DEMO_VARIANTS)} …", file=sys.stderr)
+        export_bundle(bundle, ExportSettings(variants=DEMO_VARIANTS))
+    data = f"{DEMO_DATA}:heldout"
+    out = evaluate_bundle(str(bundle), data, progress=not args.quiet)
+    out["onnx"] = {}
+    for variant in DEMO_VARIANTS:
+        report = evaluate_bundle(str(bundle), data, progress=not args.quiet, variant=variant)
+        out["onnx"][variant] = {k: report[k] for k in ("accuracy", "mean_margin", "reward_mean", "reward_std")}
     out["bundle"] = str(bundle)
     _emit(args, out)
     return 0
@@ -175,8 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rewardserve`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    # our packages log progress at INFO; libraries (onnxruntime's quantizer logs every tensor) stay at WARNING
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("rewardmodel", "training", "export", "rewardserve"):
+        logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         # transformers' Trainer prints its logs to stdout; keep stdout for the command's JSON result
         args.stdout = sys.stdout

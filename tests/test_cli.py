@@ -50,12 +50,17 @@ def test_train_refuses_to_overwrite_a_bundle(trained_bert_bundle: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_trains_minilm_to_90_percent_then_uses_the_cache(tmp_path: Path) -> None:
-    """The README's first command: MiniLM on the demo preferences, within minutes on 2 CPU cores."""
+    """The README's first command: MiniLM on the demo preferences, exported, within minutes on 2 CPU cores."""
     env = {"REWARDSERVE_HOME": str(tmp_path)}
     first = run_cli("demo", "--quiet", env=env, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     out = json.loads(first.stdout)
     assert out["accuracy"] >= 0.90 and out["pairs"] == 400
+    # the demo also exports ONNX fp32 and int8, each passing the parity gate, and evaluates them
+    card = read_card(tmp_path / "demo-minilm")
+    assert card.onnx["fp32"]["parity_passed"] and card.onnx["int8"]["parity_passed"]
+    assert out["onnx"]["fp32"]["accuracy"] == out["accuracy"]
+    assert out["onnx"]["int8"]["accuracy"] >= 0.90
     assert read_card(tmp_path / "demo-minilm").training["result"]["report"]["accuracy"] == out["accuracy"]
     second = run_cli("demo", "--quiet", env=env)
     assert second.returncode == 0 and "using the cached demo model" in second.stderr
