@@ -26,7 +26,7 @@ RUNS: dict[str, dict[str, object]] = {
     "A": {"learning_rate": 3e-5, "epochs": 2.0, "max_length": 256},
     "B": {"learning_rate": 3e-5, "epochs": 2.0, "max_length": 128},
     "C": {"learning_rate": 1e-4, "epochs": 1.0, "max_length": 256},
-    "D": {"learning_rate": 3e-5, "epochs": 3.0, "max_length": 256, "center_rewards_coefficient": 0.01},
+    "D": {"learning_rate": 1e-4, "epochs": 2.0, "max_length": 256, "center_rewards_coefficient": 0.01},
 }
 
 RESULTS = Path(__file__).resolve().parent / "results"
