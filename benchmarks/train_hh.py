@@ -35,7 +35,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="HH-style preference JSONL")
-    parser.add_argument("--runs", default="A,B,C", help=f"comma-separated run names from {sorted(RUNS)}")
+    parser.add_argument("--runs", default="A,B,C,D", help=f"comma-separated run names from {sorted(RUNS)}")
     args = parser.parse_args()
     out_json = RESULTS / "train_hh.json"
     results = json.loads(out_json.read_text()) if out_json.exists() else {"runs": {}}
