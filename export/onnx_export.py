@@ -64,7 +64,8 @@ def export_onnx(model: torch.nn.Module, spec: FormatSpec, path: Path, opset: int
     """Export ``model`` to ``path`` (fp32); weights of ``external_data_threshold`` bytes or more go to one side file."""
     names = input_names(spec)
     args = _dummy_inputs(spec, names)
-    wrapped = _ScoreOnly(model, "use_cache" in model.config.to_dict()).eval()
+    config: Any = getattr(model, "config", None)
+    wrapped = _ScoreOnly(model, config is not None and "use_cache" in config.to_dict()).eval()
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # the exporter may write one file per tensor

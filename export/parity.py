@@ -78,7 +78,9 @@ class Parity:
 
 def pair_index(examples: Sequence[PreferenceExample]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Flat indices (better, worse) of every pair, with completions flattened example by example."""
-    better, worse, offset = [], [], 0
+    better: list[int] = []
+    worse: list[int] = []
+    offset = 0
     for ex in examples:
         better.extend(offset + p.better for p in ex.pairs)
         worse.extend(offset + p.worse for p in ex.pairs)

@@ -10,22 +10,23 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from tokenizers import Tokenizer
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from rewardmodel import BundleCard, BundleError, FormatSpec, Formatter, SpecialToken, load_tokenizer
+from rewardmodel.formatting import Template
 from rewardmodel.torch_model import load_torch_model
 
 log = logging.getLogger(__name__)
+Arch = Literal["encoder", "decoder"]
 
 PAD_TOKEN = "<|rewardserve_pad|>"
 """Pad token added to decoders that have none (or whose pad is EOS); it never occurs in real text."""
@@ -35,20 +36,25 @@ PAD_TOKEN = "<|rewardserve_pad|>"
 class LoadedModel:
     """A reward model with the formatter that feeds it."""
 
-    model: PreTrainedModel
+    model: Any
+    """A transformers ``PreTrainedModel`` (a peft ``PeftModel`` while LoRA trains)."""
     formatter: Formatter
     architecture: Literal["encoder", "decoder"]
     tokenizer: PreTrainedTokenizerBase | None = None
 
 
-def detect_architecture(model_type: str) -> Literal["encoder", "decoder"]:
+def detect_architecture(model_type: str) -> Arch:
     """Encoders are the model types transformers can load as masked LMs (BERT, RoBERTa, DeBERTa, …)."""
     return "encoder" if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES else "decoder"
 
 
 def _special(tokenizer: PreTrainedTokenizerBase, name: str) -> SpecialToken | None:
     token = getattr(tokenizer, name)
-    return None if token is None else SpecialToken(str(token), int(tokenizer.convert_tokens_to_ids(token)))
+    if token is None:
+        return None
+    token_id = tokenizer.convert_tokens_to_ids(str(token))
+    assert isinstance(token_id, int)
+    return SpecialToken(str(token), token_id)
 
 
 def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase, architecture: str) -> bool:
@@ -70,10 +76,12 @@ def build_format_spec(
 ) -> FormatSpec:
     """The formatting record for a tokenizer/architecture; every choice explicit."""
     chat = architecture == "decoder" and bool(getattr(tokenizer, "chat_template", None))
-    template = "pair" if architecture == "encoder" else ("chat" if chat else "concat")
+    template: Template = "pair" if architecture == "encoder" else ("chat" if chat else "concat")
     side = "right" if architecture == "encoder" else tokenizer.padding_side
     if padding_side != "auto":
         side = padding_side
+    if side not in ("left", "right"):
+        raise BundleError(f"padding side must be 'left' or 'right', got {side!r}")
     eos = _special(tokenizer, "eos_token")
     pad = _special(tokenizer, "pad_token")
     assert pad is not None
@@ -82,7 +90,7 @@ def build_format_spec(
         template=template,
         max_length=max_length,
         score_position="first" if architecture == "encoder" else "last",
-        padding_side=side,
+        padding_side=cast(Literal["left", "right"], side),
         pad_token=pad,
         eos_token=eos,
         bos_token=_special(tokenizer, "bos_token"),
@@ -99,7 +107,9 @@ def load_base_model(
 ) -> LoadedModel:
     """Load a base checkpoint with a fresh one-label head (or a reward model to fine-tune further)."""
     config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    arch = detect_architecture(config.model_type) if architecture == "auto" else architecture
+    if architecture not in ("auto", "encoder", "decoder"):
+        raise BundleError(f"architecture must be auto, encoder or decoder, got {architecture!r}")
+    arch = detect_architecture(config.model_type) if architecture == "auto" else cast(Arch, architecture)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     added = _ensure_pad_token(tokenizer, arch)
     config.num_labels = 1

@@ -59,6 +59,7 @@ class RewardTrainer(Trainer):
     ) -> dict[str, float]:
         if self.eval_fn is None:
             return {}
+        assert self.model is not None
         metrics = {f"{metric_key_prefix}_{k}": v for k, v in self.eval_fn(self.model).items()}
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
