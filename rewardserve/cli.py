@@ -36,12 +36,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML or JSON file with the settings below (flags override it)")
     p.add_argument("--preset", choices=["demo"], help="start from a named preset (demo: MiniLM on the demo set)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    for name, default, help_text in config_fields():
+    for name, default, help_text, choices in config_fields():
         flag = "--" + name.replace("_", "-")
         if isinstance(default, bool):
             p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            p.add_argument(flag, dest=name, type=type(default), default=None,
+            p.add_argument(flag, dest=name, type=type(default), default=None, choices=choices,
                            help=f"{help_text} (default: {default!r})")
     p.set_defaults(func=_cmd_train)
 
@@ -55,7 +55,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from training.config import build_config, config_fields, load_config_file
     from training.run import train
 
-    overrides = {n: getattr(args, n) for n, _, _ in config_fields() if getattr(args, n) is not None}
+    overrides = {n: getattr(args, n) for n, *_ in config_fields() if getattr(args, n) is not None}
     if args.preset == "demo" and "output_dir" not in overrides:
         overrides["output_dir"] = str(default_home() / DEMO_BUNDLE)
     file_values = load_config_file(args.config) if args.config else {}

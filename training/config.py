@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from rewardmodel import DataError
 from rewardmodel.sources import DEMO_DATA
@@ -113,9 +113,14 @@ def demo_preset(output_dir: str) -> dict[str, Any]:
 PRESETS = {"demo": demo_preset}
 
 
-def config_fields() -> list[tuple[str, Any, str]]:
-    """(name, default, help) of every field, for building CLI flags."""
-    return [(f.name, f.default, f.metadata["help"]) for f in fields(TrainConfig)]
+def config_fields() -> list[tuple[str, Any, str, tuple[str, ...] | None]]:
+    """(name, default, help, allowed values or None) of every field, for building CLI flags."""
+    hints = get_type_hints(TrainConfig)
+
+    def choices(name: str) -> tuple[str, ...] | None:
+        return get_args(hints[name]) if get_origin(hints[name]) is Literal else None
+
+    return [(f.name, f.default, f.metadata["help"], choices(f.name)) for f in fields(TrainConfig)]
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
