@@ -8,17 +8,20 @@ from pathlib import Path
 from export.errors import ExportError
 from export.run import FILES
 from export.session import CPU, onnx_scorer, open_session
-from rewardmodel import Formatter, PairwiseReport, PreferenceExample, load_tokenizer, read_card
+from rewardmodel import BundleCard, Formatter, PairwiseReport, PreferenceExample, load_tokenizer, read_card
 from rewardmodel.scoring import Progress, evaluate
 
 
 def evaluate_variant(
     bundle: str | Path, variant: str, examples: Sequence[PreferenceExample], batch_size: int = 32,
-    providers: Sequence[str] = (CPU,), progress: Progress[list[int]] | None = None,
+    providers: Sequence[str] = (CPU,), progress: Progress[list[int]] | None = None, card: BundleCard | None = None,
 ) -> tuple[PairwiseReport, int]:
-    """Pairwise report of the bundle's ``variant`` ONNX model, and the number of truncated inputs."""
+    """Pairwise report of the bundle's ``variant`` ONNX model, and the number of truncated inputs.
+
+    ``card``: the bundle's card when the caller has already read (and hash-checked) it.
+    """
     root = Path(bundle)
-    card = read_card(root)
+    card = card or read_card(root)
     if variant not in card.onnx:
         raise ExportError(
             f"{root} has no {variant!r} ONNX variant (it has: {sorted(card.onnx) or 'none'}); "

@@ -97,7 +97,7 @@ def evaluate_bundle(model_dir: str, data: str, split: str = "train", limit: int 
 
         card = read_card(model_dir)
         providers = (CUDA, CPU) if device.startswith("cuda") else (CPU,)
-        report, truncated = evaluate_variant(model_dir, variant, examples, batch_size, providers)
+        report, truncated = evaluate_variant(model_dir, variant, examples, batch_size, providers, card=card)
     return {"model": card.name, "variant": variant, "data": data, "examples": len(examples),
             "truncated_inputs": truncated, **report.to_dict()}
 
