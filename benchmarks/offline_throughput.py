@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info
 
 from export.run import FILES, ExportSettings, export_bundle
-from export.session import onnx_scorer, open_session
 from rewardmodel import EncodedInput, Formatter, PaddedBatch, load_tokenizer, pad_batch, read_card
+from rewardmodel.onnx_model import onnx_scorer, open_session
 from rewardmodel.sources import load_examples
 from rewardmodel.torch_model import load_torch_model, torch_scorer
 

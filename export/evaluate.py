@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from export.errors import ExportError
-from export.run import FILES
-from export.session import CPU, onnx_scorer, open_session
 from rewardmodel import BundleCard, Formatter, PairwiseReport, PreferenceExample, load_tokenizer, read_card
+from rewardmodel.onnx_model import CPU, onnx_scorer, open_session, variant_file
 from rewardmodel.scoring import Progress, evaluate
 
 
@@ -22,11 +20,6 @@ def evaluate_variant(
     """
     root = Path(bundle)
     card = card or read_card(root)
-    if variant not in card.onnx:
-        raise ExportError(
-            f"{root} has no {variant!r} ONNX variant (it has: {sorted(card.onnx) or 'none'}); "
-            f"run `rewardserve export --model {root} --variants {variant}`"
-        )
-    session = open_session(root / FILES[variant], providers)
+    session = open_session(variant_file(root, card, variant), providers)
     formatter = Formatter(load_tokenizer(root), card.formatting)
     return evaluate(onnx_scorer(session), formatter, examples, batch_size, progress)

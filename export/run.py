@@ -17,9 +17,9 @@ from export.convert import to_fp16, to_fp32, to_int8
 from export.errors import ExportError
 from export.onnx_export import TWO_GB, export_onnx
 from export.parity import THRESHOLDS, gate, measure
-from export.session import CPU, CUDA, available_providers, onnx_scorer, open_session
 from rewardmodel import BundleCard, Formatter, PreferenceExample, load_tokenizer, read_card, write_card
 from rewardmodel.card import sha256_file
+from rewardmodel.onnx_model import CPU, CUDA, available_providers, onnx_scorer, open_session
 from rewardmodel.scoring import score_encoded
 from rewardmodel.sources import DEMO_DATA, load_examples
 from rewardmodel.torch_model import load_torch_model, torch_scorer

@@ -93,7 +93,7 @@ def evaluate_bundle(model_dir: str, data: str, split: str = "train", limit: int 
         report, truncated = evaluate_model(loaded.model, loaded.formatter, examples, batch_size, progress)
     else:
         from export.evaluate import evaluate_variant
-        from export.session import CPU, CUDA
+        from rewardmodel.onnx_model import CPU, CUDA
 
         card = read_card(model_dir)
         providers = (CUDA, CPU) if device.startswith("cuda") else (CPU,)

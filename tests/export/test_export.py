@@ -10,12 +10,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from export.errors import ExportError, ParityError
+from export.errors import ParityError
 from export.parity import THRESHOLDS, Thresholds
 from export.run import FILES, ExportSettings, export_bundle
-from export.session import onnx_scorer
 from rewardmodel import BundleError, Formatter, load_tokenizer, pad_batch, read_card
 from rewardmodel.card import sha256_file
+from rewardmodel.onnx_model import onnx_scorer
 from rewardmodel.torch_model import load_torch_model, torch_scorer
 from rewardserve.cli import evaluate_bundle
 
@@ -105,7 +105,7 @@ def test_external_data_for_large_models(bundle_copy: Path, good_bad_files: tuple
 @pytest.mark.parametrize("bundle_copy", ["trained_bert_bundle"], indirect=True)
 def test_eval_on_an_exported_variant_matches_the_checkpoint(bundle_copy: Path,
                                                              good_bad_files: tuple[Path, Path]) -> None:
-    with pytest.raises(ExportError, match="no 'fp32' ONNX variant"):
+    with pytest.raises(BundleError, match="no 'fp32' ONNX variant"):
         evaluate_bundle(str(bundle_copy), str(good_bad_files[1]), variant="fp32", progress=False)
     export_bundle(bundle_copy, _settings(good_bad_files))
     torch_report = evaluate_bundle(str(bundle_copy), str(good_bad_files[1]), progress=False)

@@ -1,36 +1,60 @@
-"""onnxruntime sessions over exported variants, as batch scorers."""
+"""onnxruntime sessions over a bundle's exported variants, as batch scorers — onnxruntime imported on call.
+
+Export's parity gate, ``rewardserve eval --variant`` and the service's onnxruntime backend open sessions
+the same way: all graph optimizations on, only the inputs the graph declares fed.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
-from export.errors import ExportError
-from rewardmodel import PaddedBatch
+from rewardmodel.batching import PaddedBatch
+from rewardmodel.card import BundleCard
+from rewardmodel.errors import BundleError
 from rewardmodel.scoring import BatchScorer
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
 
 
 def available_providers() -> list[str]:
     """Execution providers of the installed onnxruntime."""
+    import onnxruntime as ort
+
     return list(ort.get_available_providers())
+
+
+def variant_file(root: str | Path, card: BundleCard, variant: str) -> Path:
+    """Path of an exported ``variant`` recorded in ``card``; says how to export it when it is absent."""
+    record = card.onnx.get(variant)
+    if record is None or "file" not in record:
+        raise BundleError(
+            f"{root} has no {variant!r} ONNX variant (it has: {sorted(card.onnx) or 'none'}); "
+            f"run `rewardserve export --model {root} --variants {variant}`"
+        )
+    return Path(root) / record["file"]
 
 
 def open_session(path: Path, providers: Sequence[str] = (CPU,), threads: int = 0) -> ort.InferenceSession:
     """An inference session with all graph optimizations; ``threads`` 0 lets onnxruntime choose."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
     except Exception as exc:  # onnxruntime's errors are untyped (Fail, InvalidGraph, NotImplemented, …)
-        raise ExportError(f"onnxruntime cannot load {path} with {list(providers)}: {exc}") from exc
+        raise BundleError(f"onnxruntime cannot load {path} with {list(providers)}: {exc}") from exc
 
 
 def onnx_scorer(session: ort.InferenceSession) -> BatchScorer:
@@ -41,7 +65,7 @@ def onnx_scorer(session: ort.InferenceSession) -> BatchScorer:
         feed = batch.as_dict()
         missing = [n for n in names if n not in feed]
         if missing:
-            raise ExportError(f"the ONNX graph expects inputs {missing} that the bundle's formatting does not make")
+            raise BundleError(f"the ONNX graph expects inputs {missing} that the bundle's formatting does not make")
         return session.run(None, {n: feed[n] for n in names})[0]
 
     return score
