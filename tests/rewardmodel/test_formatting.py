@@ -124,6 +124,24 @@ def test_decoder_chat_exact_ids() -> None:
     assert enc.prompt_tokens == 10 and enc.completion_tokens == 5
 
 
+def test_whole_text_of_a_concat_decoder_equals_its_prompt_plus_completion_and_is_cut_from_the_left() -> None:
+    f = Formatter(word_backend(), decoder_spec("concat", max_length=8))
+    assert f.encode_text("hello world ?").input_ids == f.encode("hello world", " ?").input_ids
+    cut = f.encode_text("hello world ? i am fine .")
+    # 8 = <s> + 6 text tokens + </s>: the oldest words go, the reply's end survives
+    assert cut.input_ids == [W["<s>"], W["world"], W["?"], W["i"], W["am"], W["fine"], W["."], W["</s>"]]
+    assert cut.truncated
+
+
+def test_whole_text_of_a_chat_bundle_is_taken_as_rendered(minilm_path: Path) -> None:
+    f = Formatter(word_backend(chat=True), decoder_spec("chat"))
+    messages = [{"role": "user", "content": "how are you ?"}, {"role": "assistant", "content": "i am good ."}]
+    rendered = "".join(f.texts(messages[:1], "i am good ."))
+    assert f.encode_text(rendered).input_ids == f.encode(messages[:1], "i am good .").input_ids
+    bert = Formatter(load_tokenizer(minilm_path), bert_spec())
+    assert bert.encode_text("hi there").input_ids[0] == CLS and bert.encode_text("hi there").input_ids[-1] == SEP
+
+
 def test_chat_template_turns_hh_transcripts_into_turns() -> None:
     f = Formatter(word_backend(chat=True), decoder_spec("chat"))
     messages = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hello world"},
