@@ -1,4 +1,4 @@
-"""The ``rewardserve`` command: ``train``, ``eval``, ``export``, ``demo``.
+"""The ``rewardserve`` command: ``train``, ``eval``, ``export``, ``serve``, ``demo``.
 
 This module only parses arguments and dispatches; each stage package is imported lazily inside its
 subcommand, so ``rewardserve --help`` is instant and a serving install never imports torch for it.
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rewardmodel import RewardModelError
+from service.errors import ServiceError
 
 DEMO_BUNDLE = "demo-minilm"
 
@@ -133,13 +134,59 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve a bundle over HTTP (batched /score, /rerank, adapters, /metrics)",
+                       description="Every flag is also an environment variable REWARDSERVE_<NAME> (flags win). "
+                                   "API keys are set by environment only: REWARDSERVE_API_KEYS=key1,key2.")
+    _add_setting_flags(p)
+    p.set_defaults(func=_cmd_serve)
+
+
+def _add_setting_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    from service.settings import setting_fields
+
+    for name, default, help_text, choices in setting_fields():
+        if name in skip:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            kind = str if default is None else type(default)
+            p.add_argument(flag, dest=name, type=kind, default=None, choices=choices,
+                           help=f"{help_text} (default: {default!r})")
+
+
+def service_settings(args: argparse.Namespace, **defaults: Any) -> Any:
+    """The one frozen :class:`~service.settings.ServiceSettings`: flags over environment over ``defaults``."""
+    from pydantic import ValidationError
+
+    from service.settings import ServiceSettings, setting_fields
+
+    flags = {n: getattr(args, n) for n, *_ in setting_fields() if getattr(args, n, None) is not None}
+    env_set = {n for n in defaults if f"REWARDSERVE_{n.upper()}" in os.environ}
+    try:
+        return ServiceSettings(**{k: v for k, v in defaults.items() if k not in env_set}, **flags)
+    except ValidationError as exc:  # name the setting and the rule; never echo the input (it may hold keys)
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise RewardModelError(f"invalid serve settings: {problems}") from None
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from service.server import serve
+
+    return serve(service_settings(args))
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="build the demo reward model (MiniLM on generated preferences), export it to "
-                                    "ONNX and evaluate every variant")
+                                    "ONNX, evaluate every variant, then serve it (int8 on onnxruntime)")
     p.add_argument("--home", type=Path, default=None, help="cache directory (default: $REWARDSERVE_HOME or "
                                                            "~/.cache/rewardserve)")
     p.add_argument("--retrain", action="store_true", help="train again even if the demo bundle exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-serve", dest="serve", action="store_false", help="stop after the evaluation")
+    _add_setting_flags(p, skip=("model",))
     p.set_defaults(func=_cmd_demo)
 
 
@@ -170,7 +217,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         out["onnx"][variant] = {k: report[k] for k in ("accuracy", "mean_margin", "reward_mean", "reward_std")}
     out["bundle"] = str(bundle)
     _emit(args, out)
-    return 0
+    if not args.serve:
+        return 0
+    from service.server import serve
+
+    settings = service_settings(args, model=bundle, variant="int8")
+    print(f"serving {bundle} on http://{settings.host}:{settings.port} (docs at /docs; Ctrl-C stops)", file=sys.stderr)
+    return serve(settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_export(sub)
+    _add_serve(sub)
     _add_demo(sub)
     return parser
 
@@ -191,13 +245,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # our packages log progress at INFO; libraries (onnxruntime's quantizer logs every tensor) stay at WARNING
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("rewardmodel", "training", "export", "rewardserve"):
+    for name in ("rewardmodel", "training", "export", "service", "rewardserve"):
         logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         # transformers' Trainer prints its logs to stdout; keep stdout for the command's JSON result
         args.stdout = sys.stdout
         with contextlib.redirect_stdout(sys.stderr):
             return int(args.func(args))
-    except RewardModelError as exc:
+    except (RewardModelError, ServiceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

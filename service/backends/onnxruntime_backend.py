@@ -1,0 +1,63 @@
+"""onnxruntime backend: CPU provider, CUDA provider, TensorRT provider when the installed build has them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from rewardmodel import BundleCard, PaddedBatch, RewardModelError
+from rewardmodel.onnx_model import CPU, CUDA, TENSORRT, available_providers, onnx_scorer, open_session, variant_file
+from service.backends.base import BackendInfo, one_score_per_row
+from service.errors import BackendFailure
+
+
+def choose_providers(device: str, tensorrt: bool, installed: list[str]) -> list[str]:
+    """Execution providers for ``device``, best first; refuses a GPU request the installed build cannot serve."""
+    if device == "cpu":
+        return [CPU]
+    if CUDA not in installed:
+        raise BackendFailure(
+            f"--device cuda needs onnxruntime with the CUDA provider; this one has {installed}. "
+            "Install onnxruntime-gpu, or serve with --device cpu."
+        )
+    return ([TENSORRT] if tensorrt and TENSORRT in installed else []) + [CUDA, CPU]
+
+
+class OnnxBackend:
+    """Scores batches with one onnxruntime session over the bundle's exported ``variant``."""
+
+    def __init__(self, root: Path, card: BundleCard, variant: str, device: str, threads: int = 0,
+                 tensorrt: bool = False) -> None:
+        try:
+            providers = choose_providers(device, tensorrt, available_providers())
+            if device == "cuda":
+                import onnxruntime as ort
+
+                ort.preload_dlls()  # pip's CUDA/cuDNN libraries, found without LD_LIBRARY_PATH
+            session = open_session(variant_file(root, card, variant), providers, threads)
+        except RewardModelError as exc:
+            raise BackendFailure(str(exc)) from exc
+        self._session = session
+        self._score = onnx_scorer(session)
+        active = session.get_providers()
+        if device == "cuda" and CUDA not in active:
+            raise BackendFailure(f"onnxruntime fell back to {active}: the CUDA provider failed to start (see the "
+                                 "log above for the missing library)")
+        self.info = BackendInfo("onnx", device, card.onnx[variant].get("dtype", variant), ",".join(active))
+
+    def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
+        """One score per row."""
+        try:
+            raw = self._score(batch)
+        except Exception as exc:  # onnxruntime raises untyped RuntimeErrors (e.g. out of memory)
+            raise BackendFailure(f"onnxruntime failed on a batch of {batch.input_ids.shape}: {exc}") from exc
+        return one_score_per_row(raw, batch.input_ids.shape[0])
+
+    def health(self) -> None:
+        """A session that loaded stays usable; nothing to probe."""
+
+    def close(self) -> None:
+        """Drop the session (onnxruntime frees its memory with it)."""
+        del self._session

@@ -1,0 +1,67 @@
+"""torch backend: the safetensors checkpoint on CPU or CUDA, in fp32, bf16 or fp16, with SDPA attention."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from rewardmodel import BundleCard, PaddedBatch
+from service.backends.base import BackendInfo, one_score_per_row
+from service.errors import BackendFailure
+
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+class TorchBackend:
+    """Scores batches with the bundle's transformers checkpoint."""
+
+    def __init__(self, root: Path, card: BundleCard, variant: str, device: str, threads: int = 0,
+                 trust_remote_code: bool = False) -> None:
+        try:
+            import torch
+        except ImportError as exc:
+            raise BackendFailure("--backend torch needs torch and transformers: pip install 'rewardserve[train]'") \
+                from exc
+        from rewardmodel.torch_model import load_torch_model
+
+        if device == "cuda" and not torch.cuda.is_available():
+            raise BackendFailure("--device cuda, but torch sees no CUDA device; serve with --device cpu")
+        if threads:
+            torch.set_num_threads(threads)
+        dtype = getattr(torch, DTYPES[variant])
+        try:
+            model, _ = load_torch_model(root, device, dtype, trust_remote_code, card=card, attn_implementation="sdpa")
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise BackendFailure(f"cannot load the checkpoint in {root} on {device} as {variant}: {exc}") from exc
+        self._torch = torch
+        self._model = model
+        self._device = torch.device(device)
+        attention = getattr(model.config, "_attn_implementation", "sdpa")
+        self.info = BackendInfo("torch", device, DTYPES[variant], f"attention={attention}")
+
+    def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
+        """One score per row, computed without autograd."""
+        torch = self._torch
+        try:
+            inputs = {k: torch.from_numpy(v).to(self._device, non_blocking=True) for k, v in batch.as_dict().items()}
+            with torch.inference_mode():
+                raw = self._model(**inputs).logits.float().cpu().numpy()
+        except (RuntimeError, ValueError) as exc:  # CUDA OOM is a RuntimeError subclass
+            raise BackendFailure(f"torch failed on a batch of {tuple(batch.input_ids.shape)}: {exc}") from exc
+        return one_score_per_row(raw, batch.input_ids.shape[0])
+
+    def health(self) -> None:
+        """A CUDA device that has gone bad raises on synchronize."""
+        if self._device.type == "cuda":
+            try:
+                self._torch.cuda.synchronize(self._device)
+            except RuntimeError as exc:
+                raise BackendFailure(f"the CUDA device failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Free the model (and the CUDA cache)."""
+        del self._model
+        if self._device.type == "cuda":
+            self._torch.cuda.empty_cache()

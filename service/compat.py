@@ -1,0 +1,104 @@
+"""Compatibility adapters (DESIGN §4): OpenRLHF ``/get_reward``, vLLM-style ``/classify`` (verl), and
+Cohere/Jina-style ``/v1/rerank`` and ``/v2/rerank``. Each translates its client's body into engine
+inputs and calls the native path (:func:`~service.routes.score_for`), so limits, batching, metrics and
+formatting are the same.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from service.engine import ScoreInput
+from service.errors import InvalidRequest
+from service.routes import require_api_key, score_for, service_state
+from service.schemas import ranked
+
+compat = APIRouter(dependencies=[Depends(require_api_key)], tags=["compatibility"])
+
+
+class GetRewardRequest(BaseModel):
+    """OpenRLHF's remote reward model request."""
+
+    query: list[str] = Field(description="full decoded prompt+response texts")
+    prompts: list[str] | None = Field(None, description="the prompt of each query; a prefix of it splits the "
+                                                        "query into (prompt, completion)")
+    labels: list[Any] | None = Field(None, description="accepted and ignored (used by rule-based rewards)")
+
+
+@compat.post("/get_reward", summary="OpenRLHF remote reward model")
+async def get_reward(body: GetRewardRequest, request: Request) -> dict[str, Any]:
+    """``{"rewards", "scores", "extra_logs"}``; rewards are normalized when the server's default says so."""
+    if body.prompts is not None and len(body.prompts) != len(body.query):
+        raise InvalidRequest(f"'prompts' has {len(body.prompts)} entries for {len(body.query)} queries")
+    inputs: list[ScoreInput] = []
+    for i, text in enumerate(body.query):
+        prompt = body.prompts[i] if body.prompts else ""
+        inputs.append((prompt, text[len(prompt):]) if prompt and text.startswith(prompt) else text)
+    scored = await score_for(request, inputs, None)
+    return {"rewards": scored.scores, "scores": scored.scores, "extra_logs": {}}
+
+
+class ClassifyRequest(BaseModel):
+    """vLLM's ``/classify`` request (verl's reward loop sends this)."""
+
+    model: str | None = None
+    input: str | list[str]
+
+
+@compat.post("/classify", summary="vLLM-style classify (one score per text)")
+async def classify(body: ClassifyRequest, request: Request) -> dict[str, Any]:
+    """Each text is scored whole, as the model sees it: a chat bundle's text must be rendered already."""
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    scored = await score_for(request, texts, None)
+    data = [{"index": i, "label": "reward", "probs": [s], "num_classes": 1} for i, s in enumerate(scored.scores)]
+    return {"id": f"classify-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),
+            "model": service_state(request).model_name, "data": data,
+            "usage": {"prompt_tokens": scored.input_tokens, "total_tokens": scored.input_tokens,
+                      "completion_tokens": 0}}
+
+
+class Document(BaseModel):
+    """A Cohere v2 / Jina document object."""
+
+    text: str
+
+
+class CohereRerankRequest(BaseModel):
+    """Cohere/Jina rerank request: the query is the prompt, the documents the candidates."""
+
+    model: str | None = None
+    query: str
+    documents: list[str | Document]
+    top_n: int | None = Field(None, ge=1)
+    return_documents: bool = False
+
+
+async def _cohere_rerank(body: CohereRerankRequest, request: Request, version: str) -> dict[str, Any]:
+    texts = [d if isinstance(d, str) else d.text for d in body.documents]
+    scored = await score_for(request, [(body.query, t) for t in texts], None)
+    results: list[dict[str, Any]] = []
+    for index, score in ranked(scored.scores, body.top_n):
+        result: dict[str, Any] = {"index": index, "relevance_score": score}
+        if body.return_documents:
+            result["document"] = {"text": texts[index]}
+        results.append(result)
+    return {"id": str(uuid.uuid4()), "results": results,
+            "meta": {"api_version": {"version": version}, "billed_units": {"search_units": 1},
+                     "tokens": {"input_tokens": scored.input_tokens, "output_tokens": 0}}}
+
+
+@compat.post("/v1/rerank", summary="Cohere v1 / Jina rerank")
+async def rerank_v1(body: CohereRerankRequest, request: Request) -> dict[str, Any]:
+    """Documents by reward, best first; ``relevance_score`` is the raw (or normalized) reward."""
+    return await _cohere_rerank(body, request, "1")
+
+
+@compat.post("/v2/rerank", summary="Cohere v2 rerank")
+async def rerank_v2(body: CohereRerankRequest, request: Request) -> dict[str, Any]:
+    """As ``/v1/rerank``."""
+    return await _cohere_rerank(body, request, "2")

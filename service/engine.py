@@ -1,0 +1,135 @@
+"""The scoring engine: request inputs → tokenized items → scheduler → scores, with the request limits.
+
+What every endpoint shares lives here, so the routes stay thin translations: item-count and token
+limits, tokenization on a thread pool (never on the event loop), identical items scored once, the
+card's normalization, usage accounting and per-request timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from rewardmodel import EncodedInput, Formatter, Normalization, Prompt, RewardModelError
+from service.errors import InvalidRequest, PayloadTooLarge
+from service.scheduler import Scheduler
+
+ScoreInput = tuple[Prompt, str] | str
+"""A (prompt, completion) pair formatted by the card's rules, or a whole already-joined text."""
+
+
+@dataclass
+class Timing:
+    """Where one request's time went; the HTTP layer turns it into ``x-*-time-ms`` headers."""
+
+    tokenize_s: float = 0.0
+    queue_s: float = 0.0
+    inference_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Scores of one request's items in order, and what it cost."""
+
+    scores: list[float]
+    normalized: bool
+    input_tokens: int
+    truncated_items: int
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Per-request limits (413 beyond them) and the deadline (504)."""
+
+    max_items: int
+    max_tokens: int
+    timeout_s: float
+
+
+class UsageObserver(Protocol):
+    """Counts what was scored (the service's metrics implement it)."""
+
+    def scored(self, items: int, tokens: int, truncated: int) -> None:
+        """One request's items were scored."""
+
+
+class Engine:
+    """Scores inputs under the card's formatting through one :class:`Scheduler`."""
+
+    def __init__(self, formatter: Formatter, scheduler: Scheduler, limits: RequestLimits,
+                 normalization: Normalization | None, tokenizer_threads: int,
+                 observer: UsageObserver | None = None) -> None:
+        self.formatter = formatter
+        self.scheduler = scheduler
+        self._limits = limits
+        self._normalization = normalization
+        self._observer = observer
+        self._pool = ThreadPoolExecutor(tokenizer_threads, thread_name_prefix="rewardserve-tokenize")
+
+    async def score(self, inputs: Sequence[ScoreInput], normalize: bool, timing: Timing) -> Scored:
+        """Scores of ``inputs`` in order; raises the service's typed errors."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._limits.timeout_s
+        if not inputs:
+            raise InvalidRequest("the request has no items to score")
+        if len(inputs) > self._limits.max_items:
+            raise PayloadTooLarge(f"{len(inputs)} items in one request; the limit is {self._limits.max_items}. "
+                                  "Split the request (the Python client does this for you).", kind="too_many_items")
+        if normalize and self._normalization is None:
+            raise InvalidRequest("normalize was asked for, but this bundle's card records no normalization "
+                                 "(mean/std); send normalize=false")
+        started = time.perf_counter()
+        encoded = await loop.run_in_executor(self._pool, self._encode, inputs)
+        timing.tokenize_s = time.perf_counter() - started
+        tokens = sum(len(e.input_ids) for e in encoded)
+        if tokens > self._limits.max_tokens:
+            raise PayloadTooLarge(f"the request holds {tokens} tokens after truncation; the limit is "
+                                  f"{self._limits.max_tokens}", kind="too_many_tokens")
+        unique, index = _dedupe(encoded)
+        job = self.scheduler.submit(unique, deadline)
+        scores = (await self.scheduler.wait(job))[index]
+        timing.queue_s, timing.inference_s = job.queue_s, job.inference_s
+        if normalize:
+            assert self._normalization is not None
+            scores = (scores - self._normalization.mean) / self._normalization.std
+        truncated = sum(e.truncated for e in encoded)
+        if self._observer:
+            self._observer.scored(len(encoded), tokens, truncated)
+        return Scored([float(s) for s in scores], normalize, tokens, truncated)
+
+    def _encode(self, inputs: Sequence[ScoreInput]) -> list[EncodedInput]:
+        pairs = [(i, x) for i, x in enumerate(inputs) if not isinstance(x, str)]
+        out: list[EncodedInput | None] = [None] * len(inputs)
+        try:
+            for (i, _), enc in zip(pairs, self.formatter.encode_many([p for _, p in pairs]), strict=True):
+                out[i] = enc
+            for i, x in enumerate(inputs):
+                if isinstance(x, str):
+                    out[i] = self.formatter.encode_text(x)
+        except RewardModelError as exc:
+            raise InvalidRequest(str(exc), kind="invalid_input") from exc
+        return [e for e in out if e is not None]
+
+    def close(self) -> None:
+        """Stop the tokenizer threads."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _dedupe(encoded: Sequence[EncodedInput]) -> tuple[list[EncodedInput], np.ndarray]:
+    """(unique inputs, index of each input's unique copy): identical model inputs are scored once."""
+    seen: dict[tuple[tuple[int, ...], tuple[int, ...] | None], int] = {}
+    unique: list[EncodedInput] = []
+    index = np.empty(len(encoded), dtype=np.int64)
+    for i, enc in enumerate(encoded):
+        key = (tuple(enc.input_ids), None if enc.token_type_ids is None else tuple(enc.token_type_ids))
+        if key not in seen:
+            seen[key] = len(unique)
+            unique.append(enc)
+        index[i] = seen[key]
+    return unique, index

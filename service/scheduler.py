@@ -1,0 +1,320 @@
+"""The scheduler: one queue of items, token-budget batches cut from a length-sorted window, the backend on
+its own thread.
+
+Requests become :class:`Job` s of already-tokenized items. One batcher task cuts batches: it takes the
+oldest ``sort_window`` live items, sorts them by length, and grows a batch around the oldest item (so
+no item starves) from its length neighbours, always adding the item that adds the least padding, until
+``max_batch_tokens`` (rows × longest) or ``max_batch_items`` would be passed. Batches run one at a time
+on a dedicated backend thread (onnxruntime and torch release the GIL); up to :data:`PIPELINE_DEPTH`
+batches exist at once, so the next one is formed while the current one runs and the backend never waits
+on Python. Scores are scattered back to each job; a job that was cancelled (client gone) or whose
+deadline passed has its queued items dropped before they run.
+
+Everything except the backend call runs on the event loop, so the queue needs no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from rewardmodel import EncodedInput, FormatSpec, PaddedBatch, pad_batch
+from service.backends import Backend
+from service.errors import BackendFailure, DeadlineExceeded, NotReady, Overloaded, ServiceError
+
+log = logging.getLogger(__name__)
+
+PIPELINE_DEPTH = 2
+"""Batches formed or running at once: one on the backend, the next one ready behind it."""
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """How batches are cut and how much work the process admits."""
+
+    max_batch_tokens: int
+    max_batch_items: int
+    max_queue_items: int
+    max_wait_s: float = 0.0
+    sort_window: int = 1024
+
+
+class SchedulerObserver(Protocol):
+    """Receives what the scheduler measures (the service's metrics implement it)."""
+
+    def item_waited(self, seconds: float) -> None:
+        """One item left the queue after ``seconds``."""
+
+    def batch(self, items: int, padded_tokens: int, padding_ratio: float, seconds: float) -> None:
+        """One batch ran."""
+
+
+class Job:
+    """One request's items on their way through the scheduler; results arrive in :attr:`future`."""
+
+    def __init__(self, size: int, deadline: float, future: asyncio.Future[npt.NDArray[np.float64]]) -> None:
+        self.scores = np.full(size, np.nan)
+        self.deadline = deadline
+        self.future = future
+        self.unscored = size
+        self.queued = size
+        """Items not yet cut into a batch."""
+        self.queue_s = 0.0
+        """Longest time one of its items waited in the queue."""
+        self.inference_s = 0.0
+        """Backend time of the batches its items ran in."""
+
+    @property
+    def done(self) -> bool:
+        """Finished, failed or cancelled."""
+        return self.future.done()
+
+    def fail(self, error: ServiceError) -> None:
+        """Finish with ``error`` unless already finished."""
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
+@dataclass(eq=False, slots=True)
+class _Item:
+    job: Job
+    slot: int
+    encoded: EncodedInput
+    enqueued: float
+    length: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.length = len(self.encoded.input_ids)
+
+
+class _Throughput:
+    """Exponentially weighted items per second of the backend, for Retry-After."""
+
+    def __init__(self) -> None:
+        self.items_per_s = 0.0
+
+    def add(self, items: int, seconds: float) -> None:
+        rate = items / max(seconds, 1e-6)
+        self.items_per_s = rate if not self.items_per_s else 0.8 * self.items_per_s + 0.2 * rate
+
+
+class Scheduler:
+    """Owns the queue, the batcher task and the backend thread. Start with :meth:`start`, stop with :meth:`close`."""
+
+    def __init__(self, backend: Backend, spec: FormatSpec, limits: BatchLimits,
+                 observer: SchedulerObserver | None = None) -> None:
+        self._backend = backend
+        self._spec = spec
+        self._limits = limits
+        self._observer = observer
+        self._queue: deque[_Item] = deque()
+        self._queued = 0  # live items waiting (items of finished jobs are dropped lazily)
+        self._running = 0  # items in batches that are formed or running
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(PIPELINE_DEPTH)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="rewardserve-backend")
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._batcher: asyncio.Task[None] | None = None
+        self._closing = False
+        self._throughput = _Throughput()
+
+    @property
+    def queue_depth(self) -> int:
+        """Items waiting for a batch."""
+        return self._queued
+
+    @property
+    def in_system(self) -> int:
+        """Items waiting or running: what ``max_queue_items`` bounds."""
+        return self._queued + self._running
+
+    def start(self) -> None:
+        """Start the batcher on the running event loop."""
+        self._batcher = asyncio.get_running_loop().create_task(self._run(), name="rewardserve-batcher")
+
+    def submit(self, items: Sequence[EncodedInput], deadline: float) -> Job:
+        """Queue ``items`` (one job) due by ``deadline`` (event-loop time); raises :class:`Overloaded`."""
+        if self._closing:
+            raise NotReady("the server is shutting down", kind="draining")
+        if self.in_system + len(items) > self._limits.max_queue_items:
+            raise Overloaded(
+                f"{self.in_system} items are queued or running and this request adds {len(items)}; the limit is "
+                f"{self._limits.max_queue_items}", self.retry_after_s())
+        loop = asyncio.get_running_loop()
+        job = Job(len(items), deadline, loop.create_future())
+        now = time.perf_counter()  # timings use perf_counter: uvloop's loop.time() has millisecond steps
+        self._queue.extend(_Item(job, slot, enc, now) for slot, enc in enumerate(items))
+        self._queued += len(items)
+        timer = loop.call_at(deadline, self._expire, job)
+        job.future.add_done_callback(lambda _: timer.cancel())
+        self._wakeup.set()
+        return job
+
+    async def wait(self, job: Job) -> npt.NDArray[np.float64]:
+        """The job's scores in item order; cancelling the waiter drops the job's queued items."""
+        try:
+            return await asyncio.shield(job.future)
+        except asyncio.CancelledError:
+            self.cancel(job)
+            raise
+
+    def cancel(self, job: Job) -> None:
+        """Drop the job's queued items (they will not run) and finish it as cancelled."""
+        self._forget_queued(job)
+        job.future.cancel()
+
+    def retry_after_s(self) -> int:
+        """Seconds until the work now in the system is likely done (1–60), for ``Retry-After``."""
+        rate = self._throughput.items_per_s
+        return 1 if not rate else max(1, min(60, math.ceil(self.in_system / rate)))
+
+    async def close(self) -> None:
+        """Stop admitting work, finish what is queued, stop the backend thread."""
+        self._closing = True
+        self._wakeup.set()
+        if self._batcher is not None:
+            await self._batcher
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._thread.shutdown(wait=True)
+
+    def _forget_queued(self, job: Job) -> None:
+        self._queued -= job.queued
+        job.queued = 0
+
+    def _expire(self, job: Job) -> None:
+        if job.done or not job.queued:
+            return  # finished, or all its items already run: their results are worth waiting for
+        self._forget_queued(job)
+        job.fail(DeadlineExceeded("the request's deadline passed while its items waited in the queue; "
+                                  "retry, send fewer items, or raise request_timeout_s"))
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._slots.acquire()
+            batch = await self._next_batch(loop)
+            if batch is None:
+                self._slots.release()
+                return
+            task = loop.create_task(self._execute(batch, loop))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _next_batch(self, loop: asyncio.AbstractEventLoop) -> list[_Item] | None:
+        limits = self._limits
+        while True:
+            if self._queued:
+                if limits.max_wait_s and self._queued < limits.max_batch_items and not self._closing:
+                    oldest = next(it.enqueued for it in self._queue if not it.job.done)
+                    remaining = oldest + limits.max_wait_s - time.perf_counter()
+                    if remaining > 0:
+                        self._wakeup.clear()
+                        try:
+                            await asyncio.wait_for(self._wakeup.wait(), remaining)
+                        except TimeoutError:
+                            pass
+                        continue
+                batch = self._cut(time.perf_counter())
+                if batch:
+                    return batch
+            if self._closing:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def _cut(self, now: float) -> list[_Item]:
+        """The next batch: the oldest live item plus its length neighbours within the limits."""
+        limits = self._limits
+        window: list[_Item] = []
+        while self._queue and len(window) < limits.sort_window:
+            item = self._queue.popleft()
+            if not item.job.done:
+                window.append(item)
+        if not window:
+            self._queued = 0
+            return []
+        order = sorted(range(len(window)), key=lambda i: window[i].length)
+        lo = order.index(0)  # window[0] is the oldest item
+        hi, width = lo + 1, window[0].length
+        while hi - lo < limits.max_batch_items:
+            rows = hi - lo + 1
+            left = window[order[lo - 1]].length if lo > 0 and rows * width <= limits.max_batch_tokens else None
+            right = window[order[hi]].length if hi < len(order) else None
+            if right is not None and rows * right > limits.max_batch_tokens:
+                right = None
+            if left is None and right is None:
+                break
+            # extend on the side that adds less padding: a shorter row pads itself, a longer one pads all others
+            if right is None or (left is not None and width - left <= (right - width) * (rows - 1)):
+                lo -= 1
+            else:
+                hi, width = hi + 1, right
+        chosen = set(order[lo:hi])
+        self._queue.extendleft(reversed([it for i, it in enumerate(window) if i not in chosen]))
+        batch = [window[i] for i in sorted(chosen)]
+        for item in batch:
+            item.job.queued -= 1
+            wait = now - item.enqueued
+            item.job.queue_s = max(item.job.queue_s, wait)
+            if self._observer:
+                self._observer.item_waited(wait)
+        self._queued -= len(batch)
+        self._running += len(batch)
+        return batch
+
+    async def _execute(self, batch: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
+        started = time.perf_counter()
+        try:
+            scores, padded = await loop.run_in_executor(self._thread, self._score, [it.encoded for it in batch])
+            error: ServiceError | None = None
+        except ServiceError as exc:
+            error = exc
+        except Exception as exc:  # a bug below us: fail this batch's requests, keep serving the others
+            log.exception("the backend raised on a batch of %d items", len(batch))
+            error = BackendFailure(f"the backend raised {type(exc).__name__}: {exc}")
+        finally:
+            elapsed = time.perf_counter() - started
+            self._running -= len(batch)
+            self._slots.release()
+        if error is not None:
+            for item in batch:
+                item.job.fail(error)
+            return
+        self._throughput.add(len(batch), elapsed)
+        if self._observer:
+            self._observer.batch(len(batch), int(padded.input_ids.size), padded.padding_ratio, elapsed)
+        self._scatter(batch, scores, elapsed)
+
+    def _score(self, items: list[EncodedInput]) -> tuple[npt.NDArray[np.float64], PaddedBatch]:
+        padded = pad_batch(items, self._spec)
+        return self._backend.score(padded), padded
+
+    @staticmethod
+    def _scatter(batch: list[_Item], scores: npt.NDArray[np.float64], elapsed: float) -> None:
+        timed: set[int] = set()
+        for item, score in zip(batch, scores, strict=True):
+            job = item.job
+            if job.done:
+                continue
+            if not math.isfinite(score):
+                job.fail(BackendFailure("the model produced a non-finite score (NaN/inf) for an item of this "
+                                        "request; check the checkpoint, its dtype, and the input"))
+                continue
+            if id(job) not in timed:
+                timed.add(id(job))
+                job.inference_s += elapsed
+            job.scores[item.slot] = score
+            job.unscored -= 1
+            if job.unscored == 0:
+                job.future.set_result(job.scores)

@@ -1,0 +1,118 @@
+"""Request and response bodies of the native endpoints (DESIGN §4), as pydantic models.
+
+They generate the OpenAPI schema at ``/docs`` and reject schema violations with 422 before any work is
+done. Semantic checks that need the model (empty lists, limits, formatting) happen in the engine.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rewardmodel import Prompt, RewardModelError
+from rewardmodel.conversation import split_conversation
+from service.engine import Scored, ScoreInput
+from service.errors import InvalidRequest
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChatMessage(_Strict):
+    """One chat turn."""
+
+    role: str = Field(description="system, user or assistant")
+    content: str
+
+
+PromptValue = str | list[ChatMessage]
+
+
+def as_prompt(prompt: PromptValue) -> Prompt:
+    """The contract's prompt form: a string, or a list of ``{"role", "content"}`` dicts."""
+    return prompt if isinstance(prompt, str) else [m.model_dump() for m in prompt]
+
+
+class ScoreItem(_Strict):
+    """A (prompt, completion) pair, or a conversation whose last message is the assistant reply to score."""
+
+    prompt: PromptValue | None = Field(None, description="text, or chat messages before the reply")
+    completion: str | None = Field(None, description="the reply to score")
+    messages: list[ChatMessage] | None = Field(None, description="a whole conversation ending with the reply")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ScoreItem:
+        pair_fields = self.prompt is not None or self.completion is not None
+        if (self.messages is not None) == pair_fields or (pair_fields and None in (self.prompt, self.completion)):
+            raise ValueError("an item is either {'prompt', 'completion'} or {'messages'}")
+        return self
+
+    def to_input(self) -> ScoreInput:
+        """The engine's input form; a conversation is split into (prompt messages, final reply)."""
+        if self.messages is not None:
+            try:
+                return split_conversation([m.model_dump() for m in self.messages])
+            except RewardModelError as exc:  # not ending with an assistant turn, bad roles
+                raise InvalidRequest(str(exc), kind="invalid_input") from exc
+        assert self.prompt is not None and self.completion is not None
+        return as_prompt(self.prompt), self.completion
+
+
+class ScoreRequest(_Strict):
+    """``POST /score``."""
+
+    items: list[ScoreItem] = Field(description="what to score; order is preserved")
+    normalize: bool | None = Field(None, description="centre scores with the card's normalization; default: "
+                                                     "the server's setting")
+
+
+class Usage(BaseModel):
+    """What a request cost."""
+
+    input_tokens: int = Field(description="tokens the model read, after truncation")
+    truncated_items: int = Field(description="items cut to the token limit")
+
+    @classmethod
+    def of(cls, scored: Scored) -> Usage:
+        """Usage of a scored request."""
+        return cls(input_tokens=scored.input_tokens, truncated_items=scored.truncated_items)
+
+
+class ScoreResponse(BaseModel):
+    """Scores in item order."""
+
+    scores: list[float]
+    normalized: bool
+    model: str
+    usage: Usage
+
+
+class RerankRequest(_Strict):
+    """``POST /rerank``: candidates for one prompt (best-of-n)."""
+
+    prompt: PromptValue
+    completions: list[str] = Field(description="candidate replies; identical ones are scored once")
+    top_k: int | None = Field(None, ge=1, description="return only the best k")
+    normalize: bool | None = None
+
+
+class RerankResult(BaseModel):
+    """One candidate's score."""
+
+    index: int = Field(description="position in the request's completions")
+    score: float
+
+
+class RerankResponse(BaseModel):
+    """Candidates best first (ties keep request order)."""
+
+    results: list[RerankResult]
+    best_index: int
+    model: str
+    usage: Usage
+
+
+def ranked(scores: list[float], top_k: int | None = None) -> list[tuple[int, float]]:
+    """(index, score) best first, ties in input order, cut to ``top_k``."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    return [(i, scores[i]) for i in order[:top_k]]

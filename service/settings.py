@@ -1,0 +1,94 @@
+"""The service's settings: one frozen object, from ``REWARDSERVE_*`` environment variables and CLI flags.
+
+Built once (``rewardserve serve`` / ``create_app``) and passed down; nothing deeper reads the
+environment. Every field's description is its documentation: ``rewardserve serve --help`` prints them,
+and the README's table is generated from the same text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Backend = Literal["onnx", "torch"]
+Variant = Literal["fp32", "fp16", "bf16", "int8"]
+Device = Literal["cpu", "cuda"]
+
+
+class ServiceSettings(BaseSettings):
+    """Everything ``rewardserve serve`` can be told; env var = ``REWARDSERVE_`` + the field name upper-cased."""
+
+    model_config = SettingsConfigDict(env_prefix="REWARDSERVE_", frozen=True, extra="forbid")
+
+    model: Path | None = Field(None, description="bundle directory to serve (written by `rewardserve train`)")
+    model_name: str = Field("", description="name reported to clients; default: the card's name")
+    backend: Backend = Field("onnx", description="onnx: onnxruntime on an exported variant (no torch needed); "
+                                                 "torch: the safetensors checkpoint")
+    variant: Variant = Field("fp32", description="numeric format: fp32 (exact), int8 (onnx, ~1.7x faster on CPU), "
+                                                 "fp16 (GPU), bf16 (torch on GPU)")
+    device: Device = Field("cpu", description="where the model runs")
+    tensorrt: bool = Field(False, description="onnx on cuda: try onnxruntime's TensorRT provider first (slow "
+                                              "first batches while engines build)")
+    threads: int = Field(0, ge=0, description="intra-op threads of the backend; 0: the library's default")
+    host: str = Field("127.0.0.1", description="address to bind (0.0.0.0 in a container)")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
+    max_batch_tokens: int = Field(8192, ge=8, description="padded tokens (rows × longest) per batch; raise it on "
+                                                          "a GPU, lower it for latency on a small CPU")
+    max_batch_items: int = Field(64, ge=1, description="items per batch, whatever their length")
+    max_wait_ms: float = Field(0.0, ge=0, description="how long a batch that is not full may wait for more items; "
+                                                      "0: an idle backend starts at once")
+    sort_window_items: int = Field(1024, ge=1, description="oldest queued items sorted by length when a batch is "
+                                                           "cut (less padding); the oldest item always goes first")
+    max_items_per_request: int = Field(512, ge=1, description="items (or documents) in one request; more: 413")
+    max_body_bytes: int = Field(16 << 20, ge=1024, description="request body size limit in bytes; more: 413")
+    max_item_tokens: int = Field(0, ge=0, description="tokens per item; longer items are truncated by the card's "
+                                                      "policy and counted. 0: the card's max_length")
+    max_request_tokens: int = Field(1 << 20, ge=1, description="tokens in one request after truncation; more: 413")
+    max_queue_items: int = Field(4096, ge=1, description="items queued or running in the whole process; a "
+                                                         "request that would pass it gets 429 with Retry-After")
+    request_timeout_s: float = Field(60.0, gt=0, description="per-request deadline; items still queued when it "
+                                                             "passes are dropped and the request gets 504")
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), repr=False, description="comma-separated Bearer keys; set: scoring endpoints answer 401 without one "
+                                    "(environment only, never a flag)")
+    normalize: bool = Field(False, description="default for requests that do not say: centre scores with the "
+                                               "card's normalization, (r - mean) / std")
+    tokenizer_threads: int = Field(2, ge=1, description="threads that tokenize requests off the event loop")
+    warmup: bool = Field(True, description="run a few batches before /readyz says ready")
+    trust_remote_code: bool = Field(False, description="torch backend: allow a checkpoint's own Python code")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    access_log: bool = Field(False, description="log every request (uvicorn's access log)")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(k.strip() for k in value.split(",") if k.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ServiceSettings:
+        if self.backend == "onnx" and self.variant == "bf16":
+            raise ValueError("variant bf16 runs on the torch backend; the ONNX variants are fp32, fp16 and int8")
+        if self.backend == "torch" and self.variant == "int8":
+            raise ValueError("variant int8 is an ONNX export; use --backend onnx (torch serves fp32/fp16/bf16)")
+        if self.max_item_tokens and self.max_item_tokens > self.max_batch_tokens:
+            raise ValueError("max_item_tokens must not exceed max_batch_tokens, or a long item could never run")
+        if self.max_queue_items < self.max_items_per_request:
+            raise ValueError("max_queue_items must be at least max_items_per_request, or a full request always 429s")
+        return self
+
+
+def setting_fields() -> list[tuple[str, Any, str, tuple[str, ...] | None]]:
+    """(name, default, description, choices) of every setting a flag may set (API keys excluded)."""
+    out = []
+    for name, info in ServiceSettings.model_fields.items():
+        if name == "api_keys":
+            continue
+        choices = getattr(info.annotation, "__args__", None)
+        literal = choices if choices and all(isinstance(c, str) for c in choices) else None
+        out.append((name, info.default, info.description or "", literal))
+    return out

@@ -1,0 +1,111 @@
+"""The app's lifecycle: load the backend off the event loop, warm it up, serve, drain.
+
+``/healthz`` is up as soon as the process listens; ``/readyz`` says ready only after the backend is
+loaded and has run warm-up batches (first batches allocate memory arenas and, on GPUs, pick kernels),
+and goes back to 503 the moment draining starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from rewardmodel import BundleCard, Formatter, load_tokenizer, pad_batch
+from service.backends import Backend, BackendInfo, load_backend
+from service.engine import Engine, RequestLimits
+from service.errors import NotReady, ServiceError
+from service.metrics import Metrics
+from service.scheduler import BatchLimits, Scheduler
+from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+def serving_formatter(root: Path, card: BundleCard, settings: ServiceSettings) -> Formatter:
+    """The card's formatter, with ``max_item_tokens`` (when set) lowering its max_length."""
+    spec = card.formatting
+    if settings.max_item_tokens and settings.max_item_tokens < spec.max_length:
+        spec = replace(spec, max_length=settings.max_item_tokens)
+    if spec.max_length > settings.max_batch_tokens:
+        raise ServiceError(f"the card's max_length {spec.max_length} exceeds max_batch_tokens "
+                           f"{settings.max_batch_tokens}: a full-length item could never run. Raise "
+                           "max_batch_tokens or set max_item_tokens.")
+    return Formatter(load_tokenizer(root), spec)
+
+
+class ServiceState:
+    """The model, the engine once loaded, and the readiness flags; one per app."""
+
+    def __init__(self, settings: ServiceSettings, root: Path, card: BundleCard, metrics: Metrics,
+                 on_fatal: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.root = root
+        self.card = card
+        self.metrics = metrics
+        self.model_name = settings.model_name or card.name
+        self.formatter = serving_formatter(root, card, settings)
+        self.engine: Engine | None = None
+        self.backend: Backend | None = None
+        self.draining = False
+        self.load_error: str | None = None
+        self._on_fatal = on_fatal
+
+    @property
+    def backend_info(self) -> BackendInfo | None:
+        """What the loaded backend is."""
+        return self.backend.info if self.backend else None
+
+    def require_engine(self) -> Engine:
+        """The engine, or :class:`NotReady` while loading, after a failed load, or while draining."""
+        if self.draining:
+            raise NotReady("the server is shutting down; retry (another replica will answer)", kind="draining")
+        if self.engine is None:
+            raise NotReady(self.load_error or "the model is still loading; poll /readyz", kind="not_ready")
+        return self.engine
+
+    async def start(self) -> None:
+        """Load and warm up the backend on a thread, then start the scheduler."""
+        s = self.settings
+        try:
+            backend = await asyncio.to_thread(load_backend, self.root, self.card, s)
+            if s.warmup:
+                await asyncio.to_thread(self._warm_up, backend)
+        except Exception as exc:  # whatever the cause, the pod must report unhealthy and say why
+            self.load_error = f"the model failed to load: {exc}"
+            log.exception("loading %s failed", self.root)
+            if self._on_fatal:
+                self._on_fatal(self.load_error)
+            return
+        limits = BatchLimits(s.max_batch_tokens, s.max_batch_items, s.max_queue_items, s.max_wait_ms / 1000,
+                             s.sort_window_items)
+        scheduler = Scheduler(backend, self.formatter.spec, limits, self.metrics)
+        scheduler.start()
+        self.metrics.track_queue_depth(lambda: scheduler.queue_depth)
+        self.metrics.model_info.labels(self.model_name, backend.info.name, backend.info.device,
+                                       backend.info.dtype).set(1)
+        self.backend = backend
+        self.engine = Engine(self.formatter, scheduler, RequestLimits(s.max_items_per_request, s.max_request_tokens,
+                                                                      s.request_timeout_s),
+                             self.card.normalization, s.tokenizer_threads, self.metrics)
+        log.info("serving %s: %s on %s (%s, %s)", self.model_name, backend.info.name, backend.info.device,
+                 backend.info.dtype, backend.info.detail)
+
+    def _warm_up(self, backend: Backend) -> None:
+        """Run the shapes the first requests will bring: one short item, then a full batch of long ones."""
+        s, spec = self.settings, self.formatter.spec
+        long_item = self.formatter.encode_text("warm up " * spec.max_length)
+        rows = max(1, min(s.max_batch_items, s.max_batch_tokens // len(long_item.input_ids)))
+        for batch in ([self.formatter.encode_text("warm up")], [long_item] * rows):
+            backend.score(pad_batch(batch, spec))
+
+    async def stop(self) -> None:
+        """Drain: refuse new work, finish what is queued, release the model."""
+        self.draining = True
+        if self.engine is not None:
+            await self.engine.scheduler.close()
+            self.engine.close()
+        if self.backend is not None:
+            self.backend.close()
