@@ -7,8 +7,9 @@ no item starves) from its length neighbours, always adding the item that adds th
 ``max_batch_tokens`` (rows × longest) or ``max_batch_items`` would be passed. Batches run one at a time
 on a dedicated backend thread (onnxruntime and torch release the GIL); up to :data:`PIPELINE_DEPTH`
 batches exist at once, so the next one is formed while the current one runs and the backend never waits
-on Python. Scores are scattered back to each job; a job that was cancelled (client gone) or whose
-deadline passed has its queued items dropped before they run.
+on Python. Scores are scattered back to each job. A job that was cancelled (client gone) or whose
+deadline passed before all its items started has its items dropped: from the queue at once, and from a
+formed batch when the backend thread picks it up.
 
 Everything except the backend call runs on the event loop, so the queue needs no lock.
 """
@@ -67,8 +68,10 @@ class Job:
         self.deadline = deadline
         self.future = future
         self.unscored = size
-        self.queued = size
-        """Items not yet cut into a batch."""
+        self.in_queue = size
+        """Items in the queue (not yet cut into a batch)."""
+        self.unstarted = size
+        """Items the backend has not started on (queued, or in a formed batch waiting for the backend)."""
         self.queue_s = 0.0
         """Longest time one of its items waited in the queue."""
         self.inference_s = 0.0
@@ -189,12 +192,12 @@ class Scheduler:
         self._thread.shutdown(wait=True)
 
     def _forget_queued(self, job: Job) -> None:
-        self._queued -= job.queued
-        job.queued = 0
+        self._queued -= job.in_queue
+        job.in_queue = 0
 
     def _expire(self, job: Job) -> None:
-        if job.done or not job.queued:
-            return  # finished, or all its items already run: their results are worth waiting for
+        if job.done or not job.unstarted:
+            return  # finished, or all its items already running: their results are worth waiting for
         self._forget_queued(job)
         job.fail(DeadlineExceeded("the request's deadline passed while its items waited in the queue; "
                                   "retry, send fewer items, or raise request_timeout_s"))
@@ -264,7 +267,7 @@ class Scheduler:
         self._queue.extendleft(reversed([it for i, it in enumerate(window) if i not in chosen]))
         batch = [window[i] for i in sorted(chosen)]
         for item in batch:
-            item.job.queued -= 1
+            item.job.in_queue -= 1
             wait = now - item.enqueued
             item.job.queue_s = max(item.job.queue_s, wait)
             if self._observer:
@@ -276,7 +279,7 @@ class Scheduler:
     async def _execute(self, batch: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
         started = time.perf_counter()
         try:
-            scores, padded = await loop.run_in_executor(self._thread, self._score, [it.encoded for it in batch])
+            live, scores, padded = await loop.run_in_executor(self._thread, self._score, batch, loop)
             error: ServiceError | None = None
         except ServiceError as exc:
             error = exc
@@ -291,14 +294,27 @@ class Scheduler:
             for item in batch:
                 item.job.fail(error)
             return
-        self._throughput.add(len(batch), elapsed)
+        if padded is None:
+            return  # every item's request was gone before the batch started
+        self._throughput.add(len(live), elapsed)
         if self._observer:
-            self._observer.batch(len(batch), int(padded.input_ids.size), padded.padding_ratio, elapsed)
-        self._scatter(batch, scores, elapsed)
+            self._observer.batch(len(live), int(padded.input_ids.size), padded.padding_ratio, elapsed)
+        self._scatter(live, scores, elapsed)
 
-    def _score(self, items: list[EncodedInput]) -> tuple[npt.NDArray[np.float64], PaddedBatch]:
-        padded = pad_batch(items, self._spec)
-        return self._backend.score(padded), padded
+    def _score(self, batch: list[_Item], loop: asyncio.AbstractEventLoop,
+               ) -> tuple[list[_Item], npt.NDArray[np.float64], PaddedBatch | None]:
+        """On the backend thread: drop items whose request is gone, then pad and score the rest."""
+        live = [it for it in batch if not it.job.done]
+        loop.call_soon_threadsafe(self._started, batch)
+        if not live:
+            return live, np.empty(0), None
+        padded = pad_batch([it.encoded for it in live], self._spec)
+        return live, self._backend.score(padded), padded
+
+    @staticmethod
+    def _started(batch: list[_Item]) -> None:
+        for item in batch:
+            item.job.unstarted -= 1
 
     @staticmethod
     def _scatter(batch: list[_Item], scores: npt.NDArray[np.float64], elapsed: float) -> None:

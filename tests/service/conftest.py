@@ -1,0 +1,86 @@
+"""Service fixtures: exported tiny bundles and a real uvicorn server on 127.0.0.1 in a thread."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from service.app import create_app
+from service.settings import ServiceSettings
+from service.state import ServiceState
+
+
+@dataclass
+class Running:
+    """A live server: its base URL and its state (for white-box checks such as draining)."""
+
+    url: str
+    state: ServiceState
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample's value scraped from /metrics (0 when absent)."""
+        text = httpx.get(self.url + "/metrics").text
+        want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
+        for line in text.splitlines():
+            if line.startswith(want + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+
+@contextmanager
+def running(wait_ready: bool = True, **settings: Any) -> Iterator[Running]:
+    """Serve ``ServiceSettings(**settings)`` on a free port until the block ends."""
+    app = create_app(ServiceSettings(**{"log_level": "warning", **settings}))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=30))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    state: ServiceState = app.state.service
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.started and (not wait_ready or state.engine is not None or state.load_error):
+            break
+        time.sleep(0.02)
+    else:
+        raise TimeoutError("the server did not start in 60 s")
+    try:
+        yield Running(url, state)
+    finally:
+        server.should_exit = True
+        thread.join(60)
+        sock.close()
+
+
+def _export(source: Path, target: Path, data: tuple[Path, Path], variants: tuple[str, ...]) -> Path:
+    from export.run import ExportSettings, export_bundle
+
+    shutil.copytree(source, target)
+    export_bundle(target, ExportSettings(variants=variants, calibration_data=str(data[1]), samples=32))
+    return target
+
+
+@pytest.fixture(scope="session")
+def bert_onnx_bundle(tmp_path_factory: pytest.TempPathFactory, trained_bert_bundle: Path,
+                     good_bad_files: tuple[Path, Path]) -> Path:
+    """The trained tiny BERT bundle with fp32 and int8 ONNX variants."""
+    return _export(trained_bert_bundle, tmp_path_factory.mktemp("served") / "bert", good_bad_files, ("fp32", "int8"))
+
+
+@pytest.fixture(scope="session")
+def qwen_onnx_bundle(tmp_path_factory: pytest.TempPathFactory, trained_qwen_bundle: Path,
+                     good_bad_files: tuple[Path, Path]) -> Path:
+    """The trained tiny Qwen (ChatML, right padding) bundle with an fp32 ONNX variant."""
+    return _export(trained_qwen_bundle, tmp_path_factory.mktemp("served") / "qwen", good_bad_files, ("fp32",))

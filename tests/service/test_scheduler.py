@@ -1,0 +1,206 @@
+"""The scheduler on its own, with a recording backend (a test double for the scheduler, not a user-facing part)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from rewardmodel import EncodedInput, FormatSpec, PaddedBatch, SpecialToken
+from service.backends import BackendInfo
+from service.errors import BackendFailure, DeadlineExceeded, Overloaded
+from service.scheduler import BatchLimits, Scheduler
+
+SPEC = FormatSpec(template="pair", max_length=64, score_position="first", padding_side="right",
+                  pad_token=SpecialToken("[PAD]", 0))
+
+
+class Recorder:
+    """Scores a row as the sum of its token ids; records every batch; can be held to let a queue build up."""
+
+    info = BackendInfo("recorder", "cpu", "float64")
+
+    def __init__(self, fail_on: Callable[[PaddedBatch], bool] | None = None) -> None:
+        self.batches: list[list[list[int]]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_on = fail_on
+
+    def score(self, batch: PaddedBatch) -> np.ndarray:
+        self.gate.wait(10)
+        self.batches.append([row[mask.astype(bool)].tolist() for row, mask in zip(batch.input_ids,
+                                                                                 batch.attention_mask, strict=True)])
+        if self.fail_on and self.fail_on(batch):
+            raise BackendFailure("boom")
+        scores = (batch.input_ids * batch.attention_mask).sum(axis=1).astype(float)
+        scores[batch.input_ids[:, 0] == 666] = np.nan
+        return scores
+
+    def health(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def item(*ids: int) -> EncodedInput:
+    return EncodedInput(list(ids), None, 0, len(ids), False)
+
+
+def items(length: int, count: int, first: int = 1) -> list[EncodedInput]:
+    return [item(first + i, *[1] * (length - 1)) for i in range(count)]
+
+
+def limits(**kw: float) -> BatchLimits:
+    return BatchLimits(**{"max_batch_tokens": 64, "max_batch_items": 8, "max_queue_items": 100, **kw})  # type: ignore[arg-type]
+
+
+async def _held(backend: Recorder, scheduler: Scheduler) -> None:
+    """Occupy the backend with one batch so that what is submitted next queues up behind it."""
+    backend.gate.clear()
+    scheduler.submit([item(9)], asyncio.get_running_loop().time() + 30)
+    while not backend.batches and scheduler.queue_depth:
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.02)
+
+
+def run(coro_fn: Callable[[], object]) -> object:
+    return asyncio.run(coro_fn())  # type: ignore[arg-type]
+
+
+def test_jobs_are_batched_together_under_the_budget_and_scores_scattered_in_order() -> None:
+    async def go() -> None:
+        backend = Recorder()
+        scheduler = Scheduler(backend, SPEC, limits())
+        scheduler.start()
+        await _held(backend, scheduler)
+        deadline = asyncio.get_running_loop().time() + 30
+        jobs = [scheduler.submit(items(length, 3, first=10 * length), deadline) for length in (4, 12, 4, 8)]
+        backend.gate.set()
+        results = [await scheduler.wait(j) for j in jobs]
+        await scheduler.close()
+        for job_result, length in zip(results, (4, 12, 4, 8), strict=True):
+            assert job_result.tolist() == [10 * length + i + length - 1 for i in range(3)]
+        work = backend.batches[1:]
+        assert sorted(len(r) for b in work for r in b) == sorted([4] * 6 + [12] * 3 + [8] * 3)
+        for batch in work:
+            assert len(batch) <= 8 and len(batch) * max(len(r) for r in batch) <= 64
+        assert len(work) < 4  # four requests, fewer batches
+        # the oldest waiting item (the first job's) goes in the first batch; equal lengths share batches
+        assert [10 * 4 + 0, 1, 1, 1] in work[0]
+        assert all(len({len(r) for r in b}) <= 2 for b in work)
+
+    run(go)
+
+
+def test_the_oldest_item_is_never_starved_by_shorter_ones() -> None:
+    async def go() -> None:
+        backend = Recorder()
+        scheduler = Scheduler(backend, SPEC, limits(max_batch_tokens=32, max_batch_items=4))
+        scheduler.start()
+        await _held(backend, scheduler)
+        deadline = asyncio.get_running_loop().time() + 30
+        long_job = scheduler.submit([item(*[5] * 30)], deadline)
+        short = [scheduler.submit(items(2, 4, first=100 + 10 * k), deadline) for k in range(5)]
+        backend.gate.set()
+        await scheduler.wait(long_job)
+        await asyncio.gather(*(scheduler.wait(j) for j in short))
+        await scheduler.close()
+        assert backend.batches[1] == [[5] * 30]
+
+    run(go)
+
+
+def test_cancelled_and_expired_items_never_run() -> None:
+    async def go() -> None:
+        backend = Recorder()
+        scheduler = Scheduler(backend, SPEC, limits())
+        scheduler.start()
+        await _held(backend, scheduler)
+        loop = asyncio.get_running_loop()
+        cancelled = scheduler.submit([item(7, 7)], loop.time() + 30)
+        expired = scheduler.submit([item(8, 8)], loop.time() + 0.05)
+        kept = scheduler.submit([item(3, 3)], loop.time() + 30)
+        waiter = asyncio.ensure_future(scheduler.wait(cancelled))
+        await asyncio.sleep(0.1)
+        waiter.cancel()
+        with pytest.raises(DeadlineExceeded):
+            await scheduler.wait(expired)
+        backend.gate.set()
+        assert (await scheduler.wait(kept)).tolist() == [6.0]
+        await scheduler.close()
+        ran = [row for batch in backend.batches for row in batch]
+        assert [7, 7] not in ran and [8, 8] not in ran
+
+    run(go)
+
+
+def test_admission_limit_raises_overloaded_with_retry_after() -> None:
+    async def go() -> None:
+        backend = Recorder()
+        scheduler = Scheduler(backend, SPEC, limits(max_queue_items=5))
+        scheduler.start()
+        await _held(backend, scheduler)
+        deadline = asyncio.get_running_loop().time() + 30
+        first = scheduler.submit(items(2, 4), deadline)
+        with pytest.raises(Overloaded) as info:
+            scheduler.submit(items(2, 1), deadline)
+        assert 1 <= info.value.retry_after_s <= 60
+        backend.gate.set()
+        await scheduler.wait(first)
+        scheduler.submit(items(2, 5), deadline)  # room again once the work is done
+        await scheduler.close()
+
+    run(go)
+
+
+def test_a_failing_batch_or_a_nan_fails_only_its_requests() -> None:
+    async def go() -> None:
+        backend = Recorder(fail_on=lambda b: bool((b.input_ids == 13).any()))
+        scheduler = Scheduler(backend, SPEC, limits(max_batch_items=1))
+        scheduler.start()
+        deadline = asyncio.get_running_loop().time() + 30
+        bad, nan, good = (scheduler.submit([item(x, 1)], deadline) for x in (13, 666, 2))
+        with pytest.raises(BackendFailure, match="boom"):
+            await scheduler.wait(bad)
+        with pytest.raises(BackendFailure, match="non-finite"):
+            await scheduler.wait(nan)
+        assert (await scheduler.wait(good)).tolist() == [3.0]
+        await scheduler.close()
+
+    run(go)
+
+
+def test_max_wait_gathers_items_that_arrive_close_together() -> None:
+    async def go() -> None:
+        backend = Recorder()
+        scheduler = Scheduler(backend, SPEC, limits(max_wait_s=0.2))
+        scheduler.start()
+        deadline = asyncio.get_running_loop().time() + 30
+        jobs = []
+        for k in range(4):
+            jobs.append(scheduler.submit([item(k + 1, 1)], deadline))
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*(scheduler.wait(j) for j in jobs))
+        await scheduler.close()
+        assert len(backend.batches) == 1 and len(backend.batches[0]) == 4
+
+    run(go)
+
+
+def test_close_finishes_queued_work() -> None:
+    async def go() -> None:
+        backend = Recorder()
+        scheduler = Scheduler(backend, SPEC, limits(max_batch_items=2))
+        scheduler.start()
+        await _held(backend, scheduler)
+        job = scheduler.submit(items(3, 7), asyncio.get_running_loop().time() + 30)
+        closing = asyncio.ensure_future(scheduler.close())
+        backend.gate.set()
+        await closing
+        assert job.future.done() and len(job.future.result()) == 7
+
+    run(go)
