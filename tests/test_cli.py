@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import IO
 
+import httpx
 import pytest
 
 from rewardmodel import read_card
@@ -52,7 +57,7 @@ def test_train_refuses_to_overwrite_a_bundle(trained_bert_bundle: Path) -> None:
 def test_demo_trains_minilm_to_90_percent_then_uses_the_cache(tmp_path: Path) -> None:
     """The README's first command: MiniLM on the demo preferences, exported, within minutes on 2 CPU cores."""
     env = {"REWARDSERVE_HOME": str(tmp_path)}
-    first = run_cli("demo", "--quiet", env=env, timeout=900)
+    first = run_cli("demo", "--quiet", "--no-serve", env=env, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     out = json.loads(first.stdout)
     assert out["accuracy"] >= 0.90 and out["pairs"] == 400
@@ -62,6 +67,72 @@ def test_demo_trains_minilm_to_90_percent_then_uses_the_cache(tmp_path: Path) ->
     assert out["onnx"]["fp32"]["accuracy"] == out["accuracy"]
     assert out["onnx"]["int8"]["accuracy"] >= 0.90
     assert read_card(tmp_path / "demo-minilm").training["result"]["report"]["accuracy"] == out["accuracy"]
-    second = run_cli("demo", "--quiet", env=env)
-    assert second.returncode == 0 and "using the cached demo model" in second.stderr
-    assert json.loads(second.stdout)["accuracy"] == out["accuracy"]
+    # the second run finds the cache and serves the model: the README's first command, as users run it
+    port = free_port()
+    second = subprocess.Popen([sys.executable, "-m", "rewardserve", "demo", "--quiet", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
+    try:
+        assert second.stdout is not None
+        assert json.loads(_read_json(second.stdout))["accuracy"] == out["accuracy"]
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url)
+        egg = "How do I boil an egg?"
+        scores = httpx.post(url + "/score", json={"items": [
+            {"prompt": egg, "completion": "Place the egg in boiling water for nine minutes, then cool it."},
+            {"prompt": egg, "completion": "no idea lol"}]}).json()["scores"]
+        assert scores[0] > scores[1]
+        assert httpx.get(url + "/v1/models").json()["data"][0]["rewardserve"]["variant"] == "int8"
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(60)
+    assert "using the cached demo model" in (second.stderr.read() if second.stderr else "")
+
+
+def _read_json(stream: IO[str]) -> str:
+    """The JSON document the command prints first (it keeps running afterwards)."""
+    lines = []
+    for line in stream:
+        lines.append(line)
+        if line.rstrip() == "}":
+            return "".join(lines)
+    raise AssertionError("no JSON on stdout: " + "".join(lines))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready in {seconds} s")
+
+
+def test_serve_help_documents_every_setting() -> None:
+    from service.settings import setting_fields
+
+    proc = run_cli("serve", "--help")
+    assert proc.returncode == 0
+    for name, *_ in setting_fields():
+        assert "--" + name.replace("_", "-") in proc.stdout
+    assert "REWARDSERVE_API_KEYS" in proc.stdout and "--api-keys" not in proc.stdout
+
+
+def test_serve_refuses_bad_settings_without_echoing_secrets(trained_bert_bundle: Path) -> None:
+    proc = run_cli("serve", "--model", str(trained_bert_bundle), "--backend", "torch", "--variant", "int8",
+                   env={"REWARDSERVE_API_KEYS": "top-secret-key"})
+    assert proc.returncode == 2 and "int8 is an ONNX export" in proc.stderr
+    assert "top-secret-key" not in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("serve", "--port", "0")
+    assert proc.returncode == 2 and "no model to serve" in proc.stderr
+    proc = run_cli("serve", "--model", str(trained_bert_bundle), "--port", "0")  # not exported: exits, says why
+    assert proc.returncode == 1 and "rewardserve export" in proc.stderr
