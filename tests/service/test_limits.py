@@ -137,3 +137,16 @@ def test_nan_scores_never_leave_the_service(nan_bundle: Path) -> None:
         assert "non-finite" in error_of(r, 500, "backend_error")
         assert "NaN" not in r.text.replace("(NaN/inf)", "")
         assert httpx.get(live.url + "/healthz").status_code == 200
+
+
+def test_a_client_that_disconnects_has_its_items_dropped(bert_onnx_bundle: Path) -> None:
+    with running(model=bert_onnx_bundle, max_wait_ms=1000) as live:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(live.url + "/score", json={"items": [ITEM]}, timeout=0.3)
+        deadline = time.monotonic() + 5
+        while live.metric("rewardserve_requests_total", code="499", endpoint="/score") < 1:
+            assert time.monotonic() < deadline, "the disconnect was not noticed"
+            time.sleep(0.02)
+        time.sleep(1.0)  # past max_wait: had the item stayed queued, it would have run by now
+        assert live.metric("rewardserve_batch_size_items_count") == 0
+        assert live.metric("rewardserve_queue_depth_items") == 0
