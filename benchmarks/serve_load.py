@@ -62,7 +62,14 @@ def _metric_sum(text: str, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
-async def _load(url: str, pairs: list[tuple[Any, str]], per_request: int, concurrency: int) -> dict[str, float]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _load(url: str, pairs: list[tuple[Any, str]], per_request: int, concurrency: int,
+                server_pid: int) -> dict[str, float]:
     bodies = [{"items": [{"prompt": p, "completion": c} for p, c in pairs[i:i + per_request]]}
               for i in range(0, len(pairs), per_request)]
     latencies: list[float] = []
@@ -79,9 +86,10 @@ async def _load(url: str, pairs: list[tuple[Any, str]], per_request: int, concur
                 r.raise_for_status()
                 latencies.append(time.perf_counter() - t)
 
-        started = time.perf_counter()
+        started, cpu, server_cpu = time.perf_counter(), time.process_time(), _cpu_seconds(server_pid)
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
+        client_cpu, server_cpu = time.process_time() - cpu, _cpu_seconds(server_pid) - server_cpu
         after = (await client.get("/metrics")).text
     batches = _metric_sum(after, "rewardserve_batch_size_items_count") - _metric_sum(
         before, "rewardserve_batch_size_items_count")
@@ -93,7 +101,8 @@ async def _load(url: str, pairs: list[tuple[Any, str]], per_request: int, concur
     return {"pairs_per_s": len(pairs) / elapsed, "requests": len(bodies),
             "latency_ms_p50": float(np.percentile(ms, 50)), "latency_ms_p95": float(np.percentile(ms, 95)),
             "latency_ms_p99": float(np.percentile(ms, 99)),
-            "mean_batch_items": items / max(batches, 1), "mean_batch_padding": padding / max(batches, 1)}
+            "mean_batch_items": items / max(batches, 1), "mean_batch_padding": padding / max(batches, 1),
+            "wall_s": elapsed, "server_cpu_s": server_cpu, "load_generator_cpu_s": client_cpu}
 
 
 def _serve(bundle: Path, variant: str, threads: int) -> tuple[subprocess.Popen[bytes], str]:
@@ -129,9 +138,9 @@ def main() -> None:
         offline = offline_rate(args.bundle, variant, pairs, args.threads)
         proc, url = _serve(args.bundle, variant, args.threads)
         try:
-            asyncio.run(_load(url, pairs[:64], 8, 4))  # warm the server's paths
+            asyncio.run(_load(url, pairs[:64], 8, 4, proc.pid))  # warm the server's paths
             for shape, per_request, concurrency in SHAPES:
-                result = asyncio.run(_load(url, pairs, per_request, concurrency))
+                result = asyncio.run(_load(url, pairs, per_request, concurrency, proc.pid))
                 rows.append({"variant": variant, "shape": shape, "offline_pairs_per_s": offline,
                              "served_over_offline": result["pairs_per_s"] / offline, **result})
                 print(json.dumps(rows[-1]), flush=True)
@@ -147,11 +156,13 @@ def main() -> None:
              f"{len(pairs)} (prompt, completion) pairs from `{Path(args.data).name}`; server and load generator on "
              "the same machine.", "",
              "| variant | load | served pairs/s | offline pairs/s | served/offline | p50 ms | p95 ms | p99 ms "
-             "| mean batch | padding |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| mean batch | padding | server CPU s | load-gen CPU s | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['variant']} | {r['shape']} | {r['pairs_per_s']:.1f} | {r['offline_pairs_per_s']:.1f} | "
                      f"{r['served_over_offline']:.2f} | {r['latency_ms_p50']:.0f} | {r['latency_ms_p95']:.0f} | "
-                     f"{r['latency_ms_p99']:.0f} | {r['mean_batch_items']:.1f} | {r['mean_batch_padding']:.1%} |")
+                     f"{r['latency_ms_p99']:.0f} | {r['mean_batch_items']:.1f} | {r['mean_batch_padding']:.1%} | "
+                     f"{r['server_cpu_s']:.1f} | {r['load_generator_cpu_s']:.1f} | {r['wall_s']:.1f} |")
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())]
     (RESULTS / "serve_load.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

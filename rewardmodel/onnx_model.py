@@ -44,13 +44,20 @@ def variant_file(root: str | Path, card: BundleCard, variant: str) -> Path:
     return Path(root) / record["file"]
 
 
-def open_session(path: Path, providers: Sequence[str] = (CPU,), threads: int = 0) -> ort.InferenceSession:
-    """An inference session with all graph optimizations; ``threads`` 0 lets onnxruntime choose."""
+def open_session(path: Path, providers: Sequence[str] = (CPU,), threads: int = 0,
+                 spin: bool = True) -> ort.InferenceSession:
+    """An inference session with all graph optimizations; ``threads`` 0 lets onnxruntime choose.
+
+    ``spin``: idle intra-op threads busy-wait for the next op (onnxruntime's default). Good when the
+    session owns the cores; a server whose event loop and tokenizers share them may want it off.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
     except Exception as exc:  # onnxruntime's errors are untyped (Fail, InvalidGraph, NotImplemented, …)

@@ -2,9 +2,9 @@
 its own thread.
 
 Requests become :class:`Job` s of already-tokenized items. One batcher task cuts batches: it takes the
-oldest ``sort_window`` live items, sorts them by length, and grows a batch around the oldest item (so
-no item starves) from its length neighbours, always adding the item that adds the least padding, until
-``max_batch_tokens`` (rows × longest) or ``max_batch_items`` would be passed. Batches run one at a time
+oldest ``sort_window`` live items, sorts them by length, cuts the sorted run into consecutive batches
+under ``max_batch_tokens`` (rows × longest) and ``max_batch_items``, and sends the batch that holds the
+oldest item (so no item starves). Batches run one at a time
 on a dedicated backend thread (onnxruntime and torch release the GIL); up to :data:`PIPELINE_DEPTH`
 batches exist at once, so the next one is formed while the current one runs and the backend never waits
 on Python. Scores are scattered back to each job. A job that was cancelled (client gone) or whose
@@ -237,7 +237,7 @@ class Scheduler:
             await self._wakeup.wait()
 
     def _cut(self, now: float) -> list[_Item]:
-        """The next batch: the oldest live item plus its length neighbours within the limits."""
+        """The next batch: the run of the length-sorted window, cut under the limits, that holds the oldest item."""
         limits = self._limits
         window: list[_Item] = []
         while self._queue and len(window) < limits.sort_window:
@@ -247,22 +247,20 @@ class Scheduler:
         if not window:
             self._queued = 0
             return []
+        # Cut the sorted window into consecutive batches from the shortest item up (what offline scoring
+        # does) and take the one holding the oldest item: batches stay tight, the rest of the window stays
+        # cut the same way for the next call, and the oldest item never waits behind newer ones.
         order = sorted(range(len(window)), key=lambda i: window[i].length)
-        lo = order.index(0)  # window[0] is the oldest item
-        hi, width = lo + 1, window[0].length
-        while hi - lo < limits.max_batch_items:
-            rows = hi - lo + 1
-            left = window[order[lo - 1]].length if lo > 0 and rows * width <= limits.max_batch_tokens else None
-            right = window[order[hi]].length if hi < len(order) else None
-            if right is not None and rows * right > limits.max_batch_tokens:
-                right = None
-            if left is None and right is None:
+        oldest = order.index(0)  # window[0] is the oldest item
+        lo = 0
+        while True:
+            hi = lo + 1
+            while (hi < len(order) and hi - lo < limits.max_batch_items
+                   and (hi - lo + 1) * window[order[hi]].length <= limits.max_batch_tokens):
+                hi += 1
+            if hi > oldest:
                 break
-            # extend on the side that adds less padding: a shorter row pads itself, a longer one pads all others
-            if right is None or (left is not None and width - left <= (right - width) * (rows - 1)):
-                lo -= 1
-            else:
-                hi, width = hi + 1, right
+            lo = hi
         chosen = set(order[lo:hi])
         self._queue.extendleft(reversed([it for i, it in enumerate(window) if i not in chosen]))
         batch = [window[i] for i in sorted(chosen)]

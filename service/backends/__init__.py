@@ -24,4 +24,5 @@ def load_backend(root: Path, card: BundleCard, settings: ServiceSettings) -> Bac
                             settings.trust_remote_code)
     from service.backends.onnxruntime_backend import OnnxBackend
 
-    return OnnxBackend(root, card, settings.variant, settings.device, settings.threads, settings.tensorrt)
+    return OnnxBackend(root, card, settings.variant, settings.device, settings.threads, settings.tensorrt,
+                       settings.onnx_spin)

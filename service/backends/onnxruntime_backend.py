@@ -29,14 +29,14 @@ class OnnxBackend:
     """Scores batches with one onnxruntime session over the bundle's exported ``variant``."""
 
     def __init__(self, root: Path, card: BundleCard, variant: str, device: str, threads: int = 0,
-                 tensorrt: bool = False) -> None:
+                 tensorrt: bool = False, spin: bool = False) -> None:
         try:
             providers = choose_providers(device, tensorrt, available_providers())
             if device == "cuda":
                 import onnxruntime as ort
 
                 ort.preload_dlls()  # pip's CUDA/cuDNN libraries, found without LD_LIBRARY_PATH
-            session = open_session(variant_file(root, card, variant), providers, threads)
+            session = open_session(variant_file(root, card, variant), providers, threads, spin)
         except RewardModelError as exc:
             raise BackendFailure(str(exc)) from exc
         self._session = session
