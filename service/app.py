@@ -6,6 +6,7 @@ the backend loads in the background (see :mod:`service.state`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -41,8 +42,6 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[str], None] | None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # loading runs beside the server so that /healthz answers while a large model loads
-        import asyncio
-
         loading = asyncio.create_task(state.start())
         try:
             yield

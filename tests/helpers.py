@@ -121,3 +121,29 @@ def good_bad_rows(n: int, seed: int = 0, chat_every: int = 0) -> list[dict[str, 
             row["prompt"] = [{"role": "user", "content": prompt}]
         rows.append(row)
     return rows
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server started as a separate process)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, seconds: float = 120) -> None:
+    """Poll ``url``/readyz until it answers 200."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} was not ready in {seconds} s")

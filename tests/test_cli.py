@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import IO
 
@@ -16,6 +14,7 @@ import httpx
 import pytest
 
 from rewardmodel import read_card
+from tests.helpers import free_port, wait_ready
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -97,24 +96,6 @@ def _read_json(stream: IO[str]) -> str:
         if line.rstrip() == "}":
             return "".join(lines)
     raise AssertionError("no JSON on stdout: " + "".join(lines))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready in {seconds} s")
 
 
 def test_serve_help_documents_every_setting() -> None:

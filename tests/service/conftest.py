@@ -30,12 +30,16 @@ class Running:
 
     def metric(self, name: str, **labels: str) -> float:
         """A sample's value scraped from /metrics (0 when absent)."""
-        text = httpx.get(self.url + "/metrics").text
-        want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
-        for line in text.splitlines():
-            if line.startswith(want + " "):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+        return scrape(self.url, name, **labels)
+
+
+def scrape(url: str, name: str, **labels: str) -> float:
+    """A sample's value from the server's /metrics (0 when absent)."""
+    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith(want + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 @contextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -13,36 +12,20 @@ from pathlib import Path
 
 import httpx
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _metric(url: str, name: str) -> float:
-    for line in httpx.get(url + "/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
+from tests.helpers import free_port, wait_ready
+from tests.service.conftest import scrape
 
 
 def test_sigterm_under_load_finishes_accepted_requests_then_exits(bert_onnx_bundle: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "REWARDSERVE_MAX_WAIT_MS": "1500"}  # settings from the environment, as in a pod
     proc = subprocess.Popen([sys.executable, "-m", "rewardserve", "serve", "--model", str(bert_onnx_bundle),
                              "--port", str(port), "--log-level", "warning"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        wait_ready(url, 60)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
         results: list[httpx.Response | Exception] = []
 
         def client(k: int) -> None:
@@ -55,9 +38,9 @@ def test_sigterm_under_load_finishes_accepted_requests_then_exits(bert_onnx_bund
         threads = [threading.Thread(target=client, args=(k,)) for k in range(6)]
         for t in threads:
             t.start()
-        while _metric(url, "rewardserve_inflight_requests") < 6 and time.monotonic() < deadline:
+        while scrape(url, "rewardserve_inflight_requests") < 6 and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert _metric(url, "rewardserve_queue_depth_items") > 0, "the load must still be queued at SIGTERM"
+        assert scrape(url, "rewardserve_queue_depth_items") > 0, "the load must still be queued at SIGTERM"
         proc.send_signal(signal.SIGTERM)
         for t in threads:
             t.join(60)
