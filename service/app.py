@@ -98,8 +98,12 @@ def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        kind = _HTTP_KINDS.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(kind, str(exc.detail)), exc.status_code, headers=exc.headers)
+        kind, message = _HTTP_KINDS.get(exc.status_code, "http_error"), str(exc.detail)
+        if exc.status_code == 400:  # FastAPI could not decode the body at all (bad UTF-8, nesting too deep)
+            kind, message = "invalid_json", "the body could not be decoded as JSON (invalid UTF-8, or nested too deep)"
+        if exc.status_code < 500:
+            metrics.rejected.labels(kind).inc()
+        return JSONResponse(error_body(kind, message), exc.status_code, headers=exc.headers)
 
 
 def _version() -> str:

@@ -16,9 +16,9 @@ from pydantic import BaseModel, Field
 from service.engine import ScoreInput
 from service.errors import InvalidRequest
 from service.routes import require_api_key, score_for, service_state
-from service.schemas import ranked
+from service.schemas import ERROR_RESPONSES, ranked
 
-compat = APIRouter(dependencies=[Depends(require_api_key)], tags=["compatibility"])
+compat = APIRouter(dependencies=[Depends(require_api_key)], tags=["compatibility"], responses=ERROR_RESPONSES)
 
 
 class GetRewardRequest(BaseModel):

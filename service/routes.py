@@ -16,6 +16,7 @@ from service.engine import Scored, ScoreInput
 from service.errors import ClientClosed, NotReady, Unauthorized
 from service.metrics import CONTENT_TYPE
 from service.schemas import (
+    ERROR_RESPONSES,
     RerankRequest,
     RerankResponse,
     RerankResult,
@@ -73,8 +74,18 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-router = APIRouter()
-scoring = APIRouter(dependencies=[Depends(require_api_key)])
+def _guard(setting: str) -> Any:
+    """A dependency asking for an API key on an operational endpoint when ``setting`` says so."""
+
+    def check(request: Request) -> None:
+        if getattr(service_state(request).settings, setting):
+            require_api_key(request)
+
+    return Depends(check)
+
+
+router = APIRouter(responses={503: ERROR_RESPONSES[503]})
+scoring = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
 
 
 @scoring.post("/score", response_model=ScoreResponse, summary="Score (prompt, completion) items")
@@ -117,7 +128,8 @@ async def models(request: Request) -> dict[str, Any]:
     }]}
 
 
-@router.get("/healthz", summary="Liveness: the process is up and its backend usable")
+@router.get("/healthz", summary="Liveness: the process is up and its backend usable",
+            dependencies=[_guard("protect_health")])
 async def healthz(request: Request) -> dict[str, str]:
     """200 while alive; 503 when the model failed to load or the device failed (restart the pod)."""
     state = service_state(request)
@@ -128,14 +140,14 @@ async def healthz(request: Request) -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: loaded, warmed up, not draining")
+@router.get("/readyz", summary="Readiness: loaded, warmed up, not draining", dependencies=[_guard("protect_health")])
 async def readyz(request: Request) -> dict[str, str]:
     """200 when requests will be served; 503 before and while draining."""
     service_state(request).require_engine()
     return {"status": "ready"}
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get("/metrics", summary="Prometheus metrics", dependencies=[_guard("protect_metrics")])
 async def metrics(request: Request) -> Response:
     """The exposition text of DESIGN §6's metrics."""
     return Response(service_state(request).metrics.render(), media_type=CONTENT_TYPE)

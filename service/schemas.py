@@ -112,6 +112,27 @@ class RerankResponse(BaseModel):
     usage: Usage
 
 
+class ErrorDetail(BaseModel):
+    """What went wrong."""
+
+    type: str = Field(description="machine-readable kind, e.g. overloaded, too_many_items, validation_error")
+    message: str = Field(description="what to do about it")
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer (DESIGN §4)."""
+
+    error: ErrorDetail
+
+
+_ERRORS = {400: "malformed or empty input", 401: "missing or wrong API key", 413: "over a size limit",
+           422: "schema violation", 429: "overloaded; retry after Retry-After seconds",
+           500: "backend failure", 503: "loading or draining", 504: "deadline passed in the queue"}
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorResponse, "description": text} for code, text in _ERRORS.items()}
+"""The error answers of the scoring endpoints, for the OpenAPI schema."""
+
+
 def ranked(scores: list[float], top_k: int | None = None) -> list[tuple[int, float]]:
     """(index, score) best first, ties in input order, cut to ``top_k``."""
     order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))

@@ -9,8 +9,12 @@ a pod that has stopped listening.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Generator
 from types import FrameType
 
 import uvicorn
@@ -29,6 +33,20 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self._state = state
         self.fatal: str | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        """Handle SIGINT/SIGTERM like uvicorn, but do not re-raise the signal after the graceful shutdown:
+        a drained exit is a clean one (status 0), which is what supervisors and tests check."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """First signal: drain; a second one forces exit (uvicorn's behaviour)."""

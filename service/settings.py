@@ -57,6 +57,10 @@ class ServiceSettings(BaseSettings):
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         (), repr=False, description="comma-separated Bearer keys; set: scoring endpoints answer 401 without one "
                                     "(environment only, never a flag)")
+    protect_metrics: bool = Field(False, description="with API keys set, /metrics needs a key too (Prometheus "
+                                                     "then sends it as a bearer token)")
+    protect_health: bool = Field(False, description="with API keys set, /healthz and /readyz need a key too (probes "
+                                                    "must then send it)")
     normalize: bool = Field(False, description="default for requests that do not say: centre scores with the "
                                                "card's normalization, (r - mean) / std")
     tokenizer_threads: int = Field(2, ge=1, description="threads that tokenize requests off the event loop")

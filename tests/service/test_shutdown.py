@@ -44,8 +44,7 @@ def test_sigterm_under_load_finishes_accepted_requests_then_exits(bert_onnx_bund
         proc.send_signal(signal.SIGTERM)
         for t in threads:
             t.join(60)
-        # uvicorn re-raises the captured SIGTERM after its graceful shutdown, so the exit status says "terminated"
-        assert proc.wait(60) in (0, -signal.SIGTERM), proc.stdout.read() if proc.stdout else ""
+        assert proc.wait(60) == 0, proc.stdout.read() if proc.stdout else ""  # a drained exit is a clean exit
         assert len(results) == 6
         for r in results:
             assert isinstance(r, httpx.Response) and r.status_code == 200, r
