@@ -147,7 +147,8 @@ async def readyz(request: Request) -> dict[str, str]:
     return {"status": "ready"}
 
 
-@router.get("/metrics", summary="Prometheus metrics", dependencies=[_guard("protect_metrics")])
+@router.get("/metrics", summary="Prometheus metrics", dependencies=[_guard("protect_metrics")],
+            response_class=Response, responses={200: {"content": {"text/plain": {}}, "description": "exposition"}})
 async def metrics(request: Request) -> Response:
     """The exposition text of DESIGN §6's metrics."""
     return Response(service_state(request).metrics.render(), media_type=CONTENT_TYPE)
