@@ -199,30 +199,35 @@ class Formatter:
             ids = prompt_ids + completion.ids
         return self._finish(ids, type_ids, len(prompt_ids), len(completion.ids), truncated)
 
-    def encode_text(self, text: str) -> EncodedInput:
+    def encode_text(self, text: str, add_special_tokens: bool = True) -> EncodedInput:
         """A whole text (prompt and reply already joined, e.g. a decoded rollout) as the model sees it.
 
         For adapters whose clients send one string (OpenRLHF's remote reward model, vLLM-style classify):
         no template is applied (a ``chat`` bundle's text is expected to be rendered already), the
         tokenizer's single-text special tokens are added for ``pair``/``concat`` bundles, and an
-        over-long text is cut from the left so that its end, the reply, survives.
+        over-long text is cut from the left so that its end, the reply, survives. ``add_special_tokens``
+        False (vLLM's flag, for text that already carries them) skips the single-text specials; the card's
+        appended EOS stays, since the score is read there.
         """
         if not isinstance(text, str):
             raise FormatError("text must be a string")
         spec = self.spec
         encoding = self.tokenizer.encode(text, add_special_tokens=False)
-        specials = 0 if spec.template == "chat" else self.tokenizer.num_special_tokens_to_add(False)
+        add = add_special_tokens and spec.template != "chat"
+        specials = self.tokenizer.num_special_tokens_to_add(False) if add else 0
         room = spec.max_length - specials - (1 if spec.append_eos else 0)
         truncated = len(encoding.ids) > room
         if truncated:
             encoding.truncate(room, direction="left")
-        if spec.template != "chat":
+        if add:
             encoding = self.tokenizer.post_process(encoding, add_special_tokens=True)
         return self._finish(encoding.ids, encoding.type_ids, 0, len(encoding.ids), truncated)
 
     def _finish(self, ids: list[int], type_ids: list[int] | None, n_prompt: int, n_completion: int,
                 truncated: bool) -> EncodedInput:
         spec = self.spec
+        if not ids and not spec.append_eos:
+            raise FormatError("the input has no tokens to score (an empty text without special tokens)")
         if spec.append_eos:
             assert spec.eos_token is not None
             ids = [*ids, spec.eos_token.id]

@@ -6,6 +6,7 @@ formatting are the same.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from service.engine import ScoreInput
+from service.engine import ScoreInput, WholeText
 from service.errors import InvalidRequest
 from service.routes import require_api_key, score_for, service_state
 from service.schemas import ERROR_RESPONSES, ranked
@@ -38,7 +39,7 @@ async def get_reward(body: GetRewardRequest, request: Request) -> dict[str, Any]
     inputs: list[ScoreInput] = []
     for i, text in enumerate(body.query):
         prompt = body.prompts[i] if body.prompts else ""
-        inputs.append((prompt, text[len(prompt):]) if prompt and text.startswith(prompt) else text)
+        inputs.append((prompt, text[len(prompt):]) if prompt and text.startswith(prompt) else WholeText(text))
     scored = await score_for(request, inputs, None)
     return {"rewards": scored.scores, "scores": scored.scores, "extra_logs": {}}
 
@@ -48,14 +49,18 @@ class ClassifyRequest(BaseModel):
 
     model: str | None = None
     input: str | list[str]
+    activation: bool = Field(False, description="true: probs = sigmoid(reward); false (what verl sends, and "
+                                                "the default here): the raw reward")
+    add_special_tokens: bool = Field(True, description="false: the text already carries the special tokens")
 
 
 @compat.post("/classify", summary="vLLM-style classify (one score per text)")
 async def classify(body: ClassifyRequest, request: Request) -> dict[str, Any]:
     """Each text is scored whole, as the model sees it: a chat bundle's text must be rendered already."""
     texts = [body.input] if isinstance(body.input, str) else body.input
-    scored = await score_for(request, texts, None)
-    data = [{"index": i, "label": "reward", "probs": [s], "num_classes": 1} for i, s in enumerate(scored.scores)]
+    scored = await score_for(request, [WholeText(t, body.add_special_tokens) for t in texts], None)
+    scores = [0.5 * (1 + math.tanh(s / 2)) if body.activation else s for s in scored.scores]  # overflow-free sigmoid
+    data = [{"index": i, "label": "reward", "probs": [s], "num_classes": 1} for i, s in enumerate(scores)]
     return {"id": f"classify-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),
             "model": service_state(request).model_name, "data": data,
             "usage": {"prompt_tokens": scored.input_tokens, "total_tokens": scored.input_tokens,

@@ -20,8 +20,17 @@ from rewardmodel import EncodedInput, Formatter, Normalization, Prompt, RewardMo
 from service.errors import InvalidRequest, PayloadTooLarge
 from service.scheduler import Scheduler
 
-ScoreInput = tuple[Prompt, str] | str
-"""A (prompt, completion) pair formatted by the card's rules, or a whole already-joined text."""
+
+@dataclass(frozen=True)
+class WholeText:
+    """An already-joined prompt+reply text, scored as the model sees it (no template applied)."""
+
+    text: str
+    add_special_tokens: bool = True
+
+
+ScoreInput = tuple[Prompt, str] | WholeText
+"""A (prompt, completion) pair formatted by the card's rules, or a whole text."""
 
 
 @dataclass
@@ -104,14 +113,14 @@ class Engine:
         return Scored([float(s) for s in scores], normalize, tokens, truncated)
 
     def _encode(self, inputs: Sequence[ScoreInput]) -> list[EncodedInput]:
-        pairs = [(i, x) for i, x in enumerate(inputs) if not isinstance(x, str)]
+        pairs = [(i, x) for i, x in enumerate(inputs) if not isinstance(x, WholeText)]
         out: list[EncodedInput | None] = [None] * len(inputs)
         try:
             for (i, _), enc in zip(pairs, self.formatter.encode_many([p for _, p in pairs]), strict=True):
                 out[i] = enc
             for i, x in enumerate(inputs):
-                if isinstance(x, str):
-                    out[i] = self.formatter.encode_text(x)
+                if isinstance(x, WholeText):
+                    out[i] = self.formatter.encode_text(x.text, x.add_special_tokens)
         except RewardModelError as exc:
             raise InvalidRequest(str(exc), kind="invalid_input") from exc
         return [e for e in out if e is not None]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,25 @@ def trained_qwen_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_qwen: Pat
                         good_bad_files: tuple[Path, Path]) -> Path:
     """A decoder bundle: ChatML template, right padding."""
     return _train_quick(tiny_qwen, good_bad_files, tmp_path_factory.mktemp("bundle") / "tiny-qwen-rm")
+
+
+def _export(source: Path, target: Path, data: tuple[Path, Path], variants: tuple[str, ...]) -> Path:
+    from export.run import ExportSettings, export_bundle
+
+    shutil.copytree(source, target)
+    export_bundle(target, ExportSettings(variants=variants, calibration_data=str(data[1]), samples=32))
+    return target
+
+
+@pytest.fixture(scope="session")
+def bert_onnx_bundle(tmp_path_factory: pytest.TempPathFactory, trained_bert_bundle: Path,
+                     good_bad_files: tuple[Path, Path]) -> Path:
+    """The trained tiny BERT bundle with fp32 and int8 ONNX variants."""
+    return _export(trained_bert_bundle, tmp_path_factory.mktemp("served") / "bert", good_bad_files, ("fp32", "int8"))
+
+
+@pytest.fixture(scope="session")
+def qwen_onnx_bundle(tmp_path_factory: pytest.TempPathFactory, trained_qwen_bundle: Path,
+                     good_bad_files: tuple[Path, Path]) -> Path:
+    """The trained tiny Qwen (ChatML, right padding) bundle with an fp32 ONNX variant."""
+    return _export(trained_qwen_bundle, tmp_path_factory.mktemp("served") / "qwen", good_bad_files, ("fp32",))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rewardserve.client import AsyncRewardClient, RetryPolicy, RewardClient, RewardServeError
-from tests.service.conftest import running
+from tests.server import running
 from tests.service.test_http import offline
 
 PROMPTS = [f"how are you {i} ?" for i in range(20)]

@@ -16,7 +16,7 @@ from rewardmodel.onnx_model import onnx_scorer, open_session, variant_file
 from rewardmodel.scoring import score_encoded, score_examples
 from rewardmodel.sources import load_examples
 from rewardserve.cli import evaluate_bundle
-from tests.service.conftest import Running, running
+from tests.server import Running, running
 
 PAIRS = [("how are you ?", " i am good ."), ("how are you ?", " i am bad ."), ("the sun ?", " one two"),
          ("how are you ?", " i am good .")]

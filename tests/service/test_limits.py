@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from rewardmodel import read_card, write_card
-from tests.service.conftest import running
+from tests.server import running
 
 ITEM = {"prompt": "how are you ?", "completion": " i am good ."}
 

@@ -17,7 +17,7 @@ import pytest
 
 from rewardmodel import load_tokenizer, read_card, write_card
 from tests.helpers import free_port, wait_ready
-from tests.service.conftest import running
+from tests.server import running
 
 ITEM = {"prompt": "how are you ?", "completion": " i am good ."}
 JSON = {"content-type": "application/json"}
@@ -55,6 +55,7 @@ def test_hostile_input_catalogue(bert_onnx_bundle: Path) -> None:
         ("/v1/rerank", {"json": {"query": "q", "documents": ["a"], "top_n": 10**30}}, 200, ""),
         ("/classify", {"json": {"input": []}}, 400, "invalid_request"),
         ("/classify", {"json": {"input": [1, 2]}}, 422, "validation_error"),
+        ("/classify", {"json": {"input": "", "add_special_tokens": False}}, 400, "invalid_input"),  # no tokens
         ("/get_reward", {"json": {"query": ["a"], "prompts": ["a", "b"]}}, 400, "invalid_request"),
         ("/get_reward", {"json": {"query": None}}, 422, "validation_error"),
     ]

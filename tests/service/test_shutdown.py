@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from tests.helpers import free_port, wait_ready
-from tests.service.conftest import scrape
+from tests.server import scrape
 
 
 def test_sigterm_under_load_finishes_accepted_requests_then_exits(bert_onnx_bundle: Path) -> None:

@@ -1,19 +1,16 @@
-"""Service fixtures: exported tiny bundles and a real uvicorn server on 127.0.0.1 in a thread."""
+"""A real uvicorn server on 127.0.0.1 in a thread, serving a bundle, for tests that talk HTTP to it."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import uvicorn
 
 from service.app import create_app
@@ -66,25 +63,3 @@ def running(wait_ready: bool = True, **settings: Any) -> Iterator[Running]:
         server.should_exit = True
         thread.join(60)
         sock.close()
-
-
-def _export(source: Path, target: Path, data: tuple[Path, Path], variants: tuple[str, ...]) -> Path:
-    from export.run import ExportSettings, export_bundle
-
-    shutil.copytree(source, target)
-    export_bundle(target, ExportSettings(variants=variants, calibration_data=str(data[1]), samples=32))
-    return target
-
-
-@pytest.fixture(scope="session")
-def bert_onnx_bundle(tmp_path_factory: pytest.TempPathFactory, trained_bert_bundle: Path,
-                     good_bad_files: tuple[Path, Path]) -> Path:
-    """The trained tiny BERT bundle with fp32 and int8 ONNX variants."""
-    return _export(trained_bert_bundle, tmp_path_factory.mktemp("served") / "bert", good_bad_files, ("fp32", "int8"))
-
-
-@pytest.fixture(scope="session")
-def qwen_onnx_bundle(tmp_path_factory: pytest.TempPathFactory, trained_qwen_bundle: Path,
-                     good_bad_files: tuple[Path, Path]) -> Path:
-    """The trained tiny Qwen (ChatML, right padding) bundle with an fp32 ONNX variant."""
-    return _export(trained_qwen_bundle, tmp_path_factory.mktemp("served") / "qwen", good_bad_files, ("fp32",))
