@@ -33,7 +33,8 @@ class GetRewardRequest(BaseModel):
 
 @compat.post("/get_reward", summary="OpenRLHF remote reward model")
 async def get_reward(body: GetRewardRequest, request: Request) -> dict[str, Any]:
-    """``{"rewards", "scores", "extra_logs"}``; rewards are normalized when the server's default says so."""
+    """``{"rewards", "scores", "extra_logs"}``: ``rewards`` (what PPO trains on) are normalized when the
+    server's default says so; ``scores`` (what OpenRLHF logs and filters on) are always the raw rewards."""
     if body.prompts is not None and len(body.prompts) != len(body.query):
         raise InvalidRequest(f"'prompts' has {len(body.prompts)} entries for {len(body.query)} queries")
     inputs: list[ScoreInput] = []
@@ -41,7 +42,7 @@ async def get_reward(body: GetRewardRequest, request: Request) -> dict[str, Any]
         prompt = body.prompts[i] if body.prompts else ""
         inputs.append((prompt, text[len(prompt):]) if prompt and text.startswith(prompt) else WholeText(text))
     scored = await score_for(request, inputs, None)
-    return {"rewards": scored.scores, "scores": scored.scores, "extra_logs": {}}
+    return {"rewards": scored.scores, "scores": scored.raw_scores, "extra_logs": {}}
 
 
 class ClassifyRequest(BaseModel):

@@ -50,6 +50,8 @@ class Scored:
     normalized: bool
     input_tokens: int
     truncated_items: int
+    raw_scores: list[float]
+    """The model's rewards before normalization (equal to ``scores`` when not normalized)."""
 
 
 @dataclass(frozen=True)
@@ -102,15 +104,16 @@ class Engine:
                                   f"{self._limits.max_tokens}", kind="too_many_tokens")
         unique, index = _dedupe(encoded)
         job = self.scheduler.submit(unique, deadline)
-        scores = (await self.scheduler.wait(job))[index]
+        raw = (await self.scheduler.wait(job))[index]
         timing.queue_s, timing.inference_s = job.queue_s, job.inference_s
+        scores = raw
         if normalize:
             assert self._normalization is not None
-            scores = (scores - self._normalization.mean) / self._normalization.std
+            scores = (raw - self._normalization.mean) / self._normalization.std
         truncated = sum(e.truncated for e in encoded)
         if self._observer:
             self._observer.scored(len(encoded), tokens, truncated)
-        return Scored([float(s) for s in scores], normalize, tokens, truncated)
+        return Scored([float(s) for s in scores], normalize, tokens, truncated, [float(r) for r in raw])
 
     def _encode(self, inputs: Sequence[ScoreInput]) -> list[EncodedInput]:
         pairs = [(i, x) for i, x in enumerate(inputs) if not isinstance(x, WholeText)]

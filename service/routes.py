@@ -88,12 +88,13 @@ router = APIRouter(responses={503: ERROR_RESPONSES[503]})
 scoring = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
 
 
-@scoring.post("/score", response_model=ScoreResponse, summary="Score (prompt, completion) items")
+@scoring.post("/score", response_model=ScoreResponse, response_model_exclude_none=True,
+              summary="Score (prompt, completion) items")
 async def score(body: ScoreRequest, request: Request) -> ScoreResponse:
     """One reward per item, in order."""
     scored = await score_for(request, [item.to_input() for item in body.items], body.normalize)
-    return ScoreResponse(scores=scored.scores, normalized=scored.normalized, model=service_state(request).model_name,
-                         usage=Usage.of(scored))
+    return ScoreResponse(scores=scored.scores, raw_scores=scored.raw_scores if scored.normalized else None,
+                         normalized=scored.normalized, model=service_state(request).model_name, usage=Usage.of(scored))
 
 
 @scoring.post("/rerank", response_model=RerankResponse, summary="Rank candidate completions of one prompt")

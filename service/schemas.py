@@ -82,6 +82,8 @@ class ScoreResponse(BaseModel):
     """Scores in item order."""
 
     scores: list[float]
+    raw_scores: list[float] | None = Field(None, description="the rewards before normalization; only present "
+                                                             "when normalized")
     normalized: bool
     model: str
     usage: Usage

@@ -76,6 +76,8 @@ def test_normalize_uses_the_card(server: Running, bert_onnx_bundle: Path) -> Non
     raw = httpx.post(server.url + "/score", json={"items": [item]}).json()["scores"][0]
     body = httpx.post(server.url + "/score", json={"items": [item], "normalize": True}).json()
     assert body["normalized"] and body["scores"][0] == pytest.approx((raw - norm.mean) / norm.std, abs=1e-6)
+    assert body["raw_scores"] == [raw]
+    assert "raw_scores" not in httpx.post(server.url + "/score", json={"items": [item]}).json()
 
 
 def test_rerank_best_first_scoring_duplicates_once(server: Running, bert_onnx_bundle: Path) -> None:
@@ -173,3 +175,14 @@ def test_torch_backend_matches_the_checkpoint(trained_bert_bundle: Path) -> None
     expected = torch_scorer(model)(pad_batch(formatter.encode_many(PAIRS), card.formatting))[:, 0]
     np.testing.assert_allclose(body.json()["scores"], expected, atol=1e-5)
     assert info["backend"] == "torch" and info["runtime"]["detail"] == "attention=sdpa"
+
+
+def test_get_reward_trains_on_normalized_rewards_and_logs_raw_scores(bert_onnx_bundle: Path) -> None:
+    norm = read_card(bert_onnx_bundle).normalization
+    assert norm is not None
+    p, c = PAIRS[0]
+    raw = offline(bert_onnx_bundle, [(p, c)])[0]
+    with running(model=bert_onnx_bundle, normalize=True) as live:
+        body = httpx.post(live.url + "/get_reward", json={"query": [p + c], "prompts": [p]}).json()
+    assert body["scores"][0] == pytest.approx(raw, abs=1e-5)
+    assert body["rewards"][0] == pytest.approx((raw - norm.mean) / norm.std, abs=1e-5)
