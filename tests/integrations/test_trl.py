@@ -79,3 +79,23 @@ def test_conversational_items_use_the_bundles_chat_formatting() -> None:
     assert score_item("hi", completion) == {"messages": [{"role": "user", "content": "hi"}, *completion]}
     assert score_item(prompt, "hello") == {"prompt": prompt, "completion": "hello"}
     assert score_item("hi", "hello") == ("hi", "hello")
+
+
+def test_best_of_n_example_keeps_the_highest_reward(policy: Path, bert_onnx_bundle: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "examples" / "best_of_n.py"
+    with running(model=bert_onnx_bundle) as live:
+        proc = subprocess.run([sys.executable, str(script), "--policy", str(policy), "--url", live.url, "--n", "4",
+                               "--prompt", "how are you", "--max-new-tokens", "6"], capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out = json.loads(proc.stdout)
+        texts = [c["text"] for c in out["candidates"]]
+        direct = httpx.post(live.url + "/score", json={"items": [
+            {"prompt": "how are you", "completion": t} for t in texts]}).json()["scores"]
+    rewards = [c["reward"] for c in out["candidates"]]
+    np.testing.assert_allclose(rewards, direct, atol=1e-5)
+    assert len(texts) == 4 and out["best_index"] == int(np.argmax(direct)) and out["best"] == texts[out["best_index"]]
