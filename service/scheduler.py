@@ -206,7 +206,7 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         while True:
             await self._slots.acquire()
-            batch = await self._next_batch(loop)
+            batch = await self._next_batch()
             if batch is None:
                 self._slots.release()
                 return
@@ -214,7 +214,7 @@ class Scheduler:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _next_batch(self, loop: asyncio.AbstractEventLoop) -> list[_Item] | None:
+    async def _next_batch(self) -> list[_Item] | None:
         limits = self._limits
         while True:
             if self._queued:
