@@ -15,30 +15,15 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
-
-import httpx
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import machine_info
+from processes import start_server
 from serve_load import RESULTS, _load, _pairs
-
-
-def _start(command: list[str], probe: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(600):
-        try:
-            if httpx.get(probe).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"{command[:3]} did not start")
 
 
 def main() -> None:
@@ -59,10 +44,10 @@ def main() -> None:
                                                  "--port", str(port), "--threads", threads, "--log-level", "warning"]
            for backend, variant in (("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8"))},
     }
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, command in servers.items():
         url = f"http://127.0.0.1:{port}"
-        proc = _start(command, url + ("/health" if "naive" in name else "/readyz"))
+        proc = start_server(command, url + ("/health" if "naive" in name else "/readyz"))
         try:
             asyncio.run(_load(url, pairs[:64], 1, 8, proc.pid))  # warm-up
             result = asyncio.run(_load(url, pairs, 1, args.clients, proc.pid))

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import machine_info
+from processes import free_port, start_server
 
 from rewardmodel.sources import load_examples
 
@@ -45,21 +45,10 @@ class Server:
     """A `rewardserve serve` process on a free port."""
 
     def __init__(self, bundle: Path, *flags: str) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "rewardserve", "serve", "--model", str(bundle), "--port",
-                                      str(port), "--log-level", "warning", *flags],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(600):
-            try:
-                if httpx.get(self.url + "/readyz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("server not ready")
+        self.proc = start_server([sys.executable, "-m", "rewardserve", "serve", "--model", str(bundle), "--port",
+                                  str(port), "--log-level", "warning", *flags], self.url + "/readyz")
 
     def memory_mb(self, field: str = "VmHWM") -> float:
         """Peak (VmHWM) or current (VmRSS) resident memory of the server process."""

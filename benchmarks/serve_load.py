@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import machine_info
+from processes import free_port, start_server
 
 from rewardmodel import Formatter, load_tokenizer, read_card
 from rewardmodel.onnx_model import onnx_scorer, open_session, variant_file
@@ -106,22 +106,11 @@ async def _load(url: str, pairs: list[tuple[Any, str]], per_request: int, concur
 
 
 def _serve(bundle: Path, variant: str, threads: int) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "rewardserve", "serve", "--model", str(bundle), "--variant",
-                             variant, "--port", str(port), "--threads", str(threads), "--log-level", "warning"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(url + "/readyz").status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the server did not become ready")
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = start_server([sys.executable, "-m", "rewardserve", "serve", "--model", str(bundle), "--variant", variant,
+                         "--port", url.rsplit(":", 1)[1], "--threads", str(threads), "--log-level", "warning"],
+                        url + "/readyz")
+    return proc, url
 
 
 def main() -> None:
