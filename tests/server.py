@@ -63,3 +63,14 @@ def running(wait_ready: bool = True, **settings: Any) -> Iterator[Running]:
         server.should_exit = True
         thread.join(60)
         sock.close()
+
+
+def error_of(r: httpx.Response, status: int, kind: str) -> str:
+    """Assert ``r`` is DESIGN §4's error answer (status, JSON shape, type, request id); return its message."""
+    where = f"{r.request.method} {r.request.url.path}"
+    assert r.status_code == status, (where, r.status_code, r.text[:300])
+    body = r.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"type", "message"}, (where, body)
+    assert body["error"]["type"] == kind, (where, body)
+    assert r.headers["x-request-id"], where
+    return str(body["error"]["message"])

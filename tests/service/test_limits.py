@@ -11,17 +11,9 @@ import httpx
 import pytest
 
 from rewardmodel import read_card, write_card
-from tests.server import running
+from tests.server import error_of, running
 
 ITEM = {"prompt": "how are you ?", "completion": " i am good ."}
-
-
-def error_of(r: httpx.Response, status: int, kind: str) -> str:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error"} and body["error"]["type"] == kind, body
-    assert r.headers["x-request-id"]
-    return str(body["error"]["message"])
 
 
 def test_bad_input_is_a_clear_4xx(bert_onnx_bundle: Path) -> None:

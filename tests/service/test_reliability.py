@@ -17,17 +17,10 @@ import pytest
 
 from rewardmodel import load_tokenizer, read_card, write_card
 from tests.helpers import free_port, wait_ready
-from tests.server import running
+from tests.server import error_of, running
 
 ITEM = {"prompt": "how are you ?", "completion": " i am good ."}
 JSON = {"content-type": "application/json"}
-
-
-def assert_error(r: httpx.Response, status: int) -> str:
-    assert r.status_code == status, (r.status_code, r.text[:300])
-    body = r.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"type", "message"}
-    return str(body["error"]["type"])
 
 
 def _no_nan(constant: str) -> None:
@@ -66,7 +59,7 @@ def test_hostile_input_catalogue(bert_onnx_bundle: Path) -> None:
                 assert r.status_code == 200, (path, r.text[:300])
                 json.loads(r.text, parse_constant=_no_nan)  # no NaN/Infinity anywhere in an answer
             else:
-                assert assert_error(r, status) == kind, (path, r.text[:300])
+                error_of(r, status, kind)
         assert httpx.post(live.url + "/score", json={"items": [ITEM]}).status_code == 200
 
 
@@ -93,7 +86,8 @@ def test_a_nan_producing_input_fails_only_its_own_request(poisoned_bundle: Path)
                 {"prompt": "how are you ?", "completion": " the rain"}]})
             good = pool.submit(httpx.post, live.url + "/score", json={"items": [ITEM]})
             bad_r, good_r = bad.result(), good.result()
-        assert assert_error(bad_r, 500) == "backend_error" and "NaN" not in bad_r.text.replace("NaN/inf", "")
+        error_of(bad_r, 500, "backend_error")
+        assert "NaN" not in bad_r.text.replace("NaN/inf", "")
         assert good_r.status_code == 200
         assert live.metric("rewardserve_batch_size_items_count") == 1  # they shared one batch
 
@@ -122,7 +116,8 @@ def test_overload_sheds_with_429_answers_every_admitted_request_and_recovers(ber
         assert set(codes) <= {200, 429} and codes.count(429) > 0 and codes.count(200) > 0, codes
         for a in answers:
             if a.status_code == 429:
-                assert assert_error(a, 429) == "overloaded" and int(a.headers["retry-after"]) >= 1
+                error_of(a, 429, "overloaded")
+                assert int(a.headers["retry-after"]) >= 1
             else:
                 assert len(a.json()["scores"]) == 8
         assert probes and set(probes) == {200}  # liveness stayed answerable throughout
@@ -201,7 +196,7 @@ def test_keys_and_bodies_never_reach_the_logs(bert_onnx_bundle: Path) -> None:
 def test_operational_endpoints_can_be_protected(bert_onnx_bundle: Path) -> None:
     with running(model=bert_onnx_bundle, api_keys="k1", protect_metrics=True, protect_health=True) as live:
         for path in ("/metrics", "/healthz", "/readyz"):
-            assert assert_error(httpx.get(live.url + path), 401) == "unauthorized"
+            error_of(httpx.get(live.url + path), 401, "unauthorized")
             assert httpx.get(live.url + path, headers={"Authorization": "Bearer k1"}).status_code == 200
     with running(model=bert_onnx_bundle, api_keys="k1") as live:  # default: open, for probes and Prometheus
         assert all(httpx.get(live.url + p).status_code == 200 for p in ("/metrics", "/healthz", "/readyz"))
