@@ -60,8 +60,7 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[str], None] | None
     # metric labels: known paths only, so that scanners probing random URLs cannot explode cardinality
     paths = {getattr(r, "path", "") for rt in (scoring, compat, router) for r in rt.routes}
     endpoints = frozenset(paths | {"/docs", "/openapi.json"})
-    app.add_middleware(RequestContext, metrics=metrics, max_body_bytes=settings.max_body_bytes,
-                       endpoints=lambda: endpoints)
+    app.add_middleware(RequestContext, metrics=metrics, max_body_bytes=settings.max_body_bytes, endpoints=endpoints)
     return app
 
 

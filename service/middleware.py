@@ -12,7 +12,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,12 +30,12 @@ _REQUEST_ID = re.compile(r"^[\w.:/+=-]{1,128}$")
 class RequestContext:
     """Wraps every HTTP request; see the module docstring."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int,
-                 endpoints: Callable[[], frozenset[str]]) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, endpoints: frozenset[str]) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self._endpoints = endpoints
+        """Paths used as metric labels; any other path is labelled ``other``."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,7 +48,7 @@ class RequestContext:
         timing = Timing()
         scope.setdefault("state", {}).update(request_id=request_id, timing=timing)
         path = scope["path"]
-        endpoint = path if path in self._endpoints() else "other"
+        endpoint = path if path in self._endpoints else "other"
         status = {"code": 500, "started": False}
 
         async def send_with_headers(message: Message) -> None:
