@@ -26,6 +26,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ITEM_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 TOKEN_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144)
 RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+# Reasons exported at 0 from the start: a rate() over a series that appears only with the first
+# rejection reads as "no data" rather than 0, in alerts and on the dashboard.
+CAPACITY_REASONS = ("overloaded", "deadline_exceeded", "not_ready", "draining")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -57,6 +60,12 @@ class Metrics:
         self.truncated = Counter("rewardserve_truncated_items_total", "items cut to the token limit", registry=r)
         self.rejected = Counter("rewardserve_rejected_total", "requests refused, by reason (the error type)",
                                 ["reason"], registry=r)
+        for reason in CAPACITY_REASONS:
+            self.rejected.labels(reason)
+        # Not in DESIGN §6's list: /readyz as a series, so an alert can see a pod that never gets ready
+        # (the probe only hides it from the Service) and the dashboard can count ready replicas.
+        self.ready = Gauge("rewardserve_ready", "1 when the model is loaded, warm and not draining (/readyz is 200)",
+                           registry=r)
         self.model_info = Gauge("rewardserve_model_info", "the served model (value 1)",
                                 ["model", "backend", "device", "dtype"], registry=r)
 
@@ -82,6 +91,10 @@ class Metrics:
     def track_queue_depth(self, depth: Callable[[], float]) -> None:
         """Read the queue depth from the scheduler at scrape time."""
         self.queue_depth.set_function(depth)
+
+    def track_readiness(self, ready: Callable[[], bool]) -> None:
+        """Read readiness from the service state at scrape time."""
+        self.ready.set_function(lambda: float(ready()))
 
     def render(self) -> bytes:
         """The exposition text."""

@@ -52,6 +52,7 @@ class ServiceState:
         self.draining = False
         self.load_error: str | None = None
         self._on_fatal = on_fatal
+        metrics.track_readiness(lambda: self.engine is not None and not self.draining)
 
     @property
     def backend_info(self) -> BackendInfo | None:

@@ -1,0 +1,101 @@
+"""The container image and the Kubernetes manifests, checked by the tools operators use: hadolint,
+kustomize (each overlay builds) and kubernetes-validate --strict (each object is valid for the API)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.ops.conftest import K8S, OVERLAYS, ROOT
+
+# Custom resources kubernetes-validate has no schema for (it says so and moves on); everything else
+# must be validated, not warned about.
+CRD_KINDS = {"ServiceMonitor", "ScaledObject"}
+
+
+def test_dockerfile_is_hadolint_clean(tool: Callable[..., str]) -> None:
+    hadolint = tool("hadolint")
+    result = subprocess.run([hadolint, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+def test_dockerfile_serves_without_the_training_stack() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    targets = {line.split()[-1] for line in text.splitlines() if line.startswith("FROM ") and " AS " in line}
+    assert {"cpu", "gpu"} <= targets
+    assert "[serve]" in text and "[serve-gpu]" in text and "[train]" not in text and "[dev]" not in text
+    assert "USER 10001:10001" in text and "HEALTHCHECK" in text and 'ENTRYPOINT ["rewardserve"]' in text
+
+
+def _build(tool: Callable[..., str], overlay: str) -> str:
+    kubectl = tool("kubectl", "kustomize")
+    command = [kubectl, "kustomize"] if kubectl.endswith("kubectl") else [kubectl, "build"]
+    result = subprocess.run([*command, str(K8S / "overlays" / overlay)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def overlay(request: pytest.FixtureRequest, tool: Callable[..., str]) -> tuple[str, str]:
+    """(name, the built manifests) of each overlay."""
+    return request.param, _build(tool, request.param)
+
+
+def test_overlay_validates_strictly(overlay: tuple[str, str], tool: Callable[..., str], tmp_path: Path) -> None:
+    validate = tool("kubernetes-validate")
+    name, built = overlay
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(built)
+    result = subprocess.run([validate, "--strict", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    objects = _objects(built)
+    checked = [line for line in result.stdout.splitlines() if line.startswith("INFO") and "passed" in line]
+    assert len(checked) == len([o for o in objects if o["kind"] not in CRD_KINDS])
+    unchecked = [line for line in result.stdout.splitlines() if line.startswith("WARN")]
+    assert all(any(f"kind {k} " in line for k in CRD_KINDS) for line in unchecked), unchecked
+
+
+def test_overlay_drains_probes_and_scales_as_documented(overlay: tuple[str, str]) -> None:
+    name, built = overlay
+    listed = _objects(built)
+    objects = {o["kind"]: o for o in listed}
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    config_map = next(o for o in listed if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith(
+        "rewardserve-config"))
+    config = config_map["data"]
+    assert container["envFrom"][0]["configMapRef"]["name"] == config_map["metadata"]["name"]  # hashed name
+    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # the grace period covers the preStop sleep plus the longest request the service may still finish
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + float(config["REWARDSERVE_REQUEST_TIMEOUT_S"])
+    assert config["REWARDSERVE_HOST"] == "0.0.0.0"
+    security = container["securityContext"]
+    assert pod["securityContext"]["runAsNonRoot"] and security["readOnlyRootFilesystem"]
+    assert security["capabilities"]["drop"] == ["ALL"] and not security["allowPrivilegeEscalation"]
+    resources = container["resources"]
+    if name.startswith("gpu"):
+        assert resources["limits"]["nvidia.com/gpu"] == "1" and config["REWARDSERVE_DEVICE"] == "cuda"
+    else:
+        assert "nvidia.com/gpu" not in resources["limits"] and config["REWARDSERVE_VARIANT"] == "int8"
+        assert int(config["REWARDSERVE_THREADS"]) == int(resources["limits"]["cpu"])
+    scaler = objects.get("ScaledObject") if name.endswith("keda") else objects.get("HorizontalPodAutoscaler")
+    assert scaler is not None and ("HorizontalPodAutoscaler" in objects) != name.endswith("keda")
+    selector = objects["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= objects["Deployment"]["spec"]["template"]["metadata"]["labels"].items()
+    assert objects["Service"]["spec"]["selector"] == selector
+    assert objects["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == selector
+    monitor = objects["ServiceMonitor"]["spec"]
+    assert monitor["selector"]["matchLabels"].items() <= objects["Service"]["metadata"]["labels"].items()
+    assert monitor["endpoints"][0]["path"] == "/metrics"
+
+
+def _objects(text: str) -> list[dict[str, Any]]:
+    return [o for o in yaml.safe_load_all(text) if o]

@@ -1,0 +1,193 @@
+"""Metrics, alert rules and the dashboard against the real tools: promtool on the live /metrics and on
+the rules, then a real Prometheus scraping the service under load, queried with every PromQL
+expression the dashboard, the alerts and the autoscalers use; each must return data."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.helpers import free_port
+from tests.ops.conftest import K8S
+from tests.server import Running, running
+
+ALERTS = K8S / "prometheus" / "alerts.yaml"
+# the labels the Prometheus Operator's ServiceMonitor attaches in a cluster
+TARGET_LABELS = {"namespace": "rewardserve", "pod": "rewardserve-7d9c-abcde"}
+# Grafana's variables with every value selected, and a rate window that spans the whole test
+GRAFANA_VARIABLES = {"$pod": ".*", "$model": ".*", "$__rate_interval": "1m"}
+
+
+def test_rules_check_and_unit_tests_pass(tool: Callable[..., str]) -> None:
+    promtool = tool("promtool")
+    for command in (["check", "rules", "alerts.yaml"], ["test", "rules", "alerts.test.yaml"]):
+        result = subprocess.run([promtool, *command], cwd=ALERTS.parent, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def loaded(bert_onnx_bundle: Path) -> Iterator[Running]:
+    """The service, with a background load of good and bad requests running."""
+    with running(model=bert_onnx_bundle, max_items_per_request=16) as live:
+        stop = threading.Event()
+
+        def load() -> None:
+            with httpx.Client(base_url=live.url, timeout=30) as client:
+                k = 0
+                while not stop.is_set():
+                    k += 1
+                    items = [{"prompt": f"question {k}?", "completion": " good answer" * (1 + i % 5)} for i in range(8)]
+                    client.post("/score", json={"items": items})
+                    client.post("/rerank", json={"prompt": "q?", "candidates": [" good", " bad", " good good"]})
+                    client.post("/score", json={"items": []})  # 400/422: a client mistake
+                    client.post("/score", json={"items": items * 3})  # 413: over max_items_per_request
+                    time.sleep(0.05)
+
+        thread = threading.Thread(target=load, daemon=True)
+        thread.start()
+        try:
+            yield live
+        finally:
+            stop.set()
+            thread.join(30)
+
+
+def test_live_metrics_pass_promtool(loaded: Running, tool: Callable[..., str]) -> None:
+    promtool = tool("promtool")
+    time.sleep(0.5)  # some requests of every kind have been counted
+    exposition = httpx.get(loaded.url + "/metrics").text
+    result = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True, text=True)
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def prometheus(loaded: Running, tool: Callable[..., str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prometheus on loopback that has scraped the loaded service for ~15 s; its URL."""
+    binary = tool("prometheus")
+    work = tmp_path_factory.mktemp("prometheus")
+    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+              "scrape_configs": [{"job_name": "rewardserve", "metrics_path": "/metrics",
+                                  "static_configs": [{"targets": [loaded.url.removeprefix("http://")],
+                                                      "labels": TARGET_LABELS}]}]}
+    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/-/ready").status_code == 200 and _query(url, 'rewardserve_items_total') and \
+                        len(_query(url, "rewardserve_items_total[1m]")[0]["values"]) >= 15:
+                    break
+            except (httpx.TransportError, IndexError, KeyError):
+                pass
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.5)
+        else:
+            raise TimeoutError("Prometheus did not collect 15 scrapes in 60 s")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _query(url: str, expr: str) -> list[dict]:
+    body = httpx.get(url + "/api/v1/query", params={"query": expr}).json()
+    assert body["status"] == "success", (expr, body)
+    return body["data"]["result"]
+
+
+def _has_data(url: str, expr: str) -> bool:
+    """True when the query returns at least one finite sample."""
+    return any(math.isfinite(float(sample["value"][1])) for sample in _query(url, expr))
+
+
+def dashboard_expressions() -> list[str]:
+    """Every target expression of the dashboard, with Grafana's variables filled in."""
+    dashboard = json.loads((K8S / "grafana" / "rewardserve.json").read_text())
+    found = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for name, value in GRAFANA_VARIABLES.items():
+                expr = expr.replace(name, value)
+            assert "$" not in expr, f"unknown variable in {panel['title']!r}: {expr}"
+            found.append(expr)
+    return found
+
+
+def alert_signals() -> dict[str, str]:
+    """Each alert's expression without its threshold: the left side of the top-level comparison."""
+    rules = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
+    return {rule["alert"]: _left_of_comparison(rule["expr"]) for rule in rules}
+
+
+def _left_of_comparison(expr: str) -> str:
+    depth, quoted = 0, False
+    for i, ch in enumerate(expr):
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch in "([{":
+            depth += 1
+        elif not quoted and ch in ")]}":
+            depth -= 1
+        elif not quoted and depth == 0 and re.match(r"\s(>|<|==|!=|>=|<=)\s", expr[i:]):
+            return expr[:i].strip()
+    raise AssertionError(f"no top-level comparison in alert expression {expr!r}")
+
+
+def autoscaler_queries() -> dict[str, str]:
+    """The prometheus-adapter rule (templates filled as the adapter does for one pod) and KEDA's query."""
+    adapter = yaml.safe_load((K8S / "prometheus" / "adapter-rules.yaml").read_text())["rules"]["custom"][0]
+    matchers = ",".join(f'{k}="{v}"' for k, v in TARGET_LABELS.items())
+    metric = adapter["seriesQuery"].split("{")[0].strip("'")
+    query = adapter["metricsQuery"].replace("<<.Series>>", metric).replace("<<.LabelMatchers>>", matchers)
+    keda = yaml.safe_load((K8S / "overlays" / "gpu-keda" / "scaledobject.yaml").read_text())
+    return {"prometheus-adapter": query,
+            "keda": keda["spec"]["triggers"][0]["metadata"]["query"],
+            "adapter series": adapter["seriesQuery"]}
+
+
+def test_every_dashboard_query_returns_data(prometheus: str) -> None:
+    expressions = dashboard_expressions()
+    assert len(expressions) >= 20
+    empty = [e for e in expressions if not _has_data(prometheus, e)]
+    assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
+
+
+def test_dashboard_variables_list_the_pod_and_model(prometheus: str, loaded: Running) -> None:
+    dashboard = json.loads((K8S / "grafana" / "rewardserve.json").read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    for name, label in (("model", "model"), ("pod", "pod")):
+        series = re.fullmatch(r"label_values\((.*), (\w+)\)", variables[name]["query"]["query"])
+        assert series and series.group(2) == label
+        selector = series.group(1).replace("$model", ".*")
+        values = httpx.get(prometheus + f"/api/v1/label/{label}/values", params={"match[]": selector}).json()["data"]
+        expected = loaded.state.model_name if name == "model" else TARGET_LABELS["pod"]
+        assert values == [expected]
+    targets = [t for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert all(t["datasource"]["uid"] == "${datasource}" for t in targets)
+
+
+def test_every_alert_and_autoscaler_query_returns_data(prometheus: str) -> None:
+    queries = {**alert_signals(), **autoscaler_queries()}
+    assert len(queries) == 9
+    empty = {name: q for name, q in queries.items() if not _has_data(prometheus, q)}
+    assert not empty, f"queries without data: {empty}"
+    # the signals read the state of a healthy, loaded service
+    assert float(_query(prometheus, alert_signals()["RewardserveReplicaDown"])[0]["value"][1]) == 1
+    assert float(_query(prometheus, alert_signals()["RewardserveNotReady"])[0]["value"][1]) == 1
