@@ -48,6 +48,14 @@ class BatchLimits:
     max_queue_items: int
     max_wait_s: float = 0.0
     sort_window: int = 1024
+    max_padding: float = 1.0
+    """A batch stops growing when the next item would make more than this share of it padding, once it
+    holds ``EFFICIENT_TOKENS``; 1.0: grow to the limits whatever the padding."""
+
+
+EFFICIENT_TOKENS = 512
+"""Padded tokens below which a batch grows whatever its padding: the GEMMs of smaller batches run far
+below the CPU's peak, so splitting them saves less than it costs."""
 
 
 class SchedulerObserver(Protocol):
@@ -254,9 +262,14 @@ class Scheduler:
         oldest = order.index(0)  # window[0] is the oldest item
         lo = 0
         while True:
-            hi = lo + 1
-            while (hi < len(order) and hi - lo < limits.max_batch_items
-                   and (hi - lo + 1) * window[order[hi]].length <= limits.max_batch_tokens):
+            hi, real = lo + 1, window[order[lo]].length
+            while hi < len(order) and hi - lo < limits.max_batch_items:
+                length = window[order[hi]].length
+                padded = (hi - lo + 1) * length
+                if padded > limits.max_batch_tokens or (
+                        padded > EFFICIENT_TOKENS and 1 - (real + length) / padded > limits.max_padding):
+                    break
+                real += length
                 hi += 1
             if hi > oldest:
                 break

@@ -45,6 +45,9 @@ class ServiceSettings(BaseSettings):
                                                       "0: an idle backend starts at once")
     sort_window_items: int = Field(1024, ge=1, description="oldest queued items sorted by length when a batch is "
                                                            "cut (less padding); the oldest item always goes first")
+    max_batch_padding: float = Field(0.1, ge=0, le=1, description="a batch stops growing when more than this "
+                                     "share of it would be padding (wasted compute); 1: fill to the limits. Raise "
+                                     "it on GPUs, where bigger batches matter more than padding")
     max_items_per_request: int = Field(512, ge=1, description="items (or documents) in one request; more: 413")
     max_body_bytes: int = Field(16 << 20, ge=1024, description="request body size limit in bytes; more: 413")
     max_item_tokens: int = Field(0, ge=0, description="tokens per item; longer items are truncated by the card's "

@@ -81,7 +81,7 @@ class ServiceState:
                 self._on_fatal(self.load_error)
             return
         limits = BatchLimits(s.max_batch_tokens, s.max_batch_items, s.max_queue_items, s.max_wait_ms / 1000,
-                             s.sort_window_items)
+                             s.sort_window_items, s.max_batch_padding)
         scheduler = Scheduler(backend, self.formatter.spec, limits, self.metrics)
         scheduler.start()
         self.metrics.track_queue_depth(lambda: scheduler.queue_depth)

@@ -96,6 +96,30 @@ def test_jobs_are_batched_together_under_the_budget_and_scores_scattered_in_orde
     run(go)
 
 
+@pytest.mark.parametrize("max_padding", [0.1, 1.0])
+def test_max_padding_splits_mixed_lengths_once_a_batch_is_big_enough(max_padding: float) -> None:
+    async def go() -> None:
+        backend = Recorder()
+        scheduler = Scheduler(backend, SPEC, limits(max_batch_tokens=4096, max_batch_items=64,
+                                                    max_padding=max_padding))
+        scheduler.start()
+        await _held(backend, scheduler)
+        deadline = asyncio.get_running_loop().time() + 30
+        tiny = scheduler.submit(items(2, 3, first=200), deadline)  # 3 x 2 tokens, then 3 x 50: under 512 padded
+        mixed = scheduler.submit(items(12, 8, first=300) + items(60, 8, first=400), deadline)
+        backend.gate.set()
+        await scheduler.wait(tiny)
+        await scheduler.wait(mixed)
+        await scheduler.close()
+        shapes = [sorted({len(r) for r in b}) for b in backend.batches[1:]]
+        if max_padding < 1:  # 16 rows x 60 would be 60% padding: the short and long items run apart
+            assert sorted(shapes) == [[2, 12], [60]]
+        else:
+            assert shapes == [[2, 12, 60]]
+
+    run(go)
+
+
 def test_the_oldest_item_is_never_starved_by_shorter_ones() -> None:
     async def go() -> None:
         backend = Recorder()
