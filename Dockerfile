@@ -22,9 +22,15 @@ COPY training/ training/
 COPY export/ export/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
-# ---- what both images share at run time ----
-FROM ${PYTHON_IMAGE} AS cpu
+# ---- the bundle: baked in when MODEL_DIR names one in the build context, else an empty mount point ----
+FROM ${PYTHON_IMAGE} AS model
 ARG MODEL_DIR=""
+RUN --mount=type=bind,source=.,target=/context \
+    mkdir -p /models/reward-model \
+ && if [ -n "${MODEL_DIR}" ]; then cp -r "/context/${MODEL_DIR}/." /models/reward-model/; fi
+
+# ---- CPU: python slim + onnxruntime ----
+FROM ${PYTHON_IMAGE} AS cpu
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -35,10 +41,7 @@ RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     pip install --no-cache-dir "$(echo /wheels/rewardserve-*.whl)[serve]" \
  && groupadd --system --gid 10001 rewardserve \
  && useradd --system --uid 10001 --gid rewardserve --no-create-home --shell /usr/sbin/nologin rewardserve
-# Bake the bundle in when MODEL_DIR names one in the build context; otherwise leave an empty mount point.
-RUN --mount=type=bind,source=.,target=/context \
-    mkdir -p /models/reward-model \
- && if [ -n "${MODEL_DIR}" ]; then cp -r "/context/${MODEL_DIR}/." /models/reward-model/; fi
+COPY --from=model /models /models
 USER 10001:10001
 EXPOSE 8000
 # /healthz: the process answers, and the model has not failed to load (readiness is k8s' /readyz probe)
@@ -49,7 +52,6 @@ CMD ["serve", "--variant", "int8"]
 
 # ---- GPU: CUDA runtime + cuDNN (what onnxruntime-gpu's CUDA provider links against) ----
 FROM ${CUDA_IMAGE} AS gpu
-ARG MODEL_DIR=""
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -69,9 +71,7 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid rewardserve --no-create-home --shell /usr/sbin/nologin rewardserve
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     pip install --no-cache-dir "$(echo /wheels/rewardserve-*.whl)[serve-gpu]"
-RUN --mount=type=bind,source=.,target=/context \
-    mkdir -p /models/reward-model \
- && if [ -n "${MODEL_DIR}" ]; then cp -r "/context/${MODEL_DIR}/." /models/reward-model/; fi
+COPY --from=model /models /models
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

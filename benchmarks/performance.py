@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load import Api, Pair, closed_loop, rerank_closed, rerank_groups, rerank_open
 from machine import machine_info
 from offline_throughput import forward_flops, matmul_peak_gflops
-from processes import free_port
+from processes import free_port, start_server
 
 from rewardmodel import Formatter, load_tokenizer, pad_batch, read_card, write_card
 from rewardmodel.sources import load_examples
@@ -201,22 +201,8 @@ def start(server: Server) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``server`` on a free port; return the process and its URL once its probe answers 200."""
     port = free_port()
     command = [part.replace("{port}", str(port)) for part in server.command]
-    log = open(RESULTS.parent / ".server.log", "ab")  # lives as long as the process
-    proc = subprocess.Popen(command, cwd=server.cwd, env={**os.environ, **server.env}, stdout=log,
-                            stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + server.probe).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.25)
-    proc.kill()
-    raise RuntimeError(f"{server.name} did not become ready (log: benchmarks/.server.log)")
+    return start_server(command, url + server.probe, 300, server.cwd, server.env, RESULTS.parent / ".server.log"), url
 
 
 def _padding(url: str) -> tuple[float, float]:

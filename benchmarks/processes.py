@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 
@@ -16,9 +18,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(command: list[str], probe_url: str, seconds: float = 60) -> subprocess.Popen[bytes]:
-    """Run ``command`` (output discarded) and return once ``probe_url`` answers 200."""
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start_server(command: list[str], probe_url: str, seconds: float = 60, cwd: Path | None = None,
+                 env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Run ``command`` (output discarded, or appended to ``log``) and return once ``probe_url`` answers 200."""
+    out = open(log, "ab") if log else subprocess.DEVNULL  # open as long as the process runs
+    proc = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env} if env else None, stdout=out,
+                            stderr=subprocess.STDOUT)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
