@@ -11,24 +11,17 @@ sent concurrently, which is what a trainer using it would have to do).
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
+from processes import cpu_seconds
 
 Pair = tuple[str, str]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its reaped children (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)

@@ -43,9 +43,9 @@ from load import Api, Pair, closed_loop, rerank_closed, rerank_groups, rerank_op
 from machine import machine_info
 from offline_throughput import forward_flops, matmul_peak_gflops
 from processes import free_port, start_server
+from serve_load import _pairs
 
 from rewardmodel import Formatter, load_tokenizer, pad_batch, read_card, write_card
-from rewardmodel.sources import load_examples
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MAX_LENGTH = 256
@@ -138,18 +138,19 @@ def engine_ceiling(bundle: Path, variant: str, pairs: list[Pair], threads: int, 
     from transformers import AutoConfig
 
     from service.backends import load_backend
+    from service.scheduler import BatchLimits, batch_end
     from service.settings import ServiceSettings
 
     settings = ServiceSettings(model=bundle, variant=variant, threads=threads)
     card = read_card(bundle)
     formatter = Formatter(load_tokenizer(bundle), card.formatting)
     encoded = sorted(formatter.encode_many(pairs), key=lambda e: len(e.input_ids))
+    lengths = [len(e.input_ids) for e in encoded]
+    # the scheduler's cut under the service's token and item limits, over all items at once
+    limits = BatchLimits(settings.max_batch_tokens, settings.max_batch_items, max_queue_items=len(encoded))
     batches, start = [], 0
-    while start < len(encoded):  # the scheduler's cut: rows x longest <= max_batch_tokens, <= max_batch_items
-        end = start + 1
-        while (end < len(encoded) and end - start < settings.max_batch_items
-               and (end + 1 - start) * len(encoded[end].input_ids) <= settings.max_batch_tokens):
-            end += 1
+    while start < len(encoded):
+        end = batch_end(lengths, start, limits)
         batches.append(pad_batch(encoded[start:end], card.formatting))
         start = end
     backend = load_backend(bundle, card, settings)
@@ -162,9 +163,10 @@ def engine_ceiling(bundle: Path, variant: str, pairs: list[Pair], threads: int, 
         seconds = time.perf_counter() - started
     finally:
         backend.close()
-    real = sum(len(e.input_ids) for e in encoded)
+    real = sum(lengths)
     padded = sum(b.input_ids.size for b in batches)
-    flops = sum(forward_flops(AutoConfig.from_pretrained(bundle), b) for b in batches)
+    config = AutoConfig.from_pretrained(bundle)
+    flops = sum(forward_flops(config, b) for b in batches)
     return {"pairs_per_s": len(encoded) / seconds, "tokens_per_s": real / seconds, "padding_ratio": 1 - real / padded,
             "gflops": flops / seconds / 1e9, "fraction_of_matmul_peak": flops / seconds / 1e9 / peak,
             "mean_tokens_per_item": real / len(encoded), "batches": len(batches)}
@@ -256,11 +258,6 @@ def measure(server: Server, pairs: list[Pair], sizes: Sizes) -> list[dict[str, A
 
 
 # ---- report ------------------------------------------------------------------------------------
-
-def _pairs(data: str, count: int) -> list[Pair]:
-    examples = load_examples(data, limit=count)
-    return [(str(ex.prompt), c) for ex in examples for c in ex.completions][:count]
-
 
 def report(result: dict[str, Any], name: str = "performance") -> None:
     """JSON, a Markdown table with the targets' ratios, and a latency-vs-throughput plot."""

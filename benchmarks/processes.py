@@ -18,6 +18,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its reaped children (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def start_server(command: list[str], probe_url: str, seconds: float = 60, cwd: Path | None = None,
                  env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
     """Run ``command`` (output discarded, or appended to ``log``) and return once ``probe_url`` answers 200."""

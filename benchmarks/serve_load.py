@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import machine_info
-from processes import free_port, start_server
+from processes import cpu_seconds, free_port, start_server
 
 from rewardmodel import Formatter, load_tokenizer, read_card
 from rewardmodel.onnx_model import onnx_scorer, open_session, variant_file
@@ -62,12 +62,6 @@ def _metric_sum(text: str, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _load(url: str, pairs: list[tuple[Any, str]], per_request: int, concurrency: int,
                 server_pid: int) -> dict[str, float]:
     bodies = [{"items": [{"prompt": p, "completion": c} for p, c in pairs[i:i + per_request]]}
@@ -86,10 +80,10 @@ async def _load(url: str, pairs: list[tuple[Any, str]], per_request: int, concur
                 r.raise_for_status()
                 latencies.append(time.perf_counter() - t)
 
-        started, cpu, server_cpu = time.perf_counter(), time.process_time(), _cpu_seconds(server_pid)
+        started, cpu, server_cpu = time.perf_counter(), time.process_time(), cpu_seconds(server_pid)
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-        client_cpu, server_cpu = time.process_time() - cpu, _cpu_seconds(server_pid) - server_cpu
+        client_cpu, server_cpu = time.process_time() - cpu, cpu_seconds(server_pid) - server_cpu
         after = (await client.get("/metrics")).text
     batches = _metric_sum(after, "rewardserve_batch_size_items_count") - _metric_sum(
         before, "rewardserve_batch_size_items_count")

@@ -58,6 +58,21 @@ EFFICIENT_TOKENS = 512
 below the CPU's peak, so splitting them saves less than it costs."""
 
 
+def batch_end(lengths: Sequence[int], lo: int, limits: BatchLimits) -> int:
+    """Where the batch starting at ``lo`` of ascending ``lengths`` ends (exclusive): it grows while it stays
+    under the token and item limits and, past ``EFFICIENT_TOKENS``, under ``max_padding``."""
+    hi, real = lo + 1, lengths[lo]
+    while hi < len(lengths) and hi - lo < limits.max_batch_items:
+        length = lengths[hi]
+        padded = (hi - lo + 1) * length
+        if padded > limits.max_batch_tokens or (
+                padded > EFFICIENT_TOKENS and 1 - (real + length) / padded > limits.max_padding):
+            break
+        real += length
+        hi += 1
+    return hi
+
+
 class SchedulerObserver(Protocol):
     """Receives what the scheduler measures (the service's metrics implement it)."""
 
@@ -260,19 +275,9 @@ class Scheduler:
         # cut the same way for the next call, and the oldest item never waits behind newer ones.
         order = sorted(range(len(window)), key=lambda i: window[i].length)
         oldest = order.index(0)  # window[0] is the oldest item
+        lengths = [window[i].length for i in order]
         lo = 0
-        while True:
-            hi, real = lo + 1, window[order[lo]].length
-            while hi < len(order) and hi - lo < limits.max_batch_items:
-                length = window[order[hi]].length
-                padded = (hi - lo + 1) * length
-                if padded > limits.max_batch_tokens or (
-                        padded > EFFICIENT_TOKENS and 1 - (real + length) / padded > limits.max_padding):
-                    break
-                real += length
-                hi += 1
-            if hi > oldest:
-                break
+        while (hi := batch_end(lengths, lo, limits)) <= oldest:
             lo = hi
         chosen = set(order[lo:hi])
         self._queue.extendleft(reversed([it for i, it in enumerate(window) if i not in chosen]))
