@@ -9,7 +9,7 @@ weights and exported like any bundle (throughput does not depend on the weights)
 capped at 256 tokens (the demo card's own cap is 96; the benchmark measures realistic lengths).
 
 1. Engine ceiling: the service's own backend in process over all profile-(a) pairs, sorted by length
-   and cut under the service's batch limits; pairs/s, tokens/s, and GFLOP/s against an fp32 matmul
+   and cut under the service's batch limits, the faster of two passes; pairs/s, tokens/s, and GFLOP/s against an fp32 matmul
    peak measured in the same run.
 2. Servers, each a real process on loopback: `rewardserve serve` (ONNX int8 and fp32), the naive server
    (benchmarks/naive_server.py: FastAPI + transformers per request), and infinity-emb (its optimum
@@ -62,7 +62,9 @@ class Sizes:
     open_loop_s: float
 
 
-SIZES = {"demo": Sizes(2048, 512, 128, 20.0), "bert-base": Sizes(1024, 256, 32, 15.0)}
+SIZES = {"demo": Sizes(2048, 512, 128, 20.0), "bert-base": Sizes(512, 128, 24, 15.0)}
+CEILING_PASSES = 2
+"""Timed passes over the ceiling's batches; the fastest counts (a noisy pass must not flatter the ratios)."""
 
 
 @dataclass
@@ -157,10 +159,13 @@ def engine_ceiling(bundle: Path, variant: str, pairs: list[Pair], threads: int, 
     try:
         for b in batches[:: max(1, len(batches) // 4)]:
             backend.score(b)  # warm-up over the length range
-        started = time.perf_counter()
-        for b in batches:
-            backend.score(b)
-        seconds = time.perf_counter() - started
+        passes = []
+        for _ in range(CEILING_PASSES):
+            started = time.perf_counter()
+            for b in batches:
+                backend.score(b)
+            passes.append(time.perf_counter() - started)
+        seconds = min(passes)
     finally:
         backend.close()
     real = sum(lengths)
@@ -169,7 +174,8 @@ def engine_ceiling(bundle: Path, variant: str, pairs: list[Pair], threads: int, 
     flops = sum(forward_flops(config, b) for b in batches)
     return {"pairs_per_s": len(encoded) / seconds, "tokens_per_s": real / seconds, "padding_ratio": 1 - real / padded,
             "gflops": flops / seconds / 1e9, "fraction_of_matmul_peak": flops / seconds / 1e9 / peak,
-            "mean_tokens_per_item": real / len(encoded), "batches": len(batches)}
+            "mean_tokens_per_item": real / len(encoded), "batches": len(batches),
+            "pass_pairs_per_s": [len(encoded) / p for p in passes]}
 
 
 # ---- servers -----------------------------------------------------------------------------------
