@@ -9,8 +9,8 @@ weights and exported like any bundle (throughput does not depend on the weights)
 capped at 256 tokens (the demo card's own cap is 96; the benchmark measures realistic lengths).
 
 1. Engine ceiling: the service's own backend in process over all profile-(a) pairs, sorted by length
-   and cut under the service's batch limits, the faster of two passes; pairs/s, tokens/s, and GFLOP/s against an fp32 matmul
-   peak measured in the same run.
+   and cut under the service's batch limits, the faster of two passes; pairs/s, tokens/s, and GFLOP/s
+   against an fp32 matmul peak measured in the same run.
 2. Servers, each a real process on loopback: `rewardserve serve` (ONNX int8 and fp32), the naive server
    (benchmarks/naive_server.py: FastAPI + transformers per request), and infinity-emb (its optimum
    ONNX engine, in its own virtualenv; skipped with a note when --infinity-venv is absent).
@@ -133,6 +133,19 @@ def infinity_dir(bundle: Path, work: Path) -> Path:
     return target
 
 
+def mean_tokens(bundle: Path, pairs: list[Pair], sizes: Sizes) -> dict[str, float]:
+    """Mean tokens per pair (after the cap) of what each profile sends, by profile letter: every server gets
+    the same pairs under the same cap, so its tokens/s is its pairs/s times this."""
+    formatter = Formatter(load_tokenizer(bundle), read_card(bundle).formatting)
+
+    def mean(sent: list[Pair]) -> float:
+        return sum(len(e.input_ids) for e in formatter.encode_many(sent)) / len(sent)
+
+    groups = rerank_groups(pairs, CANDIDATES)[: sizes.rerank_groups]
+    return {"a": mean(pairs[: sizes.a_pairs]), "c": mean(pairs[: sizes.c_pairs]),
+            "b": mean([(prompt, c) for prompt, candidates in groups for c in candidates])}
+
+
 # ---- the engine ceiling -------------------------------------------------------------------------
 
 def engine_ceiling(bundle: Path, variant: str, pairs: list[Pair], threads: int, peak: float) -> dict[str, Any]:
@@ -187,7 +200,10 @@ def servers(bundle: Path, work: Path, threads: int, infinity_venv: Path | None,
         name = f"rewardserve onnx {variant}" + (f" ({tree.name}: before)" if tree else "")
         return Server(name, Api("rewardserve"),
                       [sys.executable, "-m", "rewardserve", "serve", "--model", str(bundle), "--variant", variant,
-                       "--threads", str(threads), "--log-level", "warning", "--port", "{port}"], "/readyz",
+                       "--threads", str(threads), "--log-level", "warning", "--port", "{port}",
+                       # profile (a) queues 1,024 items at once: BERT-base fp32 takes ~4 min to clear them,
+                       # past the 60 s default deadline (the other servers have none)
+                       "--request-timeout-s", "900"], "/readyz",
                       cwd=tree, env={"PYTHONPATH": str(tree)} if tree else {})  # cwd: -m looks there first
 
     out = [rewardserve("int8"), rewardserve("fp32")]
@@ -272,27 +288,35 @@ def report(result: dict[str, Any], name: str = "performance") -> None:
     m = result["machine"]
     lines = ["# Performance: rewardserve vs the engine ceiling, the naive server and infinity-emb", "",
              f"{m['cpu']}, {m['cores']} cores, {result['threads']} threads per server; load generator on the same "
-             f"machine (aiohttp). fp32 matmul peak {result['matmul_peak_gflops']:.1f} GFLOP/s (same run). "
+             f"machine (aiohttp). "
              f"Pairs from `{Path(result['data']).name}`, capped at {MAX_LENGTH} tokens. Versions: "
              + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), ""]
     for model, block in result["models"].items():
-        lines += [f"## {model}", "", "| engine ceiling | pairs/s | tokens/s | GFLOP/s | of matmul peak | padding |",
+        lines += [f"## {model}", "", f"Measured {block.get('measured', '?')}; fp32 matmul peak "
+                  f"{block.get('matmul_peak_gflops', result['matmul_peak_gflops']):.1f} GFLOP/s in the same run; mean "
+                  "tokens per pair: " + ", ".join(f"({k}) {v:.0f}" for k, v in block["mean_tokens_per_pair"].items()),
+                  "", "| engine ceiling | pairs/s | tokens/s | GFLOP/s | of matmul peak | padding |",
                   "|---|---|---|---|---|---|"]
         for variant, c in block["ceiling"].items():
             lines.append(f"| {variant} | {c['pairs_per_s']:.1f} | {c['tokens_per_s']:.0f} | {c['gflops']:.1f} | "
                          f"{c['fraction_of_matmul_peak']:.0%} | {c['padding_ratio']:.1%} |")
-        lines += ["", "| server | profile | pairs/s | x ceiling | x naive | p50 ms | p95 ms | p99 ms | padding "
-                  "| server cores busy | client CPU s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", "x ceiling: tokens/s over the same variant's ceiling tokens/s. x naive: pairs/s over the naive "
+                  "server's on the same profile.", "",
+                  "| server | profile | pairs/s | tokens/s | x ceiling | x naive | p50 ms | p95 ms | p99 ms | "
+                  "padding | server cores busy | client CPU s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         naive = {r["profile"]: r["pairs_per_s"] for r in block["rows"] if r["server"].startswith("naive")}
         for r in block["rows"]:
             variant = "int8" if "int8" in r["server"] else "fp32"
-            ceiling = block["ceiling"][variant]["pairs_per_s"] if r["server"].startswith("rewardserve") else None
-            x_ceiling = f"{r['pairs_per_s'] / ceiling:.2f}" if ceiling else ""
+            tokens = r["pairs_per_s"] * block["mean_tokens_per_pair"][r["profile"][0]]
+            # against the ceiling in tokens/s: the profiles send different subsets of the pairs
+            ceiling = block["ceiling"][variant]["tokens_per_s"] if r["server"].startswith("rewardserve") else None
+            x_ceiling = f"{tokens / ceiling:.2f}" if ceiling else ""
             x_naive = f"{r['pairs_per_s'] / naive[r['profile']]:.2f}" if r["profile"] in naive else ""
             padding = f"{r['mean_padding_ratio']:.1%}" if r["mean_padding_ratio"] is not None else ""
-            lines.append(f"| {r['server']} | {r['profile']} | {r['pairs_per_s']:.1f} | {x_ceiling} | {x_naive} | "
-                         f"{r['latency_ms_p50']:.0f} | {r['latency_ms_p95']:.0f} | {r['latency_ms_p99']:.0f} | "
-                         f"{padding} | {r['server_cores_busy']:.2f} | {r['client_cpu_s']:.1f} |")
+            lines.append(f"| {r['server']} | {r['profile']} | {r['pairs_per_s']:.1f} | {tokens:.0f} | {x_ceiling} | "
+                         f"{x_naive} | {r['latency_ms_p50']:.0f} | {r['latency_ms_p95']:.0f} | "
+                         f"{r['latency_ms_p99']:.0f} | {padding} | {r['server_cores_busy']:.2f} | "
+                         f"{r['client_cpu_s']:.1f} |")
         lines.append("")
     lines += [n for n in result.get("notes", [])]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
@@ -310,9 +334,9 @@ def _plot(result: dict[str, Any], name: str) -> None:
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
         rows = result["models"][model]["rows"]
-        for name in dict.fromkeys(r["server"] for r in rows):
-            mine = [r for r in rows if r["server"] == name]
-            ax.plot([r["pairs_per_s"] for r in mine], [r["latency_ms_p99"] for r in mine], "o", label=name)
+        for server in dict.fromkeys(r["server"] for r in rows):
+            mine = [r for r in rows if r["server"] == server]
+            ax.plot([r["pairs_per_s"] for r in mine], [r["latency_ms_p99"] for r in mine], "o", label=server)
             rerank = [r for r in mine if r["profile"].startswith("b:")]
             ax.plot([r["pairs_per_s"] for r in rerank], [r["latency_ms_p99"] for r in rerank], "-", alpha=0.5,
                     color=ax.lines[-1].get_color())
@@ -342,6 +366,9 @@ def main() -> None:
                         help="another checkout whose rewardserve runs beside this one (before/after a change)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--name", default="performance", help="results file stem in benchmarks/results/")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the other models' blocks already in the results file (each model's block is "
+                             "still measured in one run: its ceiling and servers together)")
     parser.add_argument("--work", type=Path, default=Path("~/.cache/rewardserve/bench").expanduser())
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -357,10 +384,17 @@ def main() -> None:
         "machine": machine_info(("onnxruntime", "torch", "transformers", "tokenizers", "fastapi", "uvicorn",
                                  "aiohttp")),
         "models": {}, "notes": notes}
+    previous = RESULTS / f"{args.name}.json"
+    if args.append and previous.exists():
+        kept = json.loads(previous.read_text())
+        result["models"] = {m: b for m, b in kept["models"].items() if m not in args.models.split(",")}
+        notes += [n for n in kept["notes"] if not n.startswith(tuple(args.models.split(",")))]
     for model in args.models.split(","):
         bundle, sizes = bundles[model], SIZES[model]
         pairs = pairs_all[: sizes.a_pairs]
-        block: dict[str, Any] = {"bundle": str(bundle), "sizes": sizes.__dict__, "ceiling": {}, "rows": []}
+        block: dict[str, Any] = {"bundle": str(bundle), "sizes": sizes.__dict__, "ceiling": {}, "rows": [],
+                                 "mean_tokens_per_pair": mean_tokens(bundle, pairs, sizes), "matmul_peak_gflops": peak,
+                                 "measured": time.strftime("%Y-%m-%d %H:%M")}
         for variant in ("int8", "fp32"):
             block["ceiling"][variant] = engine_ceiling(bundle, variant, pairs, args.threads, peak)
             print(model, variant, "ceiling", json.dumps(block["ceiling"][variant]), flush=True)
