@@ -292,8 +292,8 @@ def report(result: dict[str, Any], name: str = "performance") -> None:
              f"Pairs from `{Path(result['data']).name}`, capped at {MAX_LENGTH} tokens. Versions: "
              + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), ""]
     for model, block in result["models"].items():
-        lines += [f"## {model}", "", f"Measured {block.get('measured', '?')}; fp32 matmul peak "
-                  f"{block.get('matmul_peak_gflops', result['matmul_peak_gflops']):.1f} GFLOP/s in the same run; mean "
+        lines += [f"## {model}", "", f"Measured {block['measured']}; fp32 matmul peak "
+                  f"{block['matmul_peak_gflops']:.1f} GFLOP/s in the same run; mean "
                   "tokens per pair: " + ", ".join(f"({k}) {v:.0f}" for k, v in block["mean_tokens_per_pair"].items()),
                   "", "| engine ceiling | pairs/s | tokens/s | GFLOP/s | of matmul peak | padding |",
                   "|---|---|---|---|---|---|"]
@@ -384,12 +384,13 @@ def main() -> None:
         "machine": machine_info(("onnxruntime", "torch", "transformers", "tokenizers", "fastapi", "uvicorn",
                                  "aiohttp")),
         "models": {}, "notes": notes}
+    models = args.models.split(",")
     previous = RESULTS / f"{args.name}.json"
     if args.append and previous.exists():
         kept = json.loads(previous.read_text())
-        result["models"] = {m: b for m, b in kept["models"].items() if m not in args.models.split(",")}
-        notes += [n for n in kept["notes"] if not n.startswith(tuple(args.models.split(",")))]
-    for model in args.models.split(","):
+        result["models"] = {m: b for m, b in kept["models"].items() if m not in models}
+        notes += [n for n in kept["notes"] if not n.startswith(tuple(models))]
+    for model in models:
         bundle, sizes = bundles[model], SIZES[model]
         pairs = pairs_all[: sizes.a_pairs]
         block: dict[str, Any] = {"bundle": str(bundle), "sizes": sizes.__dict__, "ceiling": {}, "rows": [],
