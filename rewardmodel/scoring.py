@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rewardmodel.batching import PaddedBatch, pad_batch
+from rewardmodel.errors import BundleError
 from rewardmodel.formatting import EncodedInput, FormatSpec, Formatter
 from rewardmodel.metrics import PairwiseReport, pairwise_report
 from rewardmodel.records import PreferenceExample
@@ -33,6 +34,17 @@ def _progress_or_not(progress: Progress[list[int]] | None) -> Progress[list[int]
     return progress or _no_progress
 
 
+def one_score_per_row(raw: object, rows: int) -> npt.NDArray[np.float64]:
+    """``raw`` as a ``(rows,)`` float array; a reward model that returns anything else is a bug we name."""
+    out = np.asarray(raw, dtype=np.float64)
+    if out.ndim == 2 and out.shape[1] == 1:
+        out = out[:, 0]
+    if out.shape != (rows,):
+        raise BundleError(f"the model must return one score per item: {rows} in, shape {out.shape} out; is its "
+                          "head a single-output (num_labels=1) score head?")
+    return out
+
+
 def score_encoded(
     scorer: BatchScorer, spec: FormatSpec, encoded: Sequence[EncodedInput], batch_size: int = 32,
     progress: Progress[list[int]] | None = None,
@@ -42,12 +54,7 @@ def score_encoded(
     chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     scores = np.empty(len(encoded), dtype=np.float64)
     for rows in _progress_or_not(progress)(chunks):
-        out = np.asarray(scorer(pad_batch([encoded[i] for i in rows], spec)), dtype=np.float64)
-        if out.ndim == 2 and out.shape[1] == 1:
-            out = out[:, 0]
-        if out.shape != (len(rows),):
-            raise RuntimeError(f"a reward model must return one score per input: {len(rows)} in, shape {out.shape} out")
-        scores[rows] = out
+        scores[rows] = one_score_per_row(scorer(pad_batch([encoded[i] for i in rows], spec)), len(rows))
     if not np.isfinite(scores).all():
         raise RuntimeError("the model produced NaN/inf scores; check the checkpoint and its dtype")
     return scores

@@ -45,7 +45,7 @@ def torch_scorer(model: Any) -> BatchScorer:
     device = next(model.parameters()).device
 
     def score(batch: PaddedBatch) -> npt.NDArray[np.float32]:
-        inputs = {k: torch.from_numpy(v).to(device) for k, v in batch.as_dict().items()}
+        inputs = {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.as_dict().items()}
         with torch.inference_mode():
             return model(**inputs).logits.float().cpu().numpy()
 

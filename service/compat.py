@@ -1,6 +1,6 @@
 """Compatibility adapters (DESIGN §4): OpenRLHF ``/get_reward``, vLLM-style ``/classify`` (verl), and
 Cohere/Jina-style ``/v1/rerank`` and ``/v2/rerank``. Each translates its client's body into engine
-inputs and calls the native path (:func:`~service.routes.score_for`), so limits, batching, metrics and
+inputs and calls the native path (:func:`~service.plumbing.score_for`), so limits, batching, metrics and
 formatting are the same.
 """
 
@@ -11,12 +11,12 @@ import time
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from service.engine import ScoreInput, WholeText
 from service.errors import InvalidRequest
-from service.routes import require_api_key, score_for, service_state
+from service.plumbing import require_api_key, score_for, service_state
 from service.schemas import ERROR_RESPONSES, ranked
 
 compat = APIRouter(dependencies=[Depends(require_api_key)], tags=["compatibility"], responses=ERROR_RESPONSES)
@@ -32,7 +32,7 @@ class GetRewardRequest(BaseModel):
 
 
 @compat.post("/get_reward", summary="OpenRLHF remote reward model")
-async def get_reward(body: GetRewardRequest, request: Request) -> dict[str, Any]:
+async def get_reward(body: GetRewardRequest, request: Request, response: Response) -> dict[str, Any]:
     """``{"rewards", "scores", "extra_logs"}``: ``rewards`` (what PPO trains on) are normalized when the
     server's default says so; ``scores`` (what OpenRLHF logs and filters on) are always the raw rewards."""
     if body.prompts is not None and len(body.prompts) != len(body.query):
@@ -41,7 +41,7 @@ async def get_reward(body: GetRewardRequest, request: Request) -> dict[str, Any]
     for i, text in enumerate(body.query):
         prompt = body.prompts[i] if body.prompts else ""
         inputs.append((prompt, text[len(prompt):]) if prompt and text.startswith(prompt) else WholeText(text))
-    scored = await score_for(request, inputs, None)
+    scored = await score_for(request, response, inputs, None, "query")
     return {"rewards": scored.scores, "scores": scored.raw_scores, "extra_logs": {}}
 
 
@@ -56,10 +56,11 @@ class ClassifyRequest(BaseModel):
 
 
 @compat.post("/classify", summary="vLLM-style classify (one score per text)")
-async def classify(body: ClassifyRequest, request: Request) -> dict[str, Any]:
+async def classify(body: ClassifyRequest, request: Request, response: Response) -> dict[str, Any]:
     """Each text is scored whole, as the model sees it: a chat bundle's text must be rendered already."""
     texts = [body.input] if isinstance(body.input, str) else body.input
-    scored = await score_for(request, [WholeText(t, body.add_special_tokens) for t in texts], None)
+    inputs = [WholeText(t, body.add_special_tokens) for t in texts]
+    scored = await score_for(request, response, inputs, None, "input")
     scores = [0.5 * (1 + math.tanh(s / 2)) if body.activation else s for s in scored.scores]  # overflow-free sigmoid
     data = [{"index": i, "label": "reward", "probs": [s], "num_classes": 1} for i, s in enumerate(scores)]
     return {"id": f"classify-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),
@@ -84,9 +85,10 @@ class CohereRerankRequest(BaseModel):
     return_documents: bool = False
 
 
-async def _cohere_rerank(body: CohereRerankRequest, request: Request, version: str) -> dict[str, Any]:
+async def _cohere_rerank(body: CohereRerankRequest, request: Request, response: Response,
+                         version: str) -> dict[str, Any]:
     texts = [d if isinstance(d, str) else d.text for d in body.documents]
-    scored = await score_for(request, [(body.query, t) for t in texts], None)
+    scored = await score_for(request, response, [(body.query, t) for t in texts], None, "documents")
     results: list[dict[str, Any]] = []
     for index, score in ranked(scored.scores, body.top_n):
         result: dict[str, Any] = {"index": index, "relevance_score": score}
@@ -99,12 +101,12 @@ async def _cohere_rerank(body: CohereRerankRequest, request: Request, version: s
 
 
 @compat.post("/v1/rerank", summary="Cohere v1 / Jina rerank")
-async def rerank_v1(body: CohereRerankRequest, request: Request) -> dict[str, Any]:
+async def rerank_v1(body: CohereRerankRequest, request: Request, response: Response) -> dict[str, Any]:
     """Documents by reward, best first; ``relevance_score`` is the raw (or normalized) reward."""
-    return await _cohere_rerank(body, request, "1")
+    return await _cohere_rerank(body, request, response, "1")
 
 
 @compat.post("/v2/rerank", summary="Cohere v2 rerank")
-async def rerank_v2(body: CohereRerankRequest, request: Request) -> dict[str, Any]:
+async def rerank_v2(body: CohereRerankRequest, request: Request, response: Response) -> dict[str, Any]:
     """As ``/v1/rerank``."""
-    return await _cohere_rerank(body, request, "2")
+    return await _cohere_rerank(body, request, response, "2")

@@ -33,13 +33,19 @@ ScoreInput = tuple[Prompt, str] | WholeText
 """A (prompt, completion) pair formatted by the card's rules, or a whole text."""
 
 
-@dataclass
-class Timing:
+@dataclass(frozen=True)
+class Timings:
     """Where one request's time went; the HTTP layer turns it into ``x-*-time-ms`` headers."""
 
-    tokenize_s: float = 0.0
-    queue_s: float = 0.0
-    inference_s: float = 0.0
+    tokenize_s: float
+    queue_s: float
+    inference_s: float
+
+    def headers(self) -> dict[str, str]:
+        """The ``x-*-time-ms`` response headers of these timings."""
+        return {"x-tokenization-time-ms": f"{self.tokenize_s * 1000:.2f}",
+                "x-queue-time-ms": f"{self.queue_s * 1000:.2f}",
+                "x-inference-time-ms": f"{self.inference_s * 1000:.2f}"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class Scored:
     truncated_items: int
     raw_scores: list[float]
     """The model's rewards before normalization (equal to ``scores`` when not normalized)."""
+    timings: Timings
 
 
 @dataclass(frozen=True)
@@ -83,29 +90,29 @@ class Engine:
         self._observer = observer
         self._pool = ThreadPoolExecutor(tokenizer_threads, thread_name_prefix="rewardserve-tokenize")
 
-    async def score(self, inputs: Sequence[ScoreInput], normalize: bool, timing: Timing) -> Scored:
-        """Scores of ``inputs`` in order; raises the service's typed errors."""
+    async def score(self, inputs: Sequence[ScoreInput], normalize: bool, field: str = "items") -> Scored:
+        """Scores of ``inputs`` (the request's ``field``) in order; raises the service's typed errors."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._limits.timeout_s
         if not inputs:
-            raise InvalidRequest("the request has no items to score")
+            raise InvalidRequest(f"'{field}' is empty: there is nothing to score")
         if len(inputs) > self._limits.max_items:
-            raise PayloadTooLarge(f"{len(inputs)} items in one request; the limit is {self._limits.max_items}. "
+            raise PayloadTooLarge(f"{len(inputs)} {field} in one request; the limit is {self._limits.max_items}. "
                                   "Split the request (the Python client does this for you).", kind="too_many_items")
         if normalize and self._normalization is None:
             raise InvalidRequest("normalize was asked for, but this bundle's card records no normalization "
                                  "(mean/std); send normalize=false")
         started = time.perf_counter()
         encoded = await loop.run_in_executor(self._pool, self._encode, inputs)
-        timing.tokenize_s = time.perf_counter() - started
+        tokenize_s = time.perf_counter() - started
         tokens = sum(len(e.input_ids) for e in encoded)
         if tokens > self._limits.max_tokens:
             raise PayloadTooLarge(f"the request holds {tokens} tokens after truncation; the limit is "
                                   f"{self._limits.max_tokens}", kind="too_many_tokens")
         unique, index = _dedupe(encoded)
         job = self.scheduler.submit(unique, deadline)
-        raw = (await self.scheduler.wait(job))[index]
-        timing.queue_s, timing.inference_s = job.queue_s, job.inference_s
+        result = await self.scheduler.wait(job)
+        raw = result.scores[index]
         scores = raw
         if normalize:
             assert self._normalization is not None
@@ -113,7 +120,8 @@ class Engine:
         truncated = sum(e.truncated for e in encoded)
         if self._observer:
             self._observer.scored(len(encoded), tokens, truncated)
-        return Scored([float(s) for s in scores], normalize, tokens, truncated, [float(r) for r in raw])
+        return Scored([float(s) for s in scores], normalize, tokens, truncated, [float(r) for r in raw],
+                      Timings(tokenize_s, result.queue_s, result.inference_s))
 
     def _encode(self, inputs: Sequence[ScoreInput]) -> list[EncodedInput]:
         pairs = [(i, x) for i, x in enumerate(inputs) if not isinstance(x, WholeText)]

@@ -1,28 +1,35 @@
-"""Typed errors of the service and the one table that maps them to HTTP status codes.
+"""Typed errors of the service: each class carries its HTTP status, headers and OpenAPI description.
 
-Hierarchy::
+Hierarchy (status in brackets; ``kind`` is the JSON error type, a class default a raiser may refine)::
 
-    ServiceError                 base; ``kind`` is the JSON error type, ``status`` comes from STATUS
-    ├── InvalidRequest           400 malformed or empty input, or input the card's formatting refuses
-    ├── PayloadTooLarge          413 body, item count or token budget over the limits
-    ├── Unauthorized             401 missing or wrong API key
-    ├── Overloaded               429 too many items in the system (carries Retry-After)
-    ├── NotReady                 503 model still loading / warming up, or the process is draining
-    ├── DeadlineExceeded         504 the request's deadline passed while its items were queued
-    ├── BackendFailure           500 the backend failed or produced a non-finite score (a real bug)
-    └── ClientClosed             499 the client went away; its queued items were dropped (nginx's code)
+    ServiceError                 base
+    ├── InvalidRequest     [400] malformed or empty input, or input the card's formatting refuses
+    ├── Unauthorized       [401] missing or wrong API key (WWW-Authenticate: Bearer)
+    ├── NotFound           [404] no such path
+    ├── MethodNotAllowed   [405] the path exists, the method does not
+    ├── PayloadTooLarge    [413] body, item count or token budget over the limits
+    ├── ValidationFailed   [422] the body does not match the endpoint's schema
+    ├── Overloaded         [429] too many items in the system (Retry-After: when the work in it is likely done)
+    ├── ClientClosed       [499] the client went away; its queued items were dropped (nginx's code)
+    ├── BackendFailure     [500] the backend failed or produced a non-finite score
+    ├── InternalError      [500] a bug in the service (logged with the request id)
+    ├── NotReady           [503] loading, draining, or unhealthy (Retry-After: 1)
+    └── DeadlineExceeded   [504] the request's deadline passed before its scores were ready
 
-The scheduler and backends raise these; foreign exceptions (onnxruntime, torch) are translated to
-:class:`BackendFailure` at the backend boundary. FastAPI's own validation errors become 422 in ``app``.
+Adding an error is adding a class here: the one handler (:mod:`service.error_handling`) reads
+``status`` and ``headers()`` from it, and the OpenAPI schema reads ``description``. Foreign exceptions
+(onnxruntime, torch) are translated to :class:`BackendFailure` at the backend boundary.
 """
 
 from __future__ import annotations
 
 
 class ServiceError(Exception):
-    """Base of the service's errors; ``kind`` names the error in the JSON body."""
+    """Base of the service's errors."""
 
     kind = "error"
+    status = 500
+    description = "error"
 
     def __init__(self, message: str, kind: str | None = None) -> None:
         super().__init__(message)
@@ -30,77 +37,125 @@ class ServiceError(Exception):
         if kind:
             self.kind = kind
 
+    def headers(self) -> dict[str, str]:
+        """Response headers this error adds."""
+        return {}
+
 
 class InvalidRequest(ServiceError):
     """The request is malformed, empty, or its input cannot be formatted under the card's rules."""
 
     kind = "invalid_request"
-
-
-class PayloadTooLarge(ServiceError):
-    """The request passes a size limit (body bytes, items, tokens)."""
-
-    kind = "payload_too_large"
+    status = 400
+    description = "malformed or empty input (invalid_json, invalid_request, invalid_input)"
 
 
 class Unauthorized(ServiceError):
     """API keys are configured and the request has none, or a wrong one."""
 
     kind = "unauthorized"
+    status = 401
+    description = "missing or wrong API key"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class NotFound(ServiceError):
+    """No route has this path."""
+
+    kind = "not_found"
+    status = 404
+    description = "no such path"
+
+
+class MethodNotAllowed(ServiceError):
+    """A route has this path, but not this method."""
+
+    kind = "method_not_allowed"
+    status = 405
+    description = "the path does not take this method"
+
+
+class PayloadTooLarge(ServiceError):
+    """The request passes a size limit (body bytes, items, tokens)."""
+
+    kind = "payload_too_large"
+    status = 413
+    description = "over a size limit (payload_too_large, too_many_items, too_many_tokens)"
+
+
+class ValidationFailed(ServiceError):
+    """The body is JSON but does not match the endpoint's schema."""
+
+    kind = "validation_error"
+    status = 422
+    description = "schema violation"
 
 
 class Overloaded(ServiceError):
     """Admitting the request would pass ``max_queue_items``; retry after ``retry_after_s`` seconds."""
 
     kind = "overloaded"
+    status = 429
+    description = "overloaded; retry after Retry-After seconds"
 
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
-
-class NotReady(ServiceError):
-    """The model is not loaded and warmed yet, or the process is shutting down."""
-
-    kind = "not_ready"
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
-class DeadlineExceeded(ServiceError):
-    """The request's deadline passed before its items reached the backend."""
+class ClientClosed(ServiceError):
+    """The client disconnected before its scores were ready (nobody reads this answer)."""
 
-    kind = "deadline_exceeded"
+    kind = "client_closed_request"
+    status = 499
+    description = "the client disconnected first"
 
 
 class BackendFailure(ServiceError):
     """The backend raised, or returned something other than one finite score per item."""
 
     kind = "backend_error"
+    status = 500
+    description = "backend failure (backend_error) or a bug (internal_error, logged with the request id)"
 
 
-class ClientClosed(ServiceError):
-    """The client disconnected before its scores were ready."""
+class InternalError(ServiceError):
+    """A bug: an exception nothing translated. The answer names the request id the log has."""
 
-    kind = "client_closed_request"
-
-
-STATUS: dict[type[ServiceError], int] = {
-    InvalidRequest: 400,
-    PayloadTooLarge: 413,
-    Unauthorized: 401,
-    Overloaded: 429,
-    NotReady: 503,
-    DeadlineExceeded: 504,
-    BackendFailure: 500,
-    ClientClosed: 499,
-}
+    kind = "internal_error"
+    status = 500
+    description = BackendFailure.description
 
 
-def status_of(error: ServiceError) -> int:
-    """HTTP status of ``error`` (its nearest class in :data:`STATUS`)."""
-    for cls in type(error).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 500
+class NotReady(ServiceError):
+    """The model is not loaded and warmed yet, the process is draining, or it is unhealthy."""
+
+    kind = "not_ready"
+    status = 503
+    description = "not ready: loading (not_ready, load_failed), shutting down (draining), or unhealthy"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class DeadlineExceeded(ServiceError):
+    """The request's deadline passed before its scores were ready."""
+
+    kind = "deadline_exceeded"
+    status = 504
+    description = "the request's deadline passed before its scores were ready"
+
+
+DOCUMENTED: tuple[type[ServiceError], ...] = (
+    InvalidRequest, Unauthorized, PayloadTooLarge, ValidationFailed, Overloaded, BackendFailure, NotReady,
+    DeadlineExceeded,
+)
+"""The errors a scoring endpoint can answer with, for its OpenAPI ``responses``."""
 
 
 def error_body(kind: str, message: str) -> dict[str, dict[str, str]]:

@@ -1,41 +1,46 @@
-"""The one ASGI middleware: request ids, timing headers, body-size limit, request metrics, last-resort 500.
+"""The one ASGI middleware: request ids, timing headers, draining, body-size limit, request metrics, last-resort 500.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so it does not buffer responses or break disconnect detection.
 It runs outside FastAPI's exception handling, so even a bug's 500 carries the request id and is
-counted. Handlers report their timings through ``request.state.timing``.
+counted. Handlers set their own ``x-tokenization/queue/inference-time-ms`` headers from the timings the
+engine returns; this layer adds ``x-total-time-ms`` and zeros where a handler set none (an error answer).
+While the process drains, every answer carries ``Connection: close``, so clients open a new connection
+(to another replica) for their next request instead of reusing one that is about to close.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.engine import Timing
-from service.errors import error_body
+from service.error_handling import error_response
+from service.errors import InternalError, PayloadTooLarge
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+TIMING_HEADERS = ("x-tokenization-time-ms", "x-queue-time-ms", "x-inference-time-ms")
 _REQUEST_ID = re.compile(r"^[\w.:/+=-]{1,128}$")
 
 
 class RequestContext:
     """Wraps every HTTP request; see the module docstring."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, endpoints: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, endpoints: frozenset[str],
+                 draining: Callable[[], bool]) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self._endpoints = endpoints
         """Paths used as metric labels; any other path is labelled ``other``."""
+        self._draining = draining
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,8 +50,7 @@ class RequestContext:
         headers = Headers(scope=scope)
         sent = headers.get("x-request-id", "")
         request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
-        timing = Timing()
-        scope.setdefault("state", {}).update(request_id=request_id, timing=timing)
+        scope.setdefault("state", {})["request_id"] = request_id
         path = scope["path"]
         endpoint = path if path in self._endpoints else "other"
         status = {"code": 500, "started": False}
@@ -56,10 +60,11 @@ class RequestContext:
                 status["code"], status["started"] = message["status"], True
                 out = MutableHeaders(scope=message)
                 out["x-request-id"] = request_id
-                out["x-tokenization-time-ms"] = f"{timing.tokenize_s * 1000:.2f}"
-                out["x-queue-time-ms"] = f"{timing.queue_s * 1000:.2f}"
-                out["x-inference-time-ms"] = f"{timing.inference_s * 1000:.2f}"
+                for name in TIMING_HEADERS:
+                    out.setdefault(name, "0.00")
                 out["x-total-time-ms"] = f"{(time.perf_counter() - started) * 1000:.2f}"
+                if self._draining():
+                    out["connection"] = "close"
             await send(message)
 
         tracked = endpoint not in PROBES
@@ -68,16 +73,15 @@ class RequestContext:
         try:
             body_receive = await self._limit_body(headers, receive)
             if body_receive is None:
-                self.metrics.rejected.labels("payload_too_large").inc()
-                await _send_json(send_with_headers, 413, error_body(
-                    "payload_too_large", f"the request body is over the {self.max_body_bytes}-byte limit"))
+                too_large = PayloadTooLarge(f"the request body is over the {self.max_body_bytes}-byte limit")
+                await error_response(too_large, self.metrics, request_id)(scope, receive, send_with_headers)
             else:
                 await self.app(scope, body_receive, send_with_headers)
         except Exception:  # a bug: answer in JSON with the id (if nothing was sent yet), log it with the id
             log.exception("unhandled error in request %s %s (request id %s)", scope["method"], path, request_id)
             if not status["started"]:
-                await _send_json(send_with_headers, 500, error_body(
-                    "internal_error", f"internal error; quote request id {request_id} when reporting it"))
+                bug = InternalError(f"internal error; quote request id {request_id} when reporting it")
+                await error_response(bug, self.metrics, request_id)(scope, receive, send_with_headers)
         finally:
             if tracked:
                 self.metrics.inflight.dec()
@@ -107,10 +111,3 @@ class RequestContext:
             return replay.pop() if replay else await receive()
 
         return replaying
-
-
-async def _send_json(send: Send, status: int, body: Mapping[str, object]) -> None:
-    payload = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
-    await send({"type": "http.response.body", "body": payload})

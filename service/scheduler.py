@@ -1,15 +1,21 @@
 """The scheduler: one queue of items, token-budget batches cut from a length-sorted window, the backend on
 its own thread.
 
-Requests become :class:`Job` s of already-tokenized items. One batcher task cuts batches: it takes the
-oldest ``sort_window`` live items, sorts them by length, cuts the sorted run into consecutive batches
-under ``max_batch_tokens`` (rows × longest) and ``max_batch_items``, and sends the batch that holds the
-oldest item (so no item starves). Batches run one at a time
-on a dedicated backend thread (onnxruntime and torch release the GIL); up to :data:`PIPELINE_DEPTH`
-batches exist at once, so the next one is formed while the current one runs and the backend never waits
-on Python. Scores are scattered back to each job. A job that was cancelled (client gone) or whose
-deadline passed before all its items started has its items dropped: from the queue at once, and from a
-formed batch when the backend thread picks it up.
+Requests become :class:`Job` s of already-tokenized items. One batcher task cuts batches
+(:func:`window_cut`): it takes the oldest ``sort_window`` items, sorts them by length, cuts the sorted
+run into consecutive batches under ``max_batch_tokens`` (rows × longest) and ``max_batch_items``, and
+sends the batch that holds the oldest item (so no item starves). Batches run one at a time on the
+:class:`~service.backend_thread.BackendThread`; up to :data:`PIPELINE_DEPTH` batches exist at once, so
+the next one is formed while the current one runs and the backend never waits on Python.
+
+State has one owner and one way to end. The deque holds exactly the live queued items and the set of
+batches holds exactly the formed or running ones, so every count (queue depth, items in the system) is
+read off them, never kept beside them. A job ends in :meth:`Scheduler._end` alone (scores, NaN, backend
+error, cancel, deadline), which also takes its remaining items out of the queue. The deadline is hard:
+a request whose scores are not ready by then gets 504, even if its batch is still running.
+
+Liveness: :meth:`Scheduler.health` says why the scheduler cannot serve (the batcher task died, the
+backend thread died, or a batch has run far past its expected time), or ``None``.
 
 Everything except the backend call runs on the event loop, so the queue needs no lock.
 """
@@ -22,7 +28,6 @@ import math
 import time
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rewardmodel import EncodedInput, FormatSpec, PaddedBatch, pad_batch
+from service.backend_thread import BackendThread
 from service.backends import Backend
 from service.errors import BackendFailure, DeadlineExceeded, NotReady, Overloaded, ServiceError
 
@@ -37,6 +43,9 @@ log = logging.getLogger(__name__)
 
 PIPELINE_DEPTH = 2
 """Batches formed or running at once: one on the backend, the next one ready behind it."""
+
+STALL_FACTOR = 10.0
+"""A batch is stalled once it has run this many times its expected time (and at least ``stall_s``)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,8 @@ class BatchLimits:
     max_padding: float = 1.0
     """A batch stops growing when the next item would make more than this share of it padding, once it
     holds ``EFFICIENT_TOKENS``; 1.0: grow to the limits whatever the padding."""
+    stall_s: float = 30.0
+    """A batch running longer than this (and than ``STALL_FACTOR`` × its expected time) is stalled."""
 
 
 EFFICIENT_TOKENS = 512
@@ -73,6 +84,23 @@ def batch_end(lengths: Sequence[int], lo: int, limits: BatchLimits) -> int:
     return hi
 
 
+def window_cut(lengths: Sequence[int], limits: BatchLimits) -> list[int]:
+    """The next batch of a window of queued items, as positions in the window (ascending; 0 is the oldest).
+
+    The window is sorted by length and cut into consecutive batches from the shortest item up (what
+    offline scoring does); the batch holding the oldest item is the one returned. Batches stay tight, the
+    rest of the window stays cut the same way for the next call, and the oldest item never waits behind
+    newer ones.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    oldest = order.index(0)
+    ascending = [lengths[i] for i in order]
+    lo = 0
+    while (hi := batch_end(ascending, lo, limits)) <= oldest:
+        lo = hi
+    return sorted(order[lo:hi])
+
+
 class SchedulerObserver(Protocol):
     """Receives what the scheduler measures (the service's metrics implement it)."""
 
@@ -83,32 +111,32 @@ class SchedulerObserver(Protocol):
         """One batch ran."""
 
 
-class Job:
-    """One request's items on their way through the scheduler; results arrive in :attr:`future`."""
+@dataclass(frozen=True)
+class JobResult:
+    """A job's scores in item order, and where its time went (the engine passes these on to the HTTP layer)."""
 
-    def __init__(self, size: int, deadline: float, future: asyncio.Future[npt.NDArray[np.float64]]) -> None:
+    scores: npt.NDArray[np.float64]
+    queue_s: float
+    """Longest time one of its items waited in the queue."""
+    inference_s: float
+    """Backend time of the batches its items ran in."""
+
+
+class Job:
+    """One request's items on their way through the scheduler; its outcome arrives in :attr:`future`."""
+
+    def __init__(self, size: int, future: asyncio.Future[JobResult]) -> None:
         self.scores = np.full(size, np.nan)
-        self.deadline = deadline
         self.future = future
         self.unscored = size
-        self.in_queue = size
-        """Items in the queue (not yet cut into a batch)."""
-        self.unstarted = size
-        """Items the backend has not started on (queued, or in a formed batch waiting for the backend)."""
         self.queue_s = 0.0
-        """Longest time one of its items waited in the queue."""
         self.inference_s = 0.0
-        """Backend time of the batches its items ran in."""
+        self.deadline_timer: asyncio.TimerHandle | None = None
 
     @property
     def done(self) -> bool:
         """Finished, failed or cancelled."""
         return self.future.done()
-
-    def fail(self, error: ServiceError) -> None:
-        """Finish with ``error`` unless already finished."""
-        if not self.future.done():
-            self.future.set_exception(error)
 
 
 @dataclass(eq=False, slots=True)
@@ -123,15 +151,26 @@ class _Item:
         self.length = len(self.encoded.input_ids)
 
 
+@dataclass(eq=False)
+class _Batch:
+    items: list[_Item]
+    started: float | None = None
+    """perf_counter when the backend thread began it (written by that thread, read by the loop)."""
+    expected_s: float = 0.0
+
+
 class _Throughput:
-    """Exponentially weighted items per second of the backend, for Retry-After."""
+    """Exponentially weighted items and padded tokens per second of the backend."""
 
     def __init__(self) -> None:
         self.items_per_s = 0.0
+        self.tokens_per_s = 0.0
 
-    def add(self, items: int, seconds: float) -> None:
-        rate = items / max(seconds, 1e-6)
-        self.items_per_s = rate if not self.items_per_s else 0.8 * self.items_per_s + 0.2 * rate
+    def add(self, items: int, tokens: int, seconds: float) -> None:
+        seconds = max(seconds, 1e-6)
+        first = not self.items_per_s
+        self.items_per_s = items / seconds if first else 0.8 * self.items_per_s + 0.2 * items / seconds
+        self.tokens_per_s = tokens / seconds if first else 0.8 * self.tokens_per_s + 0.2 * tokens / seconds
 
 
 class Scheduler:
@@ -144,60 +183,69 @@ class Scheduler:
         self._limits = limits
         self._observer = observer
         self._queue: deque[_Item] = deque()
-        self._queued = 0  # live items waiting (items of finished jobs are dropped lazily)
-        self._running = 0  # items in batches that are formed or running
+        self._batches: set[_Batch] = set()
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(PIPELINE_DEPTH)
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="rewardserve-backend")
+        self._thread = BackendThread()
         self._tasks: set[asyncio.Task[None]] = set()
         self._batcher: asyncio.Task[None] | None = None
+        self._batcher_died: str | None = None
         self._closing = False
         self._throughput = _Throughput()
 
     @property
     def queue_depth(self) -> int:
         """Items waiting for a batch."""
-        return self._queued
+        return len(self._queue)
 
     @property
     def in_system(self) -> int:
-        """Items waiting or running: what ``max_queue_items`` bounds."""
-        return self._queued + self._running
+        """Items waiting or in a formed or running batch: what ``max_queue_items`` bounds."""
+        return len(self._queue) + sum(len(b.items) for b in self._batches)
 
     def start(self) -> None:
         """Start the batcher on the running event loop."""
         self._batcher = asyncio.get_running_loop().create_task(self._run(), name="rewardserve-batcher")
+        self._batcher.add_done_callback(self._batcher_ended)
+
+    def health(self) -> str | None:
+        """Why the scheduler cannot serve (then ``/healthz`` is 503), or ``None``."""
+        if self._batcher_died:
+            return f"the batcher task died: {self._batcher_died}"
+        if self._thread.died:
+            return f"the backend thread died: {self._thread.died}"
+        now = time.perf_counter()
+        for batch in self._batches:
+            if batch.started is not None and now - batch.started > self._stall_limit(batch):
+                return (f"a batch of {len(batch.items)} items has run for {now - batch.started:.1f} s, far past its "
+                        f"expected {batch.expected_s:.2f} s: the backend is stuck")
+        return None
 
     def submit(self, items: Sequence[EncodedInput], deadline: float) -> Job:
         """Queue ``items`` (one job) due by ``deadline`` (event-loop time); raises :class:`Overloaded`."""
         if self._closing:
             raise NotReady("the server is shutting down", kind="draining")
+        if (reason := self.health()) is not None:
+            raise NotReady(f"the server is unhealthy: {reason}", kind="unhealthy")
         if self.in_system + len(items) > self._limits.max_queue_items:
             raise Overloaded(
                 f"{self.in_system} items are queued or running and this request adds {len(items)}; the limit is "
                 f"{self._limits.max_queue_items}", self.retry_after_s())
         loop = asyncio.get_running_loop()
-        job = Job(len(items), deadline, loop.create_future())
+        job = Job(len(items), loop.create_future())
         now = time.perf_counter()  # timings use perf_counter: uvloop's loop.time() has millisecond steps
         self._queue.extend(_Item(job, slot, enc, now) for slot, enc in enumerate(items))
-        self._queued += len(items)
-        timer = loop.call_at(deadline, self._expire, job)
-        job.future.add_done_callback(lambda _: timer.cancel())
+        job.deadline_timer = loop.call_at(deadline, self._expire, job)
         self._wakeup.set()
         return job
 
-    async def wait(self, job: Job) -> npt.NDArray[np.float64]:
-        """The job's scores in item order; cancelling the waiter drops the job's queued items."""
+    async def wait(self, job: Job) -> JobResult:
+        """The job's outcome; cancelling the waiter ends the job and drops its queued items."""
         try:
             return await asyncio.shield(job.future)
         except asyncio.CancelledError:
-            self.cancel(job)
+            self._end(job, None)
             raise
-
-    def cancel(self, job: Job) -> None:
-        """Drop the job's queued items (they will not run) and finish it as cancelled."""
-        self._forget_queued(job)
-        job.future.cancel()
 
     def retry_after_s(self) -> int:
         """Seconds until the work now in the system is likely done (1–60), for ``Retry-After``."""
@@ -209,41 +257,68 @@ class Scheduler:
         self._closing = True
         self._wakeup.set()
         if self._batcher is not None:
-            await self._batcher
+            await asyncio.gather(self._batcher, return_exceptions=True)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._thread.shutdown(wait=True)
+        self._thread.stop(wait=self._thread.alive and not self.health())  # a stuck call is not waited for
 
-    def _forget_queued(self, job: Job) -> None:
-        self._queued -= job.in_queue
-        job.in_queue = 0
+    # -- the one end of a job ---------------------------------------------------------------------------------
+
+    def _end(self, job: Job, outcome: JobResult | ServiceError | None) -> None:
+        """Finish ``job`` with its result, an error, or (``None``) as cancelled; drop its queued items."""
+        if job.done:
+            return
+        if isinstance(outcome, JobResult):
+            job.future.set_result(outcome)
+        else:
+            if outcome is None:
+                job.future.cancel()
+            else:
+                job.future.set_exception(outcome)
+            if any(it.job is job for it in self._queue):
+                self._queue = deque(it for it in self._queue if it.job is not job)
+        if job.deadline_timer is not None:
+            job.deadline_timer.cancel()
 
     def _expire(self, job: Job) -> None:
-        if job.done or not job.unstarted:
-            return  # finished, or all its items already running: their results are worth waiting for
-        self._forget_queued(job)
-        job.fail(DeadlineExceeded("the request's deadline passed while its items waited in the queue; "
-                                  "retry, send fewer items, or raise request_timeout_s"))
+        queued = any(it.job is job for it in self._queue)
+        where = ("while its items waited in the queue; retry, send fewer items, or raise request_timeout_s" if queued
+                 else "while its batch was running: the backend is slow or stuck (see /healthz)")
+        self._end(job, DeadlineExceeded(f"the request's deadline passed {where}"))
+
+    # -- the batcher ------------------------------------------------------------------------------------------
+
+    def _batcher_ended(self, task: asyncio.Task[None]) -> None:
+        if self._closing and not task.cancelled() and task.exception() is None:
+            return
+        reason = "cancelled" if task.cancelled() else f"{type(task.exception()).__name__}: {task.exception()}"
+        self._batcher_died = reason
+        log.critical("the batcher task died (%s); the server is unhealthy (/healthz answers 503)", reason,
+                     exc_info=None if task.cancelled() else task.exception())
+        error = NotReady(f"the server is unhealthy: the batcher task died ({reason})", kind="unhealthy")
+        for job in {it.job for it in self._queue}:
+            self._end(job, error)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self._slots.acquire()
-            batch = await self._next_batch()
-            if batch is None:
+            items = await self._next_batch()
+            if items is None:
                 self._slots.release()
                 return
-            task = loop.create_task(self._execute(batch, loop))
+            batch = _Batch(items)
+            self._batches.add(batch)
+            task = loop.create_task(self._execute(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _next_batch(self) -> list[_Item] | None:
         limits = self._limits
         while True:
-            if self._queued:
-                if limits.max_wait_s and self._queued < limits.max_batch_items and not self._closing:
-                    oldest = next(it.enqueued for it in self._queue if not it.job.done)
-                    remaining = oldest + limits.max_wait_s - time.perf_counter()
+            if self._queue:
+                if limits.max_wait_s and len(self._queue) < limits.max_batch_items and not self._closing:
+                    remaining = self._queue[0].enqueued + limits.max_wait_s - time.perf_counter()
                     if remaining > 0:
                         self._wakeup.clear()
                         try:
@@ -251,102 +326,96 @@ class Scheduler:
                         except TimeoutError:
                             pass
                         continue
-                batch = self._cut(time.perf_counter())
-                if batch:
-                    return batch
+                return self._cut(time.perf_counter())
             if self._closing:
                 return None
             self._wakeup.clear()
             await self._wakeup.wait()
 
     def _cut(self, now: float) -> list[_Item]:
-        """The next batch: the run of the length-sorted window, cut under the limits, that holds the oldest item."""
-        limits = self._limits
-        window: list[_Item] = []
-        while self._queue and len(window) < limits.sort_window:
-            item = self._queue.popleft()
-            if not item.job.done:
-                window.append(item)
-        if not window:
-            self._queued = 0
-            return []
-        # Cut the sorted window into consecutive batches from the shortest item up (what offline scoring
-        # does) and take the one holding the oldest item: batches stay tight, the rest of the window stays
-        # cut the same way for the next call, and the oldest item never waits behind newer ones.
-        order = sorted(range(len(window)), key=lambda i: window[i].length)
-        oldest = order.index(0)  # window[0] is the oldest item
-        lengths = [window[i].length for i in order]
-        lo = 0
-        while (hi := batch_end(lengths, lo, limits)) <= oldest:
-            lo = hi
-        chosen = set(order[lo:hi])
-        self._queue.extendleft(reversed([it for i, it in enumerate(window) if i not in chosen]))
-        batch = [window[i] for i in sorted(chosen)]
+        """Take the next batch out of the (non-empty) queue."""
+        window = [self._queue.popleft() for _ in range(min(self._limits.sort_window, len(self._queue)))]
+        chosen = window_cut([it.length for it in window], self._limits)
+        taken = set(chosen)
+        self._queue.extendleft(reversed([it for i, it in enumerate(window) if i not in taken]))
+        batch = [window[i] for i in chosen]
         for item in batch:
-            item.job.in_queue -= 1
             wait = now - item.enqueued
             item.job.queue_s = max(item.job.queue_s, wait)
             if self._observer:
                 self._observer.item_waited(wait)
-        self._queued -= len(batch)
-        self._running += len(batch)
         return batch
 
-    async def _execute(self, batch: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
-        started = time.perf_counter()
+    def _stall_limit(self, batch: _Batch) -> float:
+        return max(self._limits.stall_s, STALL_FACTOR * batch.expected_s)
+
+    # -- running a batch --------------------------------------------------------------------------------------
+
+    async def _execute(self, batch: _Batch) -> None:
+        rate = self._throughput.tokens_per_s
+        batch.expected_s = len(batch.items) * max(it.length for it in batch.items) / rate if rate else 0.0
+        loop = asyncio.get_running_loop()
+        loop.call_later(self._stall_limit(batch), self._check_stall, batch)
+        outcome: tuple[list[_Item], npt.NDArray[np.float64], PaddedBatch | None] | ServiceError
         try:
-            live, scores, padded = await loop.run_in_executor(self._thread, self._score, batch, loop)
-            error: ServiceError | None = None
+            outcome = await asyncio.wrap_future(self._thread.submit(self._score, batch))
         except ServiceError as exc:
-            error = exc
+            outcome = exc
         except Exception as exc:  # a bug below us: fail this batch's requests, keep serving the others
-            log.exception("the backend raised on a batch of %d items", len(batch))
-            error = BackendFailure(f"the backend raised {type(exc).__name__}: {exc}")
+            log.exception("the backend raised on a batch of %d items", len(batch.items))
+            outcome = BackendFailure(f"the backend raised {type(exc).__name__}: {exc}")
         finally:
-            elapsed = time.perf_counter() - started
-            self._running -= len(batch)
+            self._batches.discard(batch)
             self._slots.release()
-        if error is not None:
-            for item in batch:
-                item.job.fail(error)
+        elapsed = time.perf_counter() - (batch.started or time.perf_counter())
+        if isinstance(outcome, ServiceError):
+            for item in batch.items:
+                self._end(item.job, outcome)
             return
+        live, scores, padded = outcome
         if padded is None:
             return  # every item's request was gone before the batch started
-        self._throughput.add(len(live), elapsed)
+        self._throughput.add(len(live), int(padded.input_ids.size), elapsed)
         if self._observer:
             self._observer.batch(len(live), int(padded.input_ids.size), padded.padding_ratio, elapsed)
         self._scatter(live, scores, elapsed)
 
-    def _score(self, batch: list[_Item], loop: asyncio.AbstractEventLoop,
-               ) -> tuple[list[_Item], npt.NDArray[np.float64], PaddedBatch | None]:
+    def _check_stall(self, batch: _Batch) -> None:
+        """Log once when ``batch`` stalls (it may have waited behind another batch before it started)."""
+        if batch not in self._batches:
+            return
+        ran = 0.0 if batch.started is None else time.perf_counter() - batch.started
+        if ran <= self._stall_limit(batch):
+            loop = asyncio.get_running_loop()
+            loop.call_later(self._stall_limit(batch) - ran + 0.01, self._check_stall, batch)
+        else:
+            log.error("a batch of %d items has run for over %.1f s (expected %.2f s): the backend looks stuck; "
+                      "/healthz answers 503 until it returns", len(batch.items), self._stall_limit(batch),
+                      batch.expected_s)
+
+    def _score(self, batch: _Batch) -> tuple[list[_Item], npt.NDArray[np.float64], PaddedBatch | None]:
         """On the backend thread: drop items whose request is gone, then pad and score the rest."""
-        live = [it for it in batch if not it.job.done]
-        loop.call_soon_threadsafe(self._started, batch)
+        batch.started = time.perf_counter()
+        live = [it for it in batch.items if not it.job.done]
         if not live:
             return live, np.empty(0), None
         padded = pad_batch([it.encoded for it in live], self._spec)
         return live, self._backend.score(padded), padded
 
-    @staticmethod
-    def _started(batch: list[_Item]) -> None:
-        for item in batch:
-            item.job.unstarted -= 1
-
-    @staticmethod
-    def _scatter(batch: list[_Item], scores: npt.NDArray[np.float64], elapsed: float) -> None:
-        timed: set[int] = set()
+    def _scatter(self, batch: list[_Item], scores: npt.NDArray[np.float64], elapsed: float) -> None:
+        timed: set[Job] = set()
         for item, score in zip(batch, scores, strict=True):
             job = item.job
             if job.done:
                 continue
             if not math.isfinite(score):
-                job.fail(BackendFailure("the model produced a non-finite score (NaN/inf) for an item of this "
-                                        "request; check the checkpoint, its dtype, and the input"))
+                self._end(job, BackendFailure("the model produced a non-finite score (NaN/inf) for an item of this "
+                                              "request; check the checkpoint, its dtype, and the input"))
                 continue
-            if id(job) not in timed:
-                timed.add(id(job))
+            if job not in timed:
+                timed.add(job)
                 job.inference_s += elapsed
             job.scores[item.slot] = score
             job.unscored -= 1
             if job.unscored == 0:
-                job.future.set_result(job.scores)
+                self._end(job, JobResult(job.scores, job.queue_s, job.inference_s))

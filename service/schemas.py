@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rewardmodel import Prompt, RewardModelError
 from rewardmodel.conversation import split_conversation
 from service.engine import Scored, ScoreInput
-from service.errors import InvalidRequest
+from service.errors import DOCUMENTED, InvalidRequest
 
 
 class _Strict(BaseModel):
@@ -127,11 +127,8 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-_ERRORS = {400: "malformed or empty input", 401: "missing or wrong API key", 413: "over a size limit",
-           422: "schema violation", 429: "overloaded; retry after Retry-After seconds",
-           500: "backend failure", 503: "loading or draining", 504: "deadline passed in the queue"}
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorResponse, "description": text} for code, text in _ERRORS.items()}
+    error.status: {"model": ErrorResponse, "description": error.description} for error in DOCUMENTED}
 """The error answers of the scoring endpoints, for the OpenAPI schema."""
 
 

@@ -1,19 +1,30 @@
 """Running the app under uvicorn, with the graceful shutdown of DESIGN §5.
 
-On SIGTERM (or Ctrl-C) readiness turns 503 at once and new scoring requests get 503 ``draining``;
-uvicorn stops accepting connections, waits for the requests it has accepted (their items finish in the
-scheduler), then the lifespan drains the queue and releases the model. In Kubernetes a ``preStop``
-sleep keeps the pod in the Service's endpoints for a few seconds first, so no new request is routed to
-a pod that has stopped listening.
+On SIGTERM (or Ctrl-C) the process drains in three steps, and no request on an open connection is met
+by a closed socket:
+
+1. It keeps listening. ``/readyz`` answers 503 at once, new scoring requests get 503 ``draining``, and
+   every answer carries ``Connection: close``, so each client's connection closes cleanly after its
+   next answer. Requests admitted before the signal finish (200).
+2. Once no admitted request is left, it stops listening and waits :data:`LINGER_S` for connections it
+   has already accepted to send their request (they get 503 ``draining`` too).
+3. uvicorn's own shutdown closes the connections that are idle, then the lifespan drains the scheduler
+   and releases the model. The exit status is 0.
+
+A second signal forces the exit at once (status 1). In Kubernetes a ``preStop`` sleep keeps the pod in
+the Service's endpoints for a few seconds first, so little new traffic reaches a draining pod.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import threading
+import time
 from collections.abc import Generator
 from types import FrameType
 
@@ -24,6 +35,9 @@ from service.settings import ServiceSettings
 from service.state import ServiceState
 
 log = logging.getLogger(__name__)
+
+LINGER_S = 0.5
+"""How long a draining server keeps accepted connections open, after it stops listening, for their request."""
 
 
 class DrainingServer(uvicorn.Server):
@@ -49,9 +63,22 @@ class DrainingServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """First signal: drain; a second one forces exit (uvicorn's behaviour)."""
+        """First signal: drain; a second one (SIGTERM or SIGINT) forces the exit."""
         self._state.draining = True
+        if self.should_exit:
+            self.force_exit = True
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Drain (steps 1 and 2 of the module docstring), then uvicorn's shutdown (step 3)."""
+        deadline = time.monotonic() + (self.config.timeout_graceful_shutdown or 0)
+        while self._state.admitted and not self.force_exit and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for server in self.servers:
+            server.close()
+        if not self.force_exit:
+            await asyncio.sleep(LINGER_S)
+        await super().shutdown(sockets)
 
     def fail(self, reason: str) -> None:
         """The model could not be loaded: stop serving and exit non-zero."""
@@ -71,5 +98,8 @@ def serve(settings: ServiceSettings) -> int:
     server.run()
     if server.fatal:
         print(f"error: {server.fatal}", file=sys.stderr)
+        return 1
+    if server.force_exit:
+        print("error: forced exit on a second signal; requests still in flight were dropped", file=sys.stderr)
         return 1
     return 0

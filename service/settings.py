@@ -55,8 +55,10 @@ class ServiceSettings(BaseSettings):
     max_request_tokens: int = Field(1 << 20, ge=1, description="tokens in one request after truncation; more: 413")
     max_queue_items: int = Field(4096, ge=1, description="items queued or running in the whole process; a "
                                                          "request that would pass it gets 429 with Retry-After")
-    request_timeout_s: float = Field(60.0, gt=0, description="per-request deadline; items still queued when it "
-                                                             "passes are dropped and the request gets 504")
+    request_timeout_s: float = Field(60.0, gt=0, description="per-request deadline: a request whose scores are "
+                                     "not ready by then gets 504, and its items still queued are dropped")
+    batch_stall_s: float = Field(30.0, gt=0, description="a batch running longer than this and 10x its expected "
+                                 "time means the backend is stuck: /healthz answers 503 so the pod is restarted")
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         (), repr=False, description="comma-separated Bearer keys; set: scoring endpoints answer 401 without one "
                                     "(environment only, never a flag)")

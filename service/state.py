@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from service.scheduler import BatchLimits, Scheduler
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+BackendLoader = Callable[[Path, BundleCard, ServiceSettings], Backend]
+"""Builds the backend for a bundle (:func:`~service.backends.load_backend`, or a test's wrapper of it)."""
 
 
 def serving_formatter(root: Path, card: BundleCard, settings: ServiceSettings) -> Formatter:
@@ -40,7 +44,7 @@ class ServiceState:
     """The model, the engine once loaded, and the readiness flags; one per app."""
 
     def __init__(self, settings: ServiceSettings, root: Path, card: BundleCard, metrics: Metrics,
-                 on_fatal: Callable[[str], None] | None = None) -> None:
+                 on_fatal: Callable[[str], None] | None = None, load: BackendLoader = load_backend) -> None:
         self.settings = settings
         self.root = root
         self.card = card
@@ -51,27 +55,50 @@ class ServiceState:
         self.backend: Backend | None = None
         self.draining = False
         self.load_error: str | None = None
+        self.admitted = 0
+        """Scoring requests admitted and not yet answered: the drain waits for them."""
         self._on_fatal = on_fatal
-        metrics.track_readiness(lambda: self.engine is not None and not self.draining)
+        self._load = load
+        metrics.track_readiness(lambda: self.engine is not None and not self.draining and self.health() is None)
 
     @property
     def backend_info(self) -> BackendInfo | None:
         """What the loaded backend is."""
         return self.backend.info if self.backend else None
 
+    def health(self) -> str | None:
+        """Why this process can no longer serve (``/healthz`` answers 503: restart it), or ``None``."""
+        if self.load_error:
+            return self.load_error
+        return None if self.engine is None else self.engine.scheduler.health()
+
     def require_engine(self) -> Engine:
-        """The engine, or :class:`NotReady` while loading, after a failed load, or while draining."""
+        """The engine, or :class:`NotReady` while loading, after a failed load, while draining, or unhealthy."""
         if self.draining:
             raise NotReady("the server is shutting down; retry (another replica will answer)", kind="draining")
+        if self.load_error:
+            raise NotReady(self.load_error, kind="load_failed")
         if self.engine is None:
-            raise NotReady(self.load_error or "the model is still loading; poll /readyz", kind="not_ready")
+            raise NotReady("the model is still loading; poll /readyz", kind="not_ready")
+        if (reason := self.engine.scheduler.health()) is not None:
+            raise NotReady(f"the server is unhealthy: {reason}", kind="unhealthy")
         return self.engine
+
+    @contextmanager
+    def admit(self) -> Iterator[Engine]:
+        """Admit one scoring request (or refuse it with :class:`NotReady`); the drain waits for admitted ones."""
+        engine = self.require_engine()
+        self.admitted += 1
+        try:
+            yield engine
+        finally:
+            self.admitted -= 1
 
     async def start(self) -> None:
         """Load and warm up the backend on a thread, then start the scheduler."""
         s = self.settings
         try:
-            backend = await asyncio.to_thread(load_backend, self.root, self.card, s)
+            backend = await asyncio.to_thread(self._load, self.root, self.card, s)
             if s.warmup:
                 await asyncio.to_thread(self._warm_up, backend)
         except Exception as exc:  # whatever the cause, the pod must report unhealthy and say why
@@ -81,7 +108,7 @@ class ServiceState:
                 self._on_fatal(self.load_error)
             return
         limits = BatchLimits(s.max_batch_tokens, s.max_batch_items, s.max_queue_items, s.max_wait_ms / 1000,
-                             s.sort_window_items, s.max_batch_padding)
+                             s.sort_window_items, s.max_batch_padding, s.batch_stall_s)
         scheduler = Scheduler(backend, self.formatter.spec, limits, self.metrics)
         scheduler.start()
         self.metrics.track_queue_depth(lambda: scheduler.queue_depth)

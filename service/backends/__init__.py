@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from rewardmodel import BundleCard
-from service.backends.base import Backend, BackendInfo, one_score_per_row
+from service.backends.base import Backend, BackendInfo
 from service.settings import ServiceSettings
 
-__all__ = ["Backend", "BackendInfo", "load_backend", "one_score_per_row"]
+__all__ = ["Backend", "BackendInfo", "load_backend"]
 
 
 def load_backend(root: Path, card: BundleCard, settings: ServiceSettings) -> Backend:

@@ -14,7 +14,6 @@ import numpy as np
 import numpy.typing as npt
 
 from rewardmodel import PaddedBatch
-from service.errors import BackendFailure
 
 
 @dataclass(frozen=True)
@@ -45,14 +44,3 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release the model's memory."""
         ...
-
-
-def one_score_per_row(raw: object, rows: int) -> npt.NDArray[np.float64]:
-    """``raw`` as a ``(rows,)`` float array; a reward model that returns anything else is a bug we name."""
-    out = np.asarray(raw, dtype=np.float64)
-    if out.ndim == 2 and out.shape[1] == 1:
-        out = out[:, 0]
-    if out.shape != (rows,):
-        raise BackendFailure(f"the model must return one score per item: {rows} in, shape {out.shape} out; "
-                             "is its head a single-output (num_labels=1) score head?")
-    return out

@@ -9,7 +9,8 @@ import numpy.typing as npt
 
 from rewardmodel import BundleCard, PaddedBatch, RewardModelError
 from rewardmodel.onnx_model import CPU, CUDA, TENSORRT, available_providers, onnx_scorer, open_session, variant_file
-from service.backends.base import BackendInfo, one_score_per_row
+from rewardmodel.scoring import one_score_per_row
+from service.backends.base import BackendInfo
 from service.errors import BackendFailure
 
 
@@ -50,10 +51,11 @@ class OnnxBackend:
     def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
         """One score per row."""
         try:
-            raw = self._score(batch)
+            return one_score_per_row(self._score(batch), batch.input_ids.shape[0])
+        except RewardModelError as exc:
+            raise BackendFailure(str(exc)) from exc
         except Exception as exc:  # onnxruntime raises untyped RuntimeErrors (e.g. out of memory)
             raise BackendFailure(f"onnxruntime failed on a batch of {batch.input_ids.shape}: {exc}") from exc
-        return one_score_per_row(raw, batch.input_ids.shape[0])
 
     def health(self) -> None:
         """A session that loaded stays usable; nothing to probe."""

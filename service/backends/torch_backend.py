@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from rewardmodel import BundleCard, PaddedBatch
-from service.backends.base import BackendInfo, one_score_per_row
+from rewardmodel import BundleCard, PaddedBatch, RewardModelError
+from rewardmodel.scoring import one_score_per_row
+from service.backends.base import BackendInfo
 from service.errors import BackendFailure
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -24,7 +25,7 @@ class TorchBackend:
         except ImportError as exc:
             raise BackendFailure("--backend torch needs torch and transformers: pip install 'rewardserve[train]'") \
                 from exc
-        from rewardmodel.torch_model import load_torch_model
+        from rewardmodel.torch_model import load_torch_model, torch_scorer
 
         if device == "cuda" and not torch.cuda.is_available():
             raise BackendFailure("--device cuda, but torch sees no CUDA device; serve with --device cpu")
@@ -37,20 +38,19 @@ class TorchBackend:
             raise BackendFailure(f"cannot load the checkpoint in {root} on {device} as {variant}: {exc}") from exc
         self._torch = torch
         self._model = model
+        self._score = torch_scorer(model)
         self._device = torch.device(device)
         attention = getattr(model.config, "_attn_implementation", "sdpa")
         self.info = BackendInfo("torch", device, DTYPES[variant], f"attention={attention}")
 
     def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
         """One score per row, computed without autograd."""
-        torch = self._torch
         try:
-            inputs = {k: torch.from_numpy(v).to(self._device, non_blocking=True) for k, v in batch.as_dict().items()}
-            with torch.inference_mode():
-                raw = self._model(**inputs).logits.float().cpu().numpy()
+            return one_score_per_row(self._score(batch), batch.input_ids.shape[0])
+        except RewardModelError as exc:
+            raise BackendFailure(str(exc)) from exc
         except (RuntimeError, ValueError) as exc:  # CUDA OOM is a RuntimeError subclass
             raise BackendFailure(f"torch failed on a batch of {tuple(batch.input_ids.shape)}: {exc}") from exc
-        return one_score_per_row(raw, batch.input_ids.shape[0])
 
     def health(self) -> None:
         """A CUDA device that has gone bad raises on synchronize."""

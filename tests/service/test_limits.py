@@ -98,9 +98,9 @@ def test_deadline_passed_in_the_queue_is_504(bert_onnx_bundle: Path) -> None:
 def test_not_ready_and_draining_are_503(bert_onnx_bundle: Path) -> None:
     with running(model=bert_onnx_bundle, variant="fp16") as broken:  # the bundle has no fp16 export
         assert "fp16" in error_of(httpx.get(broken.url + "/healthz"), 503, "load_failed")
-        error_of(httpx.get(broken.url + "/readyz"), 503, "not_ready")
+        error_of(httpx.get(broken.url + "/readyz"), 503, "load_failed")
         r = httpx.post(broken.url + "/score", json={"items": [ITEM]})
-        assert "rewardserve export" in error_of(r, 503, "not_ready") and r.headers["retry-after"] == "1"
+        assert "rewardserve export" in error_of(r, 503, "load_failed") and r.headers["retry-after"] == "1"
     with running(model=bert_onnx_bundle) as live:
         live.state.draining = True
         error_of(httpx.get(live.url + "/readyz"), 503, "draining")
