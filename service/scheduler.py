@@ -159,6 +159,25 @@ class _Batch:
     expected_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """What the backend thread made of a batch: its live items, their scores, and requests that failed alone."""
+
+    live: list[_Item]
+    scores: npt.NDArray[np.float64]
+    padded: PaddedBatch | None
+    """``None`` when no item was live (nothing ran)."""
+    failed: dict[Job, ServiceError] = field(default_factory=dict)
+
+
+def _as_failure(exc: Exception, rows: int) -> ServiceError:
+    """A backend's exception as the service error its requests get (a foreign one is a bug below us: logged)."""
+    if isinstance(exc, ServiceError):
+        return exc
+    log.error("the backend raised on a batch of %d items", rows, exc_info=exc)
+    return BackendFailure(f"the backend raised {type(exc).__name__}: {exc}")
+
+
 class _Throughput:
     """Exponentially weighted items and padded tokens per second of the backend."""
 
@@ -184,6 +203,8 @@ class Scheduler:
         self._observer = observer
         self._queue: deque[_Item] = deque()
         self._batches: set[_Batch] = set()
+        self._jobs: set[Job] = set()
+        """Jobs not yet ended: what a dying batcher must not leave waiting."""
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(PIPELINE_DEPTH)
         self._thread = BackendThread()
@@ -191,6 +212,7 @@ class Scheduler:
         self._batcher: asyncio.Task[None] | None = None
         self._batcher_died: str | None = None
         self._closing = False
+        self._flushing = False
         self._throughput = _Throughput()
 
     @property
@@ -233,6 +255,7 @@ class Scheduler:
                 f"{self._limits.max_queue_items}", self.retry_after_s())
         loop = asyncio.get_running_loop()
         job = Job(len(items), loop.create_future())
+        self._jobs.add(job)
         now = time.perf_counter()  # timings use perf_counter: uvloop's loop.time() has millisecond steps
         self._queue.extend(_Item(job, slot, enc, now) for slot, enc in enumerate(items))
         job.deadline_timer = loop.call_at(deadline, self._expire, job)
@@ -252,9 +275,14 @@ class Scheduler:
         rate = self._throughput.items_per_s
         return 1 if not rate else max(1, min(60, math.ceil(self.in_system / rate)))
 
+    def flush(self) -> None:
+        """Stop waiting for fuller batches (``max_wait_s``): the process is draining, no more items will come."""
+        self._flushing = True
+        self._wakeup.set()
+
     async def close(self) -> None:
         """Stop admitting work, finish what is queued, stop the backend thread."""
-        self._closing = True
+        self._closing = self._flushing = True
         self._wakeup.set()
         if self._batcher is not None:
             await asyncio.gather(self._batcher, return_exceptions=True)
@@ -268,6 +296,7 @@ class Scheduler:
         """Finish ``job`` with its result, an error, or (``None``) as cancelled; drop its queued items."""
         if job.done:
             return
+        self._jobs.discard(job)
         if isinstance(outcome, JobResult):
             job.future.set_result(outcome)
         else:
@@ -295,9 +324,16 @@ class Scheduler:
         self._batcher_died = reason
         log.critical("the batcher task died (%s); the server is unhealthy (/healthz answers 503)", reason,
                      exc_info=None if task.cancelled() else task.exception())
+        # A job whose items all sit in formed batches still gets its scores; any other (items queued, or
+        # taken out of the queue by the batcher as it died) would wait for nothing.
         error = NotReady(f"the server is unhealthy: the batcher task died ({reason})", kind="unhealthy")
-        for job in {it.job for it in self._queue}:
-            self._end(job, error)
+        in_batches: dict[Job, int] = {}
+        for batch in self._batches:
+            for item in batch.items:
+                in_batches[item.job] = in_batches.get(item.job, 0) + 1
+        for job in list(self._jobs):
+            if in_batches.get(job, 0) < len(job.scores):
+                self._end(job, error)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -317,7 +353,7 @@ class Scheduler:
         limits = self._limits
         while True:
             if self._queue:
-                if limits.max_wait_s and len(self._queue) < limits.max_batch_items and not self._closing:
+                if limits.max_wait_s and len(self._queue) < limits.max_batch_items and not self._flushing:
                     remaining = self._queue[0].enqueued + limits.max_wait_s - time.perf_counter()
                     if remaining > 0:
                         self._wakeup.clear()
@@ -356,14 +392,11 @@ class Scheduler:
         batch.expected_s = len(batch.items) * max(it.length for it in batch.items) / rate if rate else 0.0
         loop = asyncio.get_running_loop()
         loop.call_later(self._stall_limit(batch), self._check_stall, batch)
-        outcome: tuple[list[_Item], npt.NDArray[np.float64], PaddedBatch | None] | ServiceError
+        outcome: _Outcome | ServiceError
         try:
             outcome = await asyncio.wrap_future(self._thread.submit(self._score, batch))
-        except ServiceError as exc:
-            outcome = exc
-        except Exception as exc:  # a bug below us: fail this batch's requests, keep serving the others
-            log.exception("the backend raised on a batch of %d items", len(batch.items))
-            outcome = BackendFailure(f"the backend raised {type(exc).__name__}: {exc}")
+        except Exception as exc:
+            outcome = _as_failure(exc, len(batch.items))
         finally:
             self._batches.discard(batch)
             self._slots.release()
@@ -372,13 +405,15 @@ class Scheduler:
             for item in batch.items:
                 self._end(item.job, outcome)
             return
-        live, scores, padded = outcome
-        if padded is None:
+        for job, error in outcome.failed.items():
+            self._end(job, error)
+        if outcome.padded is None:
             return  # every item's request was gone before the batch started
-        self._throughput.add(len(live), int(padded.input_ids.size), elapsed)
+        self._throughput.add(len(outcome.live), int(outcome.padded.input_ids.size), elapsed)
         if self._observer:
-            self._observer.batch(len(live), int(padded.input_ids.size), padded.padding_ratio, elapsed)
-        self._scatter(live, scores, elapsed)
+            self._observer.batch(len(outcome.live), int(outcome.padded.input_ids.size), outcome.padded.padding_ratio,
+                                 elapsed)
+        self._scatter(outcome.live, outcome.scores, elapsed)
 
     def _check_stall(self, batch: _Batch) -> None:
         """Log once when ``batch`` stalls (it may have waited behind another batch before it started)."""
@@ -393,14 +428,33 @@ class Scheduler:
                       "/healthz answers 503 until it returns", len(batch.items), self._stall_limit(batch),
                       batch.expected_s)
 
-    def _score(self, batch: _Batch) -> tuple[list[_Item], npt.NDArray[np.float64], PaddedBatch | None]:
-        """On the backend thread: drop items whose request is gone, then pad and score the rest."""
+    def _score(self, batch: _Batch) -> _Outcome:
+        """On the backend thread: drop items whose request is gone, then pad and score the rest.
+
+        If the batch fails and holds several requests, each request's items are scored again on their own:
+        one request's input (or its size) may be what broke the batch, and the others deserve their scores.
+        """
         batch.started = time.perf_counter()
         live = [it for it in batch.items if not it.job.done]
         if not live:
-            return live, np.empty(0), None
+            return _Outcome(live, np.empty(0), None)
         padded = pad_batch([it.encoded for it in live], self._spec)
-        return live, self._backend.score(padded), padded
+        try:
+            return _Outcome(live, self._backend.score(padded), padded)
+        except Exception:
+            rows: dict[Job, list[int]] = {}
+            for i, item in enumerate(live):
+                rows.setdefault(item.job, []).append(i)
+            if len(rows) == 1:
+                raise
+        scores = np.full(len(live), np.nan)
+        failed: dict[Job, ServiceError] = {}
+        for job, index in rows.items():
+            try:
+                scores[index] = self._backend.score(pad_batch([live[i].encoded for i in index], self._spec))
+            except Exception as exc:
+                failed[job] = _as_failure(exc, len(index))
+        return _Outcome(live, scores, padded, failed)
 
     def _scatter(self, batch: list[_Item], scores: npt.NDArray[np.float64], elapsed: float) -> None:
         timed: set[Job] = set()

@@ -71,6 +71,7 @@ class DrainingServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Drain (steps 1 and 2 of the module docstring), then uvicorn's shutdown (step 3)."""
+        self._state.begin_drain()
         deadline = time.monotonic() + (self.config.timeout_graceful_shutdown or 0)
         while self._state.admitted and not self.force_exit and time.monotonic() < deadline:
             await asyncio.sleep(0.01)

@@ -84,6 +84,12 @@ class ServiceState:
             raise NotReady(f"the server is unhealthy: {reason}", kind="unhealthy")
         return self.engine
 
+    def begin_drain(self) -> None:
+        """Refuse new scoring requests (503 draining) and run what is queued without waiting for fuller batches."""
+        self.draining = True
+        if self.engine is not None:
+            self.engine.scheduler.flush()
+
     @contextmanager
     def admit(self) -> Iterator[Engine]:
         """Admit one scoring request (or refuse it with :class:`NotReady`); the drain waits for admitted ones."""

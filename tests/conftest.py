@@ -119,3 +119,21 @@ def qwen_onnx_bundle(tmp_path_factory: pytest.TempPathFactory, trained_qwen_bund
                      good_bad_files: tuple[Path, Path]) -> Path:
     """The trained tiny Qwen (ChatML, right padding) bundle with an fp32 ONNX variant."""
     return _export(trained_qwen_bundle, tmp_path_factory.mktemp("served") / "qwen", good_bad_files, ("fp32",))
+
+
+@pytest.fixture(scope="session")
+def poisoned_bundle(tmp_path_factory: pytest.TempPathFactory, trained_bert_bundle: Path) -> Path:
+    """The tiny BERT whose embedding of one word is NaN: any input with that word scores NaN."""
+    from safetensors.torch import load_file, save_file
+
+    from rewardmodel import load_tokenizer, read_card, write_card
+
+    root = tmp_path_factory.mktemp("poison") / "bundle"
+    shutil.copytree(trained_bert_bundle, root)
+    weights = load_file(root / "model.safetensors")
+    token = load_tokenizer(root).token_to_id("rain")
+    key = next(k for k in weights if k.endswith("word_embeddings.weight"))
+    weights[key][token] = float("nan")
+    save_file(weights, root / "model.safetensors", metadata={"format": "pt"})
+    write_card(root, read_card(root, verify=False))
+    return root

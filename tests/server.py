@@ -14,8 +14,9 @@ import httpx
 import uvicorn
 
 from service.app import create_app
+from service.backends import load_backend
 from service.settings import ServiceSettings
-from service.state import ServiceState
+from service.state import BackendLoader, ServiceState
 
 
 @dataclass
@@ -40,9 +41,9 @@ def scrape(url: str, name: str, **labels: str) -> float:
 
 
 @contextmanager
-def running(wait_ready: bool = True, **settings: Any) -> Iterator[Running]:
-    """Serve ``ServiceSettings(**settings)`` on a free port until the block ends."""
-    app = create_app(ServiceSettings(**{"log_level": "warning", **settings}))
+def running(wait_ready: bool = True, load: BackendLoader = load_backend, **settings: Any) -> Iterator[Running]:
+    """Serve ``ServiceSettings(**settings)`` on a free port until the block ends (``load``: see ``create_app``)."""
+    app = create_app(ServiceSettings(**{"log_level": "warning", **settings}), load=load)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"

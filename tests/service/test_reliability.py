@@ -13,9 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import pytest
 
-from rewardmodel import load_tokenizer, read_card, write_card
 from tests.helpers import free_port, wait_ready
 from tests.server import error_of, running
 
@@ -61,22 +59,6 @@ def test_hostile_input_catalogue(bert_onnx_bundle: Path) -> None:
             else:
                 error_of(r, status, kind)
         assert httpx.post(live.url + "/score", json={"items": [ITEM]}).status_code == 200
-
-
-@pytest.fixture(scope="module")
-def poisoned_bundle(tmp_path_factory: pytest.TempPathFactory, trained_bert_bundle: Path) -> Path:
-    """The tiny BERT whose embedding of one word is NaN: any input with that word scores NaN."""
-    from safetensors.torch import load_file, save_file
-
-    root = tmp_path_factory.mktemp("poison") / "bundle"
-    shutil.copytree(trained_bert_bundle, root)
-    weights = load_file(root / "model.safetensors")
-    token = load_tokenizer(root).token_to_id("rain")
-    key = next(k for k in weights if k.endswith("word_embeddings.weight"))
-    weights[key][token] = float("nan")
-    save_file(weights, root / "model.safetensors", metadata={"format": "pt"})
-    write_card(root, read_card(root, verify=False))
-    return root
 
 
 def test_a_nan_producing_input_fails_only_its_own_request(poisoned_bundle: Path) -> None:

@@ -11,8 +11,8 @@ import pytest
 
 from rewardmodel import EncodedInput, FormatSpec, PaddedBatch, SpecialToken
 from service.backends import BackendInfo
-from service.errors import BackendFailure, DeadlineExceeded, Overloaded
-from service.scheduler import BatchLimits, Scheduler
+from service.errors import BackendFailure, DeadlineExceeded, NotReady, Overloaded
+from service.scheduler import BatchLimits, Scheduler, window_cut
 
 SPEC = FormatSpec(template="pair", max_length=64, score_position="first", padding_side="right",
                   pad_token=SpecialToken("[PAD]", 0))
@@ -228,5 +228,143 @@ def test_close_finishes_queued_work() -> None:
         backend.gate.set()
         await closing
         assert job.future.done() and len(job.future.result().scores) == 7
+
+    run(go)
+
+
+def test_window_cut_takes_the_sorted_run_that_holds_the_oldest_item() -> None:
+    lim = limits(max_batch_tokens=12, max_batch_items=3)
+    # sorted lengths 2,2,3 | 4,5 | 9: the oldest item (position 0, length 5) is in the second run
+    assert window_cut([5, 2, 9, 2, 4, 3], lim) == [0, 4]
+    assert window_cut([2, 5, 9, 2, 4, 3], lim) == [0, 3, 5]  # oldest is short: the first run
+    assert window_cut([9, 2, 2], lim) == [0]  # a long oldest item runs alone rather than wait
+    assert window_cut([7], lim) == [0]
+
+
+def test_a_raising_item_fails_only_its_own_request_when_batched_with_others() -> None:
+    async def go() -> None:
+        backend = Recorder(fail_on=lambda b: bool((b.input_ids == 13).any()))
+        scheduler = Scheduler(backend, SPEC, limits())
+        scheduler.start()
+        await _held(backend, scheduler)
+        deadline = asyncio.get_running_loop().time() + 30
+        good1, bad, good2 = (scheduler.submit([item(x, 1), item(x, 2)], deadline) for x in (2, 13, 4))
+        backend.gate.set()
+        with pytest.raises(BackendFailure, match="boom"):
+            await scheduler.wait(bad)
+        assert (await scheduler.wait(good1)).scores.tolist() == [3.0, 4.0]
+        assert (await scheduler.wait(good2)).scores.tolist() == [5.0, 6.0]
+        await scheduler.close()
+        assert len(backend.batches[1]) == 6  # they were cut into one batch, which failed, then ran per request
+        assert scheduler.in_system == 0 and scheduler.health() is None
+
+    run(go)
+
+
+@pytest.mark.parametrize("max_wait_s", [0.0, 0.05])
+def test_after_a_failed_or_nan_job_the_next_job_is_served(max_wait_s: float) -> None:
+    """The wedge: with max_wait > 0 a failed job's items stayed counted and the batcher died."""
+    async def go() -> None:
+        backend = Recorder(fail_on=lambda b: bool((b.input_ids == 13).any()))
+        scheduler = Scheduler(backend, SPEC, limits(max_wait_s=max_wait_s))
+        scheduler.start()
+        deadline = asyncio.get_running_loop().time() + 30
+        for bad_id, error in ((666, "non-finite"), (13, "boom")):
+            bad = scheduler.submit([item(bad_id, 1), item(5, 5)], deadline)
+            with pytest.raises(BackendFailure, match=error):
+                await scheduler.wait(bad)
+            assert scheduler.queue_depth == 0 and scheduler.in_system == 0
+            nxt = scheduler.submit([item(2, 2)], deadline)
+            assert (await asyncio.wait_for(scheduler.wait(nxt), 5)).scores.tolist() == [4.0]
+        assert scheduler.health() is None
+        await scheduler.close()
+
+    run(go)
+
+
+class Exploding:
+    """An observer that raises on the first waited item: a bug that kills the batcher task."""
+
+    def item_waited(self, seconds: float) -> None:
+        raise ZeroDivisionError("planted")
+
+    def batch(self, items: int, padded_tokens: int, padding_ratio: float, seconds: float) -> None:
+        pass
+
+
+def test_a_dead_batcher_is_reported_and_fails_queued_and_new_work() -> None:
+    async def go() -> None:
+        scheduler = Scheduler(Recorder(), SPEC, limits(), observer=Exploding())
+        scheduler.start()
+        job = scheduler.submit([item(1, 1)], asyncio.get_running_loop().time() + 30)
+        with pytest.raises(NotReady) as info:
+            await asyncio.wait_for(scheduler.wait(job), 5)
+        assert info.value.kind == "unhealthy"
+        assert "batcher task died" in (scheduler.health() or "") and "planted" in (scheduler.health() or "")
+        with pytest.raises(NotReady, match="batcher task died"):
+            scheduler.submit([item(2)], asyncio.get_running_loop().time() + 30)
+        await scheduler.close()
+
+    run(go)
+
+
+class Dying(Recorder):
+    """A backend whose call raises a BaseException on id 99, which ends the thread it runs on."""
+
+    def score(self, batch: PaddedBatch) -> np.ndarray:
+        if (batch.input_ids == 99).any():
+            raise SystemExit("planted")
+        return super().score(batch)
+
+
+def test_a_dead_backend_thread_is_reported_and_nothing_waits_on_it() -> None:
+    async def go() -> None:
+        scheduler = Scheduler(Dying(), SPEC, limits(max_batch_items=1))
+        scheduler.start()
+        deadline = asyncio.get_running_loop().time() + 30
+        dying, behind = scheduler.submit([item(99)], deadline), scheduler.submit([item(3)], deadline)
+        with pytest.raises(BackendFailure, match="thread died"):
+            await asyncio.wait_for(scheduler.wait(dying), 5)
+        with pytest.raises((BackendFailure, NotReady)):
+            await asyncio.wait_for(scheduler.wait(behind), 5)
+        assert "backend thread died" in (scheduler.health() or "")
+        with pytest.raises(NotReady, match="backend thread died"):
+            scheduler.submit([item(4)], deadline)
+        await scheduler.close()
+
+    run(go)
+
+
+def test_a_stuck_batch_makes_the_scheduler_unhealthy_until_it_returns() -> None:
+    async def go() -> None:
+        backend = Recorder()
+        scheduler = Scheduler(backend, SPEC, limits(stall_s=0.2))
+        scheduler.start()
+        loop = asyncio.get_running_loop()
+        backend.gate.clear()
+        stuck = scheduler.submit([item(1)], loop.time() + 0.5)
+        while scheduler.health() is None:
+            await asyncio.sleep(0.01)
+        assert "has run for" in (scheduler.health() or "")
+        with pytest.raises(DeadlineExceeded, match="while its batch was running"):
+            await scheduler.wait(stuck)  # the deadline is hard, even for a running batch
+        backend.gate.set()
+        while scheduler.in_system:
+            await asyncio.sleep(0.01)
+        assert scheduler.health() is None
+        assert (await scheduler.wait(scheduler.submit([item(2)], loop.time() + 5))).scores.tolist() == [2.0]
+        await scheduler.close()
+
+    run(go)
+
+
+def test_flush_stops_waiting_for_a_fuller_batch() -> None:
+    async def go() -> None:
+        scheduler = Scheduler(Recorder(), SPEC, limits(max_wait_s=30))
+        scheduler.start()
+        job = scheduler.submit([item(1)], asyncio.get_running_loop().time() + 60)
+        scheduler.flush()
+        assert (await asyncio.wait_for(scheduler.wait(job), 5)).scores.tolist() == [1.0]
+        await scheduler.close()
 
     run(go)

@@ -1,0 +1,199 @@
+"""Faults against a real server, with ``max_wait_ms`` 0 and > 0 and several batches in flight: every request
+gets its documented answer, liveness tells the truth, and the next request after each fault gets 200.
+
+Faults come from :class:`Faulty`, which wraps the real onnxruntime backend of a real bundle and
+misbehaves on rows holding a marker word: the model, tokenizer, scheduler and HTTP stack are the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from rewardmodel import BundleCard, PaddedBatch, load_tokenizer
+from service.backends import Backend, load_backend
+from service.settings import ServiceSettings
+from tests.server import Running, error_of, running
+
+MARKERS = ("boom", "hang", "nan", "die", "walked")
+
+
+class Faulty:
+    """The real backend, except on rows holding a marker: boom raises, hang blocks until released, nan
+    scores NaN, die raises SystemExit (which ends the backend thread). Counts the rows of each marker run."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.release.set()
+        self.seen: Counter[str] = Counter()
+        self._real: Backend | None = None
+        self._ids: dict[str, int] = {}
+
+    def load(self, root: Path, card: BundleCard, settings: ServiceSettings) -> Faulty:
+        self._real = load_backend(root, card, settings)
+        self.info = self._real.info
+        tokenizer = load_tokenizer(root)
+        self._ids = {w: tokenizer.token_to_id(w) for w in MARKERS}
+        return self
+
+    def score(self, batch: PaddedBatch) -> np.ndarray:
+        assert self._real is not None
+        rows = {w: (batch.input_ids == i).any(axis=1) for w, i in self._ids.items()}
+        for word, where in rows.items():
+            self.seen[word] += int(where.sum())
+        if rows["hang"].any():
+            self.release.wait(30)
+        if rows["boom"].any():
+            raise RuntimeError("planted backend failure")
+        if rows["die"].any():
+            raise SystemExit("planted thread death")
+        scores = self._real.score(batch)
+        scores[rows["nan"]] = np.nan
+        return scores
+
+    def health(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self._real is not None:
+            self._real.close()
+
+
+def post(live: Running, *completions: str, timeout: float = 30) -> httpx.Response:
+    items = [{"prompt": "how are you ?", "completion": c} for c in completions]
+    return httpx.post(live.url + "/score", json={"items": items}, timeout=timeout)
+
+
+def until(condition: Callable[[], bool], what: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
+        time.sleep(0.02)
+
+
+def served(live: Running) -> None:
+    r = post(live, "i am good .")
+    assert r.status_code == 200 and len(r.json()["scores"]) == 1, r.text
+
+
+@pytest.mark.parametrize("max_wait_ms", [0, 50])
+def test_faults_get_their_answers_and_the_next_request_is_served(bert_onnx_bundle: Path, max_wait_ms: int) -> None:
+    faulty = Faulty()
+    with running(model=bert_onnx_bundle, load=faulty.load, max_wait_ms=max_wait_ms, max_batch_items=4,
+                 request_timeout_s=3, batch_stall_s=0.5) as live, ThreadPoolExecutor(12) as pool:
+        # a raising batch and a NaN item, each among concurrent good requests (several batches in flight):
+        # only the faulty request fails
+        for marker in ("boom", "nan"):
+            bad = pool.submit(post, live, "i am good .", f"the {marker} is here .")
+            good = [pool.submit(post, live, f"fine {k} .", f"good {k} .") for k in range(10)]
+            error_of(bad.result(), 500, "backend_error")
+            for g in good:
+                assert g.result().status_code == 200 and len(g.result().json()["scores"]) == 2, g.result().text
+            assert faulty.seen[marker] >= 1
+            served(live)
+
+        # a backend call that hangs past the deadline: 504 for it and for what queued behind it, /healthz 503
+        # (and rewardserve_ready 0) while it hangs; once it returns, all is well again
+        faulty.release.clear()
+        hung = pool.submit(post, live, "hang on")
+        until(lambda: faulty.seen["hang"] >= 1, "the hanging batch started")
+        behind = pool.submit(post, live, "i am fine .")
+        until(lambda: httpx.get(live.url + "/healthz").status_code == 503, "/healthz reports the stall")
+        assert "has run for" in error_of(httpx.get(live.url + "/healthz"), 503, "unhealthy")
+        assert live.metric("rewardserve_ready") == 0
+        error_of(hung.result(), 504, "deadline_exceeded")
+        error_of(behind.result(), 504, "deadline_exceeded")
+        faulty.release.set()
+        until(lambda: httpx.get(live.url + "/healthz").status_code == 200, "/healthz recovers")
+        assert live.metric("rewardserve_ready") == 1
+        served(live)
+
+        # a client that disconnects while the batch before its own runs: its items never run
+        faulty.release.clear()
+        holder = pool.submit(post, live, "hang on")
+        until(lambda: faulty.seen["hang"] >= 2, "the holding batch started")
+        with pytest.raises(httpx.ReadTimeout):
+            post(live, "she walked away .", timeout=0.3)
+        until(lambda: live.metric("rewardserve_requests_total", endpoint="/score", code="499") >= 1, "the 499")
+        faulty.release.set()
+        assert holder.result().status_code == 200
+        served(live)
+        assert faulty.seen["walked"] == 0
+        assert live.metric("rewardserve_queue_depth_items") == 0
+
+
+@pytest.mark.parametrize("max_wait_ms", [0, 50])
+def test_a_nan_from_the_model_fails_its_request_and_the_next_one_is_served(poisoned_bundle: Path,
+                                                                           max_wait_ms: int) -> None:
+    """The reported wedge: a real checkpoint that scores NaN on one word, with max_wait_ms > 0."""
+    with running(model=poisoned_bundle, backend="torch", max_wait_ms=max_wait_ms) as live:
+        for _ in range(3):
+            r = post(live, " the rain")
+            assert "non-finite" in error_of(r, 500, "backend_error")
+            served(live)
+        assert httpx.get(live.url + "/healthz").status_code == 200
+
+
+def test_a_dead_backend_thread_turns_liveness_red_and_says_why(bert_onnx_bundle: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    faulty = Faulty()
+    with caplog.at_level(logging.CRITICAL, logger="service"), running(model=bert_onnx_bundle, load=faulty.load) as live:
+        served(live)
+        assert "thread died" in error_of(post(live, "die now"), 500, "backend_error")
+        assert "backend thread died" in error_of(httpx.get(live.url + "/healthz"), 503, "unhealthy")
+        error_of(httpx.get(live.url + "/readyz"), 503, "unhealthy")
+        assert "backend thread died" in error_of(post(live, "i am fine ."), 503, "unhealthy")
+        assert live.metric("rewardserve_ready") == 0
+    assert any("backend thread died" in r.getMessage() and "SystemExit" in r.getMessage() for r in caplog.records)
+
+
+def test_a_dead_batcher_turns_liveness_red_and_says_why(bert_onnx_bundle: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.CRITICAL, logger="service"), running(model=bert_onnx_bundle) as live:
+        served(live)
+        assert live.state.engine is not None
+        batcher = live.state.engine.scheduler._batcher
+        assert batcher is not None
+        batcher.get_loop().call_soon_threadsafe(batcher.cancel)  # kill it, as a bug escaping its loop would
+        until(lambda: httpx.get(live.url + "/healthz").status_code == 503, "/healthz reports the dead batcher")
+        assert "batcher task died" in error_of(httpx.get(live.url + "/healthz"), 503, "unhealthy")
+        assert "batcher task died" in error_of(post(live, "i am fine ."), 503, "unhealthy")
+        assert live.metric("rewardserve_ready") == 0
+    assert any("batcher task died" in r.getMessage() for r in caplog.records)
+
+
+def test_the_batcher_dying_with_work_queued_fails_that_work_instead_of_hanging(bert_onnx_bundle: Path) -> None:
+    faulty = Faulty()
+    with running(model=bert_onnx_bundle, load=faulty.load, request_timeout_s=30) as live, \
+            ThreadPoolExecutor(3) as pool:
+        faulty.release.clear()
+        holder = pool.submit(post, live, "hang on")
+        until(lambda: faulty.seen["hang"] >= 1, "the holding batch started")
+        assert live.state.engine is not None
+        scheduler = live.state.engine.scheduler
+        formed = pool.submit(post, live, "i am good .")  # cut into the next batch, which waits for the backend
+        until(lambda: scheduler.in_system == 2 and scheduler.queue_depth == 0, "the second batch is formed")
+        queued = pool.submit(post, live, "i am fine .")  # no batch slot is free: it stays queued
+        until(lambda: scheduler.queue_depth == 1, "the third request is queued")
+        batcher = scheduler._batcher
+        assert batcher is not None
+        asyncio.run_coroutine_threadsafe(_cancel(batcher), batcher.get_loop()).result(5)
+        assert "batcher task died" in error_of(queued.result(timeout=5), 503, "unhealthy")  # not at its deadline
+        faulty.release.set()
+        for running_batch in (holder, formed):  # their batches were formed before it died: they get scores
+            assert running_batch.result().status_code == 200
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.sleep(0)
