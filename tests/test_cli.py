@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,14 +99,44 @@ def _read_json(stream: IO[str]) -> str:
     raise AssertionError("no JSON on stdout: " + "".join(lines))
 
 
-def test_serve_help_documents_every_setting() -> None:
-    from service.settings import setting_fields
+def _flag_help(text: str, flag: str) -> str:
+    """The help of ``flag`` in ``--help`` output, whitespace collapsed (argparse wraps lines)."""
+    flat = " ".join(text.split())
+    options = flat[flat.index("options:"):]
+    found = re.search(rf" {flag}[ ,]", options)
+    assert found, f"{flag} is not in the help"
+    rest = options[found.end():]
+    following = re.search(r" --(?!no-)[a-z][a-z0-9-]* [A-Z{\[]| --[a-z][a-z0-9-]*, --no-", rest)
+    return options[found.start():found.end() + (following.start() if following else len(rest))]
 
-    proc = run_cli("serve", "--help")
+
+@pytest.mark.parametrize("command", ["serve", "demo", "train"])
+def test_help_shows_every_setting_with_its_description_and_one_default(command: str) -> None:
+    from service.settings import setting_fields
+    from training.config import config_fields
+
+    proc = run_cli(command, "--help")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+    fields = config_fields() if command == "train" else [f for f in setting_fields() if f[0] != "model" or
+                                                          command == "serve"]
+    for name, default, description, _ in fields:
+        text = _flag_help(proc.stdout, "--" + name.replace("_", "-"))
+        assert " ".join(description.split()) in text, (name, text)  # e.g. a stray % garbles it
+        assert text.count("(default:") == 1, (name, text)
+        if command == "demo" and name == "variant":
+            assert "(default: 'int8')" in text  # what the demo serves
+        elif isinstance(default, bool):
+            assert f"(default: {'on' if default else 'off'})" in text, (name, text)
+    if command != "train":
+        assert "REWARDSERVE_API_KEYS" in proc.stdout or command == "demo"
+        assert "--api-keys" not in proc.stdout
+
+
+def test_export_help_names_real_defaults() -> None:
+    proc = run_cli("export", "--help")
     assert proc.returncode == 0
-    for name, *_ in setting_fields():
-        assert "--" + name.replace("_", "-") in proc.stdout
-    assert "REWARDSERVE_API_KEYS" in proc.stdout and "--api-keys" not in proc.stdout
+    assert "(default: )" not in proc.stdout and "(default: None)" not in proc.stdout
+    assert "(default: fp32,int8)" in " ".join(proc.stdout.split())
 
 
 def test_serve_refuses_bad_settings_without_echoing_secrets(trained_bert_bundle: Path) -> None:

@@ -41,7 +41,8 @@ class TrainConfig:
     eval_fraction: float = _doc("Fraction of train_data held out for evaluation when eval_data is empty.", 0.1)
     data_split: str = _doc("Split to read from a `datasets` source (a hub name or a saved DatasetDict).", "train")
     limit: int = _doc("Use only the first N training examples (0: all). Handy for smoke runs.", 0)
-    name: str = _doc("Model name recorded in the card and reported by the service (default: output dir name).", "")
+    name: str = _doc("Model name recorded in the card and reported by the service; empty: the output directory's "
+                     "name.", "")
     architecture: Literal["auto", "encoder", "decoder"] = _doc(
         "'encoder' reads the score at the first token, 'decoder' at the last non-pad token; 'auto' detects it.",
         "auto")
