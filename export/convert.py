@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -21,6 +23,26 @@ from export.errors import ExportError
 from export.onnx_export import TWO_GB, save_model
 
 log = logging.getLogger(__name__)
+
+
+class _PreProcessingHint(logging.Filter):
+    """Drops onnxruntime's "consider pre-processing before quantization" warning. Its pre-processing is
+    shape inference plus graph optimization; the graphs we quantize were optimized and fused by
+    onnxruntime's transformer optimizer already, and its shape inference cannot type the fused ops."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextmanager
+def _without_pre_processing_hint() -> Iterator[None]:
+    hint = _PreProcessingHint()
+    root = logging.getLogger()  # onnxruntime's quantizer logs through the root logger
+    root.addFilter(hint)
+    try:
+        yield
+    finally:
+        root.removeFilter(hint)
 
 OPTIMIZER_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert": "bert",
                    "electra": "bert", "camembert": "bert"}
@@ -92,10 +114,11 @@ def to_int8(fp32: Path, out: Path, model_type: str, num_heads: int, hidden_size:
             save_model(fused, source, external_data_threshold)
         quantized = Path(tmp) / "int8.onnx"
         try:
-            quantize_dynamic(str(source), str(quantized), per_channel=True, weight_type=QuantType.QInt8,
-                             use_external_data_format=quantized_needs_external(source, external_data_threshold),
-                             # shape inference cannot type the outputs of fused contrib ops
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            with _without_pre_processing_hint():
+                quantize_dynamic(str(source), str(quantized), per_channel=True, weight_type=QuantType.QInt8,
+                                 use_external_data_format=quantized_needs_external(source, external_data_threshold),
+                                 # shape inference cannot type the outputs of fused contrib ops
+                                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         except Exception as exc:  # onnxruntime raises plain exceptions for unsupported graphs
             raise ExportError(f"int8 dynamic quantization failed: {exc}") from exc
         save_model(onnx.load(str(quantized)), out, external_data_threshold)

@@ -113,7 +113,11 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     path = Path(directory) / "tokenizer.json"
     if not path.is_file():
         raise BundleError(f"{path} is missing: a bundle needs a fast tokenizer saved as tokenizer.json")
-    tokenizer = Tokenizer.from_file(str(path))
+    return unpadded(Tokenizer.from_file(str(path)))
+
+
+def unpadded(tokenizer: Tokenizer) -> Tokenizer:
+    """``tokenizer`` with its own padding and truncation switched off: the :class:`Formatter` does both."""
     tokenizer.no_truncation()
     tokenizer.no_padding()
     return tokenizer

@@ -101,7 +101,10 @@ def evaluate_bundle(model_dir: str, data: str, split: str = "train", limit: int 
     examples = load_examples(data, split, limit)
     if variant == "torch":
         from training.evaluation import evaluate_model
-        from training.modeling import load_bundle
+        from training.modeling import hide_progress_bars, load_bundle
+
+        if not progress:
+            hide_progress_bars()
 
         loaded, card = load_bundle(model_dir, device=device)
         report, truncated = evaluate_model(loaded.model, loaded.formatter, examples, batch_size, progress)

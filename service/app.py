@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from rewardmodel import read_card
 from service.backends import load_backend
@@ -51,8 +52,10 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[str], None] | None
             await loading
             await state.stop()
 
-    app = FastAPI(title="rewardserve", version=_version(),
-                  description="Reward-model scoring for RL trainers and best-of-n reranking.", lifespan=lifespan)
+    # /docs and /redoc from assets the package ships: clusters are often air-gapped, and FastAPI's pages load
+    # Swagger UI, ReDoc and fonts from a CDN (blank pages offline)
+    app = FastAPIOffline(title="rewardserve", version=_version(),
+                         description="Reward-model scoring for RL trainers and best-of-n reranking.", lifespan=lifespan)
     app.state.service = state
     app.include_router(scoring)
     app.include_router(compat)
@@ -60,7 +63,7 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[str], None] | None
     install_error_handlers(app, metrics)
     # metric labels: known paths only, so that scanners probing random URLs cannot explode cardinality
     paths = {getattr(r, "path", "") for rt in (scoring, compat, router) for r in rt.routes}
-    endpoints = frozenset(paths | {"/docs", "/openapi.json"})
+    endpoints = frozenset(paths | {"/docs", "/redoc", "/openapi.json"})
     app.add_middleware(RequestContext, metrics=metrics, max_body_bytes=settings.max_body_bytes, endpoints=endpoints,
                        draining=lambda: state.draining)
     return app

@@ -26,6 +26,11 @@ from service.metrics import Metrics
 log = logging.getLogger(__name__)
 
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+DOC_PAGES = frozenset({"/docs", "/redoc"})
+DOCS_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+               "img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'")
+"""The doc pages may load nothing from elsewhere: their assets are served here (air-gapped clusters), and
+ReDoc's sidebar would otherwise fetch its logo from a CDN on every view."""
 TIMING_HEADERS = ("x-tokenization-time-ms", "x-queue-time-ms", "x-inference-time-ms")
 _REQUEST_ID = re.compile(r"^[\w.:/+=-]{1,128}$")
 
@@ -65,6 +70,8 @@ class RequestContext:
                 out["x-total-time-ms"] = f"{(time.perf_counter() - started) * 1000:.2f}"
                 if self._draining():
                     out["connection"] = "close"
+                if path in DOC_PAGES:
+                    out["content-security-policy"] = DOCS_POLICY
             await send(message)
 
         tracked = endpoint not in PROBES

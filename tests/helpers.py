@@ -147,3 +147,22 @@ def wait_ready(url: str, seconds: float = 120) -> None:
             pass
         time.sleep(0.1)
     raise TimeoutError(f"{url} was not ready in {seconds} s")
+
+
+def require_tool(*names: str) -> str:
+    """The path of the first of ``names`` on PATH. A developer without it gets a skip that names it; CI
+    (``CI=true``, or ``REWARDSERVE_REQUIRE_OPS_TOOLS=1`` as ``.ci/run`` sets) installs every tool, so there
+    a missing one fails instead of silently skipping its checks."""
+    import os
+    import shutil
+
+    import pytest
+
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    message = f"{' or '.join(names)} not installed (.ci/run installs it)"
+    if os.environ.get("REWARDSERVE_REQUIRE_OPS_TOOLS") == "1" or os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)

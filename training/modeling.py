@@ -20,9 +20,10 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+from transformers.utils import logging as hf_logging
 
 from rewardmodel import BundleCard, BundleError, FormatSpec, Formatter, SpecialToken, load_tokenizer
-from rewardmodel.formatting import Template
+from rewardmodel.formatting import Template, unpadded
 from rewardmodel.torch_model import load_torch_model
 
 log = logging.getLogger(__name__)
@@ -113,9 +114,18 @@ def load_base_model(
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     added = _ensure_pad_token(tokenizer, arch)
     config.num_labels = 1
-    model = AutoModelForSequenceClassification.from_pretrained(
-        name_or_path, config=config, use_safetensors=True, trust_remote_code=trust_remote_code,
-    )
+    # transformers reports the new head's weights as missing from the checkpoint, which is the point of
+    # loading a base model here; we report what was initialized ourselves, warning only beyond the head
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            name_or_path, config=config, use_safetensors=True, trust_remote_code=trust_remote_code,
+            output_loading_info=True,
+        )
+    finally:
+        hf_logging.set_verbosity(previous)
+    _report_new_weights(list(info.get("missing_keys", [])), name_or_path)
     # An added pad token (ours, or one a tokenizer class adds by default) lies outside the embedding
     # table until it grows; set the pad id only after, since embeddings validate it.
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
@@ -126,10 +136,27 @@ def load_base_model(
     model.config.pad_token_id = tokenizer.pad_token_id
     limit = getattr(config, "max_position_embeddings", None) or max_length
     spec = build_format_spec(tokenizer, arch, min(max_length, int(limit)), padding_side)
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())  # a copy: we switch its padding off
-    backend.no_truncation()
-    backend.no_padding()
+    backend = unpadded(Tokenizer.from_str(tokenizer.backend_tokenizer.to_str()))  # a copy, not the HF tokenizer's
     return LoadedModel(model, Formatter(backend, spec), arch, tokenizer)
+
+
+HEAD_MODULES = ("score", "classifier")
+"""Where transformers' sequence-classification models keep their head."""
+
+
+def _report_new_weights(missing: list[str], source: str) -> None:
+    head = [k for k in missing if k.split(".")[0] in HEAD_MODULES]
+    other = [k for k in missing if k not in head]
+    if head:
+        log.info("new score head %s initialized at random (trained next)", ", ".join(sorted(head)))
+    if other:
+        log.warning("%s lacks %d weights beyond the score head, initialized at random: %s", source, len(other),
+                    ", ".join(sorted(other)[:10]))
+
+
+def hide_progress_bars() -> None:
+    """No tqdm bars from transformers (its "Loading weights" bar among them): for ``--quiet`` runs."""
+    hf_logging.disable_progress_bar()
 
 
 def save_bundle_weights(loaded: LoadedModel, output_dir: str | Path) -> None:

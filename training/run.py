@@ -21,7 +21,7 @@ from training.collator import RewardCollator, encode_examples
 from training.config import TrainConfig
 from training.data import split_heldout
 from training.evaluation import evaluate_model
-from training.modeling import LoadedModel, load_base_model, save_bundle_weights
+from training.modeling import LoadedModel, hide_progress_bars, load_base_model, save_bundle_weights
 from training.trainer import RewardTrainer
 
 log = logging.getLogger(__name__)
@@ -77,10 +77,23 @@ def _wrap_lora(loaded: LoadedModel, cfg: TrainConfig) -> None:
     loaded.model = get_peft_model(loaded.model, lora)
 
 
+def _renamed_args(cfg: TrainConfig) -> dict[str, Any]:
+    """Arguments transformers 5 renamed, under the name the installed version has (pyproject allows 4.56+):
+    warm-up as a ratio is ``warmup_steps`` < 1 in 5 (``warmup_ratio`` before), gradient checkpointing is
+    ``activation_checkpointing`` in 5.x (the old name warns)."""
+    fields = TrainingArguments.__dataclass_fields__
+    ratio_in_steps = "float" in str(fields["warmup_steps"].type) or "warmup_ratio" not in fields
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    return {"warmup_steps" if ratio_in_steps else "warmup_ratio": cfg.warmup_ratio,
+            checkpointing: cfg.gradient_checkpointing}
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     """Train a reward model as ``cfg`` says and write its bundle to ``cfg.output_dir``."""
     import datasets
 
+    if not progress:
+        hide_progress_bars()
     set_seed(cfg.seed)
     out, resume = _prepare_output(cfg)
     examples = load_examples(cfg.train_data, cfg.data_split, cfg.limit)
@@ -107,7 +120,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
-        warmup_steps=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
         lr_scheduler_type="linear",
         logging_steps=cfg.logging_steps,
@@ -118,12 +130,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         eval_steps=cfg.eval_steps or None,
         seed=cfg.seed,
         bf16=_bf16(cfg),
-        gradient_checkpointing=cfg.gradient_checkpointing,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         length_column_name="length",
         remove_unused_columns=False,
         report_to="none",
         disable_tqdm=not progress,
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning without an accelerator only warns
+        **_renamed_args(cfg),
     )
     trainer = RewardTrainer(
         model=loaded.model, args=args, train_dataset=features, data_collator=RewardCollator(formatter),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -29,7 +30,7 @@ def bundle_copy(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     return target
 
 
-def _settings(data: tuple[Path, Path], **kw: object) -> ExportSettings:
+def _settings(data: tuple[Path, Path], **kw: Any) -> ExportSettings:
     return ExportSettings(**{"variants": ("fp32", "int8"), "calibration_data": str(data[1]), "samples": 64, **kw})
 
 
@@ -53,7 +54,7 @@ def test_export_parity_on_both_padding_sides(bundle_copy: Path, good_bad_files: 
     encoded = formatter.encode_many(ITEMS)
     sides = ("left", "right") if card.formatting.score_position == "last" else ("right",)  # encoders: right only
     for side in sides:
-        batch = pad_batch(encoded, replace(card.formatting, padding_side=side))
+        batch = pad_batch(encoded, replace(card.formatting, padding_side=side))  # type: ignore[arg-type]
         np.testing.assert_allclose(onnx_scorer(session)(batch)[:, 0], torch_scorer(model)(batch)[:, 0], atol=1e-4)
     single = pad_batch(encoded[:1], card.formatting)
     np.testing.assert_allclose(onnx_scorer(session)(single), torch_scorer(model)(single), atol=1e-4)

@@ -57,7 +57,7 @@ def test_grpo_trainer_logs_the_services_rewards(policy: Path, bert_onnx_bundle: 
         config = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
                             max_completion_length=6, max_steps=2, logging_steps=1, learning_rate=1e-3,
                             report_to=[], save_strategy="no", use_cpu=True, seed=0, bf16=False)
-        trainer = GRPOTrainer(model=str(policy), reward_funcs=[reward], args=config,
+        trainer = GRPOTrainer(model=str(policy), reward_funcs=[reward], args=config,  # type: ignore[list-item]
                               train_dataset=Dataset.from_dict({"prompt": prompts}))
         trainer.train()
         rescored = [httpx.post(live.url + "/score", json={"items": [

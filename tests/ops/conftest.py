@@ -7,28 +7,16 @@ tool into a failure, so the checks cannot silently stop running.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import require_tool
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 OVERLAYS = ("cpu", "gpu", "gpu-keda")
-
-
-def require_tool(*names: str) -> str:
-    """The path of the first of ``names`` on PATH; skip (or fail, in CI) when none is."""
-    for name in names:
-        found = shutil.which(name)
-        if found:
-            return found
-    message = f"{' or '.join(names)} not installed (.ci/run installs it)"
-    if os.environ.get("REWARDSERVE_REQUIRE_OPS_TOOLS") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ def test_hh_reply_that_itself_contains_an_assistant_turn(hh_data: Path) -> None:
     # line 711 of the real data: the chosen reply continues with a second "Assistant:" turn
     row = json.loads(hh_data.read_text(encoding="utf-8").splitlines()[710])
     ex = parse_record(row, "hh:711")
+    assert isinstance(ex.prompt, str)  # a transcript's prompt stays text
     assert ex.prompt.endswith("\n\nHuman: Yes, please find me a serial.\n\nAssistant:")
     assert "\n\nAssistant:" in ex.completions[0] and ex.completions[1].startswith(" You mean a password")
     assert ex.prompt + ex.completions[0] == row["chosen"] and ex.prompt + ex.completions[1] == row["rejected"]

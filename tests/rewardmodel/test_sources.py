@@ -72,7 +72,8 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_real_hh_data_parses_entirely(hh_data: Path) -> None:
     examples = load_examples(str(hh_data))
     assert len(examples) == 1800
-    assert all(e.prompt.endswith("\n\nAssistant:") and len(e.completions) == 2 for e in examples)
+    assert all(isinstance(e.prompt, str) and e.prompt.endswith("\n\nAssistant:") and len(e.completions) == 2
+               for e in examples)
 
 
 def test_heldout_split_is_deterministic_and_disjoint() -> None:

@@ -43,7 +43,9 @@ class Faulty:
         self._real = load_backend(root, card, settings)
         self.info = self._real.info
         tokenizer = load_tokenizer(root)
-        self._ids = {w: tokenizer.token_to_id(w) for w in MARKERS}
+        ids = {w: tokenizer.token_to_id(w) for w in MARKERS}
+        assert None not in ids.values(), ids  # every marker is one token of the vocabulary
+        self._ids = {w: int(i) for w, i in ids.items() if i is not None}
         return self
 
     def score(self, batch: PaddedBatch) -> np.ndarray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -36,7 +37,7 @@ def offline(bundle: Path, inputs: list[tuple[object, str]], variant: str = "fp32
 
 
 def test_score_equals_offline_scores_in_order(server: Running, bert_onnx_bundle: Path) -> None:
-    items = [{"prompt": p, "completion": c} for p, c in PAIRS]
+    items: list[dict[str, Any]] = [{"prompt": p, "completion": c} for p, c in PAIRS]
     items.append({"messages": [{"role": "user", "content": "how are you ?"},
                                {"role": "assistant", "content": "fine thanks"}]})
     r = httpx.post(server.url + "/score", json={"items": items})

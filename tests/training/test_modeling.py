@@ -29,6 +29,7 @@ def test_chat_decoder_records_its_template(tiny_qwen: Path) -> None:
     spec = load_base_model(str(tiny_qwen)).formatter.spec
     assert spec.template == "chat" and spec.chat_template and "<|im_start|>" in spec.chat_template
     assert (spec.padding_side, spec.append_eos, spec.bos_token) == ("right", False, None)
+    assert spec.pad_token is not None and spec.eos_token is not None
     assert spec.pad_token.token == "<|endoftext|>" != spec.eos_token.token  # its own pad is usable: kept
 
 
@@ -43,7 +44,7 @@ def test_encoder_reads_the_first_token(tiny_bert: Path) -> None:
 def _scores(loaded: LoadedModel, items: list[tuple[str, str]], side: str) -> np.ndarray:
     from dataclasses import replace
 
-    spec = replace(loaded.formatter.spec, padding_side=side)
+    spec = replace(loaded.formatter.spec, padding_side=side)  # type: ignore[arg-type]
     batch = pad_batch(loaded.formatter.encode_many(items), spec)
     with torch.no_grad():
         out = loaded.model(**{k: torch.from_numpy(v) for k, v in batch.as_dict().items()})
@@ -65,7 +66,7 @@ def test_decoder_score_is_read_at_the_last_real_token(tiny_qwen: Path, side: str
 
     loaded = load_base_model(str(tiny_qwen))
     loaded.model.eval()
-    spec = replace(loaded.formatter.spec, padding_side=side)
+    spec = replace(loaded.formatter.spec, padding_side=side)  # type: ignore[arg-type]
     batch = pad_batch(loaded.formatter.encode_many(ITEMS), spec)
     inputs = {k: torch.from_numpy(v) for k, v in batch.as_dict().items()}
     with torch.no_grad():
