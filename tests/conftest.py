@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import good_bad_rows, save_tiny_bert, save_tiny_decoder
+from tests.helpers import good_bad_rows, in_ci, save_tiny_bert, save_tiny_decoder
 
 # Tests use local files only; fail fast instead of reaching for a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -56,7 +56,10 @@ def good_bad_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 def hh_data() -> Path:
     path = SHARED_DATA / "hh_harmless_train.jsonl"
     if not path.is_file():
-        pytest.skip(f"{path} not present (the shared data directory sits beside the repository)")
+        message = f"{path} not present (the shared data directory sits beside the repository)"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
     return path
 
 
@@ -112,6 +115,13 @@ def bert_onnx_bundle(tmp_path_factory: pytest.TempPathFactory, trained_bert_bund
                      good_bad_files: tuple[Path, Path]) -> Path:
     """The trained tiny BERT bundle with fp32 and int8 ONNX variants."""
     return _export(trained_bert_bundle, tmp_path_factory.mktemp("served") / "bert", good_bad_files, ("fp32", "int8"))
+
+
+@pytest.fixture(scope="session")
+def llama_onnx_bundle(tmp_path_factory: pytest.TempPathFactory, trained_llama_bundle: Path,
+                      good_bad_files: tuple[Path, Path]) -> Path:
+    """The trained tiny Llama (concat template, left padding, an added pad token) with an fp32 ONNX variant."""
+    return _export(trained_llama_bundle, tmp_path_factory.mktemp("served") / "llama", good_bad_files, ("fp32",))
 
 
 @pytest.fixture(scope="session")

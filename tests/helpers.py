@@ -153,7 +153,6 @@ def require_tool(*names: str) -> str:
     """The path of the first of ``names`` on PATH. A developer without it gets a skip that names it; CI
     (``CI=true``, or ``REWARDSERVE_REQUIRE_OPS_TOOLS=1`` as ``.ci/run`` sets) installs every tool, so there
     a missing one fails instead of silently skipping its checks."""
-    import os
     import shutil
 
     import pytest
@@ -163,6 +162,28 @@ def require_tool(*names: str) -> str:
         if found:
             return found
     message = f"{' or '.join(names)} not installed (.ci/run installs it)"
-    if os.environ.get("REWARDSERVE_REQUIRE_OPS_TOOLS") == "1" or os.environ.get("CI") == "true":
+    if in_ci():
         pytest.fail(message)
     pytest.skip(message)
+
+
+def in_ci() -> bool:
+    """CI installs every prerequisite, so there a missing one is a failure, not a skip."""
+    import os
+
+    return os.environ.get("CI") == "true" or os.environ.get("REWARDSERVE_REQUIRE_OPS_TOOLS") == "1"
+
+
+def require_module(name: str, hint: str) -> Any:
+    """``import name``; when it is missing, skip saying ``hint`` (how to install it), or fail in CI."""
+    import importlib
+
+    import pytest
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        message = f"{name} cannot be imported ({exc}): {hint}"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -72,6 +73,10 @@ def error_of(r: httpx.Response, status: int, kind: str) -> str:
     assert r.status_code == status, (where, r.status_code, r.text[:300])
     body = r.json()
     assert set(body) == {"error"} and set(body["error"]) == {"type", "message"}, (where, body)
+    # one serializer for every error, whichever layer answered (the middleware's 413 once had its own)
+    assert r.text == json.dumps(body, ensure_ascii=False, separators=(",", ":")), (where, r.text[:200])
+    for timing in ("x-tokenization-time-ms", "x-queue-time-ms", "x-inference-time-ms", "x-total-time-ms"):
+        assert float(r.headers[timing]) >= 0, (where, timing)
     assert body["error"]["type"] == kind, (where, body)
     assert r.headers["x-request-id"], where
     return str(body["error"]["message"])

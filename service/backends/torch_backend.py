@@ -49,7 +49,7 @@ class TorchBackend:
             return one_score_per_row(self._score(batch), batch.input_ids.shape[0])
         except RewardModelError as exc:
             raise BackendFailure(str(exc)) from exc
-        except (RuntimeError, ValueError) as exc:  # CUDA OOM is a RuntimeError subclass
+        except Exception as exc:  # torch raises RuntimeError (CUDA OOM), IndexError (bad ids), ValueError, …
             raise BackendFailure(f"torch failed on a batch of {tuple(batch.input_ids.shape)}: {exc}") from exc
 
     def health(self) -> None:

@@ -17,6 +17,8 @@ from export.run import FILES, ExportSettings, export_bundle
 from rewardmodel import BundleError, Formatter, load_tokenizer, pad_batch, read_card
 from rewardmodel.card import sha256_file
 from rewardmodel.onnx_model import onnx_scorer
+from rewardmodel.scoring import score_examples
+from rewardmodel.sources import load_examples
 from rewardmodel.torch_model import load_torch_model, torch_scorer
 from rewardserve.cli import evaluate_bundle
 
@@ -58,6 +60,19 @@ def test_export_parity_on_both_padding_sides(bundle_copy: Path, good_bad_files: 
         np.testing.assert_allclose(onnx_scorer(session)(batch)[:, 0], torch_scorer(model)(batch)[:, 0], atol=1e-4)
     single = pad_batch(encoded[:1], card.formatting)
     np.testing.assert_allclose(onnx_scorer(session)(single), torch_scorer(model)(single), atol=1e-4)
+
+    # fp16 and int8 against torch, measured here rather than read from the gate's own figures: the
+    # held-out pairs scored by each session and by the checkpoint, compared score by score and pair by pair
+    examples = load_examples(str(good_bad_files[1]))[:64]
+    reference, _, _ = score_examples(torch_scorer(model), formatter, examples)
+    ref = np.array(reference)
+    for variant, max_diff, agreement in (("fp16", 5e-2, 0.99), ("int8", None, 0.95)):
+        variant_session = ort.InferenceSession(str(bundle_copy / FILES[variant]), providers=["CPUExecutionProvider"])
+        got = np.array(score_examples(onnx_scorer(variant_session), formatter, examples)[0])
+        if max_diff is not None:
+            assert np.abs(got - ref).max() <= max_diff, (variant, np.abs(got - ref).max())
+        assert np.abs(got - ref).mean() <= 0.1 * ref.std(), variant  # close on the model's own scale
+        assert np.mean((got[:, 0] > got[:, 1]) == (ref[:, 0] > ref[:, 1])) >= agreement, variant
 
 
 @pytest.mark.parametrize("bundle_copy", ["trained_bert_bundle"], indirect=True)

@@ -4,12 +4,14 @@ classify protocol, and the cohere SDK."""
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
+from tests.helpers import require_module
 from tests.server import running
 
 PROMPTS = ["how are you ?", "the sun ?", "one two ?", "good day ?", "how are you ?"]
@@ -22,7 +24,7 @@ def native_scores(url: str, prompts: list[str], replies: list[str]) -> list[floa
 
 
 def test_openrlhf_shards_rollouts_across_several_reward_servers(bert_onnx_bundle: Path) -> None:
-    agent = pytest.importorskip("openrlhf.utils.agent")  # OpenRLHF's own HTTP reward fetcher
+    agent = require_module("openrlhf.utils.agent", "pip install --no-deps openrlhf (.ci/run does)")  # its fetcher
     with running(model=bert_onnx_bundle) as a, running(model=bert_onnx_bundle) as b:
         executor = agent.SingleTurnAgentExecutor(remote_rm_url=[a.url + "/get_reward", b.url + "/get_reward"])
         queries = [p + r for p, r in zip(PROMPTS, REPLIES, strict=True)]
@@ -50,12 +52,14 @@ def test_verl_classify_protocol(qwen_onnx_bundle: Path) -> None:
             out = httpx.post(live.url + "/classify", json=payload).json()
             native = httpx.post(live.url + "/score", json={"items": [{"messages": messages}]}).json()["scores"][0]
             assert out["data"][-1]["probs"][-1] == pytest.approx(native, abs=1e-5)
-        sigmoid = httpx.post(live.url + "/classify", json={"input": "x", "activation": True}).json()
-        assert 0 < sigmoid["data"][-1]["probs"][-1] < 1
+        for text in ("x", rendered):
+            raw = httpx.post(live.url + "/classify", json={"input": text}).json()["data"][0]["probs"][0]
+            prob = httpx.post(live.url + "/classify", json={"input": text, "activation": True}).json()
+            assert prob["data"][0]["probs"][0] == pytest.approx(1 / (1 + math.exp(-raw)), abs=1e-9)
 
 
 def test_cohere_sdk_reranks_through_v2(bert_onnx_bundle: Path) -> None:
-    cohere = pytest.importorskip("cohere")
+    cohere = require_module("cohere", "pip install -e '.[dev]'")
     with running(model=bert_onnx_bundle, api_keys="co-key") as live:
         client = cohere.ClientV2(api_key="co-key", base_url=live.url)
         documents = [" it is bad .", " i am good .", " the rain"]

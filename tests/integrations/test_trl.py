@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from rewardserve.trl import RemoteReward, score_item
-from tests.helpers import bpe_tokenizer
+from tests.helpers import bpe_tokenizer, require_module
 from tests.server import running
 
-pytest.importorskip("trl")
+require_module("trl", "pip install -e '.[dev]'")
 
 
 class Recording(RemoteReward):
@@ -79,6 +79,19 @@ def test_conversational_items_use_the_bundles_chat_formatting() -> None:
     assert score_item("hi", completion) == {"messages": [{"role": "user", "content": "hi"}, *completion]}
     assert score_item(prompt, "hello") == {"prompt": prompt, "completion": "hello"}
     assert score_item("hi", "hello") == ("hi", "hello")
+
+
+def test_conversational_completions_reach_a_live_chat_bundle_as_trained(qwen_onnx_bundle: Path) -> None:
+    """TRL's conversational form, sent to a real server serving a ChatML bundle: the rewards equal the
+    bundle's own scores of the same conversations (its chat template applied once, by the server)."""
+    from tests.service.test_http import offline
+
+    prompts = [[{"role": "user", "content": "how are you ?"}], [{"role": "user", "content": "the sun ?"}]]
+    completions = [[{"role": "assistant", "content": "i am good ."}], [{"role": "assistant", "content": "one two"}]]
+    with running(model=qwen_onnx_bundle) as live:
+        rewards = RemoteReward(live.url)(prompts, completions, trainer_state=None)
+    expected = offline(qwen_onnx_bundle, [(p, c[0]["content"]) for p, c in zip(prompts, completions, strict=True)])
+    np.testing.assert_allclose(rewards, expected, atol=1e-5)
 
 
 def test_best_of_n_example_keeps_the_highest_reward(policy: Path, bert_onnx_bundle: Path) -> None:

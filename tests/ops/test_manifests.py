@@ -95,6 +95,39 @@ def test_overlay_drains_probes_and_scales_as_documented(overlay: tuple[str, str]
     monitor = objects["ServiceMonitor"]["spec"]
     assert monitor["selector"]["matchLabels"].items() <= objects["Service"]["metadata"]["labels"].items()
     assert monitor["endpoints"][0]["path"] == "/metrics"
+    # rolling updates never drop below the replicas that serve; pods run under the default seccomp profile
+    strategy = objects["Deployment"]["spec"]["strategy"]["rollingUpdate"]
+    assert strategy["maxUnavailable"] == 0 and int(strategy["maxSurge"]) >= 1
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    # the startup probe gives loading and warm-up the 10 minutes the README promises before a restart
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
+
+
+EXPECTED_SCALING = {"cpu": (2, 10, 256), "gpu": (2, 10, 2048), "gpu-keda": (2, 10, 2048)}
+"""(min replicas, max replicas, queued items per replica that adds one) of each overlay, as the README says."""
+
+
+def test_autoscaling_targets_the_adapters_metric_within_bounds(overlay: tuple[str, str]) -> None:
+    name, built = overlay
+    objects = {o["kind"]: o for o in _objects(built)}
+    adapter = yaml.safe_load((K8S / "prometheus" / "adapter-rules.yaml").read_text())["rules"]["custom"][0]
+    exposed = adapter["name"]["as"]
+    assert exposed == "rewardserve_queue_depth_items" and exposed in adapter["seriesQuery"]
+    low, high, per_replica = EXPECTED_SCALING[name]
+    if name.endswith("keda"):
+        spec = objects["ScaledObject"]["spec"]
+        trigger = spec["triggers"][0]["metadata"]
+        assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (low, high)
+        assert exposed in trigger["query"] and float(trigger["threshold"]) == per_replica
+    else:
+        spec = objects["HorizontalPodAutoscaler"]["spec"]
+        metric = spec["metrics"][0]["pods"]
+        assert (spec["minReplicas"], spec["maxReplicas"]) == (low, high)
+        assert metric["metric"]["name"] == exposed  # the name the adapter serves, or the HPA sees nothing
+        assert metric["target"]["type"] == "AverageValue" and float(metric["target"]["averageValue"]) == per_replica
+    budget = objects["PodDisruptionBudget"]["spec"]
+    assert budget.get("minAvailable", 0) >= 1 or budget.get("maxUnavailable") == 1
 
 
 def _objects(text: str) -> list[dict[str, Any]]:

@@ -48,7 +48,9 @@ def loaded(bert_onnx_bundle: Path) -> Iterator[Running]:
                     k += 1
                     items = [{"prompt": f"question {k}?", "completion": " good answer" * (1 + i % 5)} for i in range(8)]
                     client.post("/score", json={"items": items})
-                    client.post("/rerank", json={"prompt": "q?", "candidates": [" good", " bad", " good good"]})
+                    candidates = [" good", " bad", " good good"]
+                    reranked = client.post("/rerank", json={"prompt": "q?", "completions": candidates})
+                    assert reranked.status_code == 200, reranked.text  # the load must exercise /rerank for real
                     client.post("/score", json={"items": []})  # 400/422: a client mistake
                     client.post("/score", json={"items": items * 3})  # 413: over max_items_per_request
                     time.sleep(0.05)
@@ -64,7 +66,11 @@ def loaded(bert_onnx_bundle: Path) -> Iterator[Running]:
 
 def test_live_metrics_pass_promtool(loaded: Running, tool: Callable[..., str]) -> None:
     promtool = tool("promtool")
-    time.sleep(0.5)  # some requests of every kind have been counted
+    deadline = time.monotonic() + 30  # until requests of every kind have been counted
+    while loaded.metric("rewardserve_requests_total", endpoint="/rerank", code="200") < 1 or \
+            loaded.metric("rewardserve_requests_total", endpoint="/score", code="413") < 1:
+        assert time.monotonic() < deadline, "the background load did not reach /rerank and the 413 path"
+        time.sleep(0.05)
     exposition = httpx.get(loaded.url + "/metrics").text
     result = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True, text=True)
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr

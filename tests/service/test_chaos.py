@@ -1,74 +1,24 @@
 """Faults against a real server, with ``max_wait_ms`` 0 and > 0 and several batches in flight: every request
 gets its documented answer, liveness tells the truth, and the next request after each fault gets 200.
 
-Faults come from :class:`Faulty`, which wraps the real onnxruntime backend of a real bundle and
-misbehaves on rows holding a marker word: the model, tokenizer, scheduler and HTTP stack are the real ones.
+Faults come from :class:`tests.faults.Faulty`, which wraps the real onnxruntime backend of a real bundle
+and misbehaves on rows holding a marker word: the model, tokenizer, scheduler and HTTP stack are the real ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
-from rewardmodel import BundleCard, PaddedBatch, load_tokenizer
-from service.backends import Backend, load_backend
-from service.settings import ServiceSettings
+from tests.faults import Faulty
 from tests.server import Running, error_of, running
-
-MARKERS = ("boom", "hang", "nan", "die", "walked")
-
-
-class Faulty:
-    """The real backend, except on rows holding a marker: boom raises, hang blocks until released, nan
-    scores NaN, die raises SystemExit (which ends the backend thread). Counts the rows of each marker run."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.release.set()
-        self.seen: Counter[str] = Counter()
-        self._real: Backend | None = None
-        self._ids: dict[str, int] = {}
-
-    def load(self, root: Path, card: BundleCard, settings: ServiceSettings) -> Faulty:
-        self._real = load_backend(root, card, settings)
-        self.info = self._real.info
-        tokenizer = load_tokenizer(root)
-        ids = {w: tokenizer.token_to_id(w) for w in MARKERS}
-        assert None not in ids.values(), ids  # every marker is one token of the vocabulary
-        self._ids = {w: int(i) for w, i in ids.items() if i is not None}
-        return self
-
-    def score(self, batch: PaddedBatch) -> np.ndarray:
-        assert self._real is not None
-        rows = {w: (batch.input_ids == i).any(axis=1) for w, i in self._ids.items()}
-        for word, where in rows.items():
-            self.seen[word] += int(where.sum())
-        if rows["hang"].any():
-            self.release.wait(30)
-        if rows["boom"].any():
-            raise RuntimeError("planted backend failure")
-        if rows["die"].any():
-            raise SystemExit("planted thread death")
-        scores = self._real.score(batch)
-        scores[rows["nan"]] = np.nan
-        return scores
-
-    def health(self) -> None:
-        pass
-
-    def close(self) -> None:
-        if self._real is not None:
-            self._real.close()
 
 
 def post(live: Running, *completions: str, timeout: float = 30) -> httpx.Response:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from tests.helpers import require_tool
+from tests.helpers import require_module, require_tool
 from tests.server import running
 
 OPERATIONS = ("/score", "/rerank", "/get_reward", "/classify", "/v1/rerank", "/v2/rerank", "/healthz")
@@ -15,7 +13,7 @@ OPERATIONS = ("/score", "/rerank", "/get_reward", "/classify", "/v1/rerank", "/v
 
 def test_docs_and_redoc_render_every_operation_offline(bert_onnx_bundle: Path, tmp_path: Path) -> None:
     chromium = require_tool("chromium", "chromium-browser")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the [dev] extra has it)")
+    sync_api = require_module("playwright.sync_api", "pip install -e '.[dev]'")
     with running(model=bert_onnx_bundle) as live, sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

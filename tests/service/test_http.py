@@ -3,7 +3,8 @@ offline scores, order, batching visible in the metrics, request ids and timing h
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from rewardmodel.onnx_model import onnx_scorer, open_session, variant_file
 from rewardmodel.scoring import score_encoded, score_examples
 from rewardmodel.sources import load_examples
 from rewardserve.cli import evaluate_bundle
+from tests.faults import Faulty
 from tests.server import Running, running
 
 PAIRS = [("how are you ?", " i am good ."), ("how are you ?", " i am bad ."), ("the sun ?", " one two"),
@@ -29,7 +31,7 @@ def server(bert_onnx_bundle: Path) -> Iterator[Running]:
         yield live
 
 
-def offline(bundle: Path, inputs: list[tuple[object, str]], variant: str = "fp32") -> np.ndarray:
+def offline(bundle: Path, inputs: Sequence[tuple[object, str]], variant: str = "fp32") -> np.ndarray:
     card = read_card(bundle)
     formatter = Formatter(load_tokenizer(bundle), card.formatting)
     scorer = onnx_scorer(open_session(variant_file(bundle, card, variant)))
@@ -93,16 +95,45 @@ def test_rerank_best_first_scoring_duplicates_once(server: Running, bert_onnx_bu
     assert server.metric("rewardserve_batch_size_items_sum") - before == 3  # the duplicate ran once
 
 
-def test_concurrent_requests_are_batched_together(server: Running) -> None:
-    batches = server.metric("rewardserve_batch_size_items_count")
-    with ThreadPoolExecutor(16) as pool:
-        answers = list(pool.map(lambda k: httpx.post(server.url + "/score", json={"items": [
-            {"prompt": f"q {k} ?", "completion": " good " * (k % 5 + 1)}]}), range(16)))
-    assert all(a.status_code == 200 for a in answers)
-    ran = server.metric("rewardserve_batch_size_items_count") - batches
-    assert ran < 16, "16 concurrent one-item requests should share batches"
-    text = httpx.get(server.url + "/metrics").text
-    assert 'rewardserve_requests_total{code="200",endpoint="/score"}' in text
+@pytest.mark.parametrize("max_wait_ms", [0, 50])
+def test_concurrent_requests_queued_behind_a_busy_backend_share_one_batch(bert_onnx_bundle: Path,
+                                                                         max_wait_ms: int) -> None:
+    faulty = Faulty()
+    with running(model=bert_onnx_bundle, load=faulty.load, max_wait_ms=max_wait_ms) as live, \
+            ThreadPoolExecutor(18) as pool:
+        assert live.state.engine is not None
+        scheduler = live.state.engine.scheduler
+        faulty.release.clear()  # two holders: one batch running, the next formed behind it
+        deadline = time.monotonic() + 10
+        holders = []
+        for k in range(2):
+            holders.append(pool.submit(httpx.post, live.url + "/score", json={"items": [
+                {"prompt": "q ?", "completion": f"hang {k}"}]}, timeout=30))
+            while scheduler.in_system < k + 1 or scheduler.queue_depth:
+                assert time.monotonic() < deadline, "the holders did not reach the backend"
+                time.sleep(0.01)
+        batches = live.metric("rewardserve_batch_size_items_count")
+        answers = [pool.submit(httpx.post, live.url + "/score", json={"items": [
+            {"prompt": f"q {k} ?", "completion": " good " * (k % 5 + 1)}]}, timeout=30) for k in range(16)]
+        while scheduler.queue_depth < 16:
+            assert time.monotonic() < deadline, "the 16 requests were not all queued"
+            time.sleep(0.01)
+        faulty.release.set()
+        assert all(a.result().status_code == 200 for a in answers + holders)
+        assert live.metric("rewardserve_batch_size_items_count") - batches == 3  # the holders, then all 16 at once
+        count = live.metric("rewardserve_batch_size_items_count")  # the warm-up does not count: it is no batch
+        assert live.metric("rewardserve_batch_size_items_bucket", le="1.0") == count - 1
+        assert live.metric("rewardserve_batch_size_items_bucket", le="8.0") == count - 1  # one batch of 16
+
+
+def test_identical_items_of_a_score_request_run_once(server: Running, bert_onnx_bundle: Path) -> None:
+    items = [{"prompt": "how are you ?", "completion": c} for c in (" i am good .", " i am bad .", " i am good .")]
+    before = server.metric("rewardserve_batch_size_items_sum")
+    r = httpx.post(server.url + "/score", json={"items": items})
+    scores = r.json()["scores"]
+    assert scores[0] == scores[2] and len(scores) == 3
+    assert server.metric("rewardserve_batch_size_items_sum") - before == 2  # the duplicate was scored once
+    assert server.metric("rewardserve_items_total") >= 3  # but counted as sent
 
 
 def test_adapters_translate_to_the_native_scores(server: Running, bert_onnx_bundle: Path) -> None:

@@ -58,6 +58,8 @@ def test_hostile_input_catalogue(bert_onnx_bundle: Path) -> None:
                 json.loads(r.text, parse_constant=_no_nan)  # no NaN/Infinity anywhere in an answer
             else:
                 error_of(r, status, kind)
+        empty = httpx.post(live.url + "/rerank", json={"prompt": "q", "completions": []})
+        assert "'completions' is empty" in error_of(empty, 400, "invalid_request")  # named as the client sent it
         assert httpx.post(live.url + "/score", json={"items": [ITEM]}).status_code == 200
 
 
@@ -124,7 +126,10 @@ def test_a_slow_client_does_not_hold_up_others(bert_onnx_bundle: Path) -> None:
 
         thread = threading.Thread(target=slow)
         thread.start()
-        time.sleep(0.1)
+        deadline = time.monotonic() + 10
+        while live.metric("rewardserve_inflight_requests") < 1:  # the slow body is being received
+            assert time.monotonic() < deadline, "the slow request never started"
+            time.sleep(0.01)
         for _ in range(5):
             r = httpx.post(live.url + "/score", json={"items": [ITEM]}, timeout=30)
             finished.append(f"fast {r.status_code}")

@@ -27,9 +27,12 @@ class Recorder:
         self.batches: list[list[list[int]]] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()
+        """Set when a call has begun (it may then wait at the gate)."""
         self.fail_on = fail_on
 
     def score(self, batch: PaddedBatch) -> np.ndarray:
+        self.entered.set()
         self.gate.wait(10)
         self.batches.append([row[mask.astype(bool)].tolist() for row, mask in zip(batch.input_ids,
                                                                                  batch.attention_mask, strict=True)])
@@ -58,13 +61,20 @@ def limits(**kw: float) -> BatchLimits:
     return BatchLimits(**{"max_batch_tokens": 64, "max_batch_items": 8, "max_queue_items": 100, **kw})  # type: ignore[arg-type]
 
 
+async def until(condition: Callable[[], bool], seconds: float = 5) -> None:
+    """Yield to the loop until ``condition`` holds (fails after ``seconds``: a wait, not a guess at a sleep)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "the condition never held"
+        await asyncio.sleep(0.001)
+
+
 async def _held(backend: Recorder, scheduler: Scheduler) -> None:
     """Occupy the backend with one batch so that what is submitted next queues up behind it."""
     backend.gate.clear()
+    backend.entered.clear()
     scheduler.submit([item(9)], asyncio.get_running_loop().time() + 30)
-    while not backend.batches and scheduler.queue_depth:
-        await asyncio.sleep(0.005)
-    await asyncio.sleep(0.02)
+    await until(backend.entered.is_set)  # the backend thread is inside the call, held at the gate
 
 
 def run(coro_fn: Callable[[], object]) -> object:
@@ -149,7 +159,7 @@ def test_cancelled_and_expired_items_never_run() -> None:
         expired = scheduler.submit([item(8, 8)], loop.time() + 0.05)
         kept = scheduler.submit([item(3, 3)], loop.time() + 30)
         waiter = asyncio.ensure_future(scheduler.wait(cancelled))
-        await asyncio.sleep(0.1)
+        await until(lambda: expired.done)  # its 0.05 s deadline passed while the backend was held
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter  # the cancellation has reached the scheduler before the backend is released
@@ -366,5 +376,93 @@ def test_flush_stops_waiting_for_a_fuller_batch() -> None:
         scheduler.flush()
         assert (await asyncio.wait_for(scheduler.wait(job), 5)).scores.tolist() == [1.0]
         await scheduler.close()
+
+    run(go)
+
+
+def test_the_next_batch_forms_while_one_runs_and_a_third_waits_in_the_queue() -> None:
+    async def go() -> None:
+        backend = Recorder()
+        scheduler = Scheduler(backend, SPEC, limits())
+        scheduler.start()
+        await _held(backend, scheduler)
+        deadline = asyncio.get_running_loop().time() + 30
+        second = scheduler.submit([item(2, 2)], deadline)
+        await until(lambda: scheduler.queue_depth == 0)  # cut into a batch while the first one still runs
+        assert scheduler.in_system == 2 and not backend.batches
+        third = scheduler.submit([item(3, 3)], deadline)
+        await asyncio.sleep(0)  # the batcher runs, and has no free slot (PIPELINE_DEPTH batches exist)
+        assert scheduler.queue_depth == 1
+        backend.gate.set()
+        assert (await scheduler.wait(second)).scores.tolist() == [4.0]
+        assert (await scheduler.wait(third)).scores.tolist() == [6.0]
+        await scheduler.close()
+        assert [len(b) for b in backend.batches] == [1, 1, 1]
+
+    run(go)
+
+
+@pytest.mark.parametrize(("max_wait_s", "items_in_job"), [(0.0, 1), (30.0, 4)])
+def test_an_idle_backend_starts_at_once_or_a_full_batch_does_not_wait(max_wait_s: float, items_in_job: int) -> None:
+    """max_wait 0: one item starts at once; max_wait 30 s: a job that fills max_batch_items starts at once."""
+    async def go() -> None:
+        backend = Recorder()
+        scheduler = Scheduler(backend, SPEC, limits(max_wait_s=max_wait_s, max_batch_items=4))
+        scheduler.start()
+        job = scheduler.submit(items(2, items_in_job), asyncio.get_running_loop().time() + 60)
+        assert len((await asyncio.wait_for(scheduler.wait(job), 2)).scores) == items_in_job
+        await scheduler.close()
+
+    run(go)
+
+
+def test_max_wait_holds_a_batch_that_is_not_full() -> None:
+    async def go() -> None:
+        scheduler = Scheduler(Recorder(), SPEC, limits(max_wait_s=30, max_batch_items=4))
+        scheduler.start()
+        job = scheduler.submit(items(2, 3), asyncio.get_running_loop().time() + 60)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(job.future), 0.3)
+        scheduler.submit(items(2, 1, first=50), asyncio.get_running_loop().time() + 60)  # now it is full
+        assert len((await asyncio.wait_for(scheduler.wait(job), 2)).scores) == 3
+        await scheduler.close()
+
+    run(go)
+
+
+def test_only_the_sort_window_of_oldest_items_is_sorted() -> None:
+    async def go() -> None:
+        backend = Recorder()
+        scheduler = Scheduler(backend, SPEC, limits(sort_window=4, max_batch_items=8, max_batch_tokens=1000))
+        scheduler.start()
+        await _held(backend, scheduler)
+        deadline = asyncio.get_running_loop().time() + 30
+        lengths = [2, 2, 20, 20, 2, 2, 2, 2]  # without the window, the six short items would run together
+        jobs = [scheduler.submit([item(100 + k, *[1] * (n - 1))], deadline) for k, n in enumerate(lengths)]
+        backend.gate.set()
+        for job in jobs:
+            await scheduler.wait(job)
+        await scheduler.close()
+        first = backend.batches[1]
+        assert {row[0] for row in first} <= {100, 101, 102, 103}, first  # only the 4 oldest were looked at
+
+    run(go)
+
+
+def test_a_deadline_that_passes_after_part_of_a_request_started() -> None:
+    async def go() -> None:
+        backend = Recorder()
+        scheduler = Scheduler(backend, SPEC, limits(max_batch_items=2))
+        scheduler.start()
+        backend.gate.clear()
+        job = scheduler.submit(items(2, 5, first=200), asyncio.get_running_loop().time() + 0.3)
+        await until(backend.entered.is_set)  # 2 items run (held), 2 wait in a formed batch, 1 in the queue
+        with pytest.raises(DeadlineExceeded, match="waited in the queue"):
+            await scheduler.wait(job)
+        assert scheduler.queue_depth == 0  # its queued item was dropped
+        backend.gate.set()
+        await until(lambda: scheduler.in_system == 0)
+        await scheduler.close()
+        assert [[r[0] for r in b] for b in backend.batches] == [[200, 201]]  # the formed batch never ran
 
     run(go)
