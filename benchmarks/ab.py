@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load import Api, closed_loop
 from machine import machine_info
 from performance import RESULTS, Server, bench_bundle, start
+from processes import stop_server
 from serve_load import _pairs
 
 PROFILES = {"a": (256, 4, 1024), "c": (1, 64, 512)}
@@ -53,11 +52,7 @@ def one_round(which: Server, pairs: list[tuple[str, str]]) -> dict[str, float]:
                 "pairs_per_s"]
         return out
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
 
 
 def main() -> None:

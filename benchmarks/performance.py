@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -42,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load import Api, Pair, closed_loop, rerank_closed, rerank_groups, rerank_open
 from machine import machine_info
 from offline_throughput import forward_flops, matmul_peak_gflops
-from processes import free_port, start_server
+from processes import free_port, start_server, stop_server
 from serve_load import _pairs
 
 from rewardmodel import Formatter, load_tokenizer, pad_batch, read_card, write_card
@@ -153,7 +152,7 @@ def engine_ceiling(bundle: Path, variant: str, pairs: list[Pair], threads: int, 
     from transformers import AutoConfig
 
     from service.backends import load_backend
-    from service.scheduler import BatchLimits, batch_end
+    from service.batching import BatchLimits, batch_end
     from service.settings import ServiceSettings
 
     settings = ServiceSettings(model=bundle, variant=variant, threads=threads)
@@ -271,11 +270,7 @@ def measure(server: Server, pairs: list[Pair], sizes: Sizes) -> list[dict[str, A
             record(f"b: rerank open loop {share:.0%} of max",
                    rerank_open(url, proc.pid, server.api, groups, share * top, sizes.open_loop_s), CANDIDATES, before)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     return rows
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -42,3 +43,12 @@ def start_server(command: list[str], probe_url: str, seconds: float = 60, cwd: P
         time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"{' '.join(command[:4])} … did not become ready at {probe_url}")
+
+
+def stop_server(proc: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    """SIGTERM (rewardserve drains), then kill what has not exited after ``seconds``."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()

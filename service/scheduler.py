@@ -2,7 +2,7 @@
 its own thread.
 
 Requests become :class:`Job` s of already-tokenized items. One batcher task cuts batches
-(:func:`window_cut`): it takes the oldest ``sort_window`` items, sorts them by length, cuts the sorted
+(:func:`service.batching.window_cut`): it takes the oldest ``sort_window`` items, sorts them by length, cuts the sorted
 run into consecutive batches under ``max_batch_tokens`` (rows × longest) and ``max_batch_items``, and
 sends the batch that holds the oldest item (so no item starves). Batches run one at a time on the
 :class:`~service.backend_thread.BackendThread`; up to :data:`PIPELINE_DEPTH` batches exist at once, so
@@ -37,6 +37,7 @@ import numpy.typing as npt
 from rewardmodel import EncodedInput, FormatSpec, PaddedBatch, pad_batch
 from service.backend_thread import BackendThread
 from service.backends import Backend
+from service.batching import BatchLimits, window_cut
 from service.errors import BackendFailure, DeadlineExceeded, NotReady, Overloaded, ServiceError
 
 log = logging.getLogger(__name__)
@@ -46,59 +47,6 @@ PIPELINE_DEPTH = 2
 
 STALL_FACTOR = 10.0
 """A batch is stalled once it has run this many times its expected time (and at least ``stall_s``)."""
-
-
-@dataclass(frozen=True)
-class BatchLimits:
-    """How batches are cut and how much work the process admits."""
-
-    max_batch_tokens: int
-    max_batch_items: int
-    max_queue_items: int
-    max_wait_s: float = 0.0
-    sort_window: int = 1024
-    max_padding: float = 1.0
-    """A batch stops growing when the next item would make more than this share of it padding, once it
-    holds ``EFFICIENT_TOKENS``; 1.0: grow to the limits whatever the padding."""
-    stall_s: float = 30.0
-    """A batch running longer than this (and than ``STALL_FACTOR`` × its expected time) is stalled."""
-
-
-EFFICIENT_TOKENS = 512
-"""Padded tokens below which a batch grows whatever its padding: the GEMMs of smaller batches run far
-below the CPU's peak, so splitting them saves less than it costs."""
-
-
-def batch_end(lengths: Sequence[int], lo: int, limits: BatchLimits) -> int:
-    """Where the batch starting at ``lo`` of ascending ``lengths`` ends (exclusive): it grows while it stays
-    under the token and item limits and, past ``EFFICIENT_TOKENS``, under ``max_padding``."""
-    hi, real = lo + 1, lengths[lo]
-    while hi < len(lengths) and hi - lo < limits.max_batch_items:
-        length = lengths[hi]
-        padded = (hi - lo + 1) * length
-        if padded > limits.max_batch_tokens or (
-                padded > EFFICIENT_TOKENS and 1 - (real + length) / padded > limits.max_padding):
-            break
-        real += length
-        hi += 1
-    return hi
-
-
-def window_cut(lengths: Sequence[int], limits: BatchLimits) -> list[int]:
-    """The next batch of a window of queued items, as positions in the window (ascending; 0 is the oldest).
-
-    The window is sorted by length and cut into consecutive batches from the shortest item up (what
-    offline scoring does); the batch holding the oldest item is the one returned. Batches stay tight, the
-    rest of the window stays cut the same way for the next call, and the oldest item never waits behind
-    newer ones.
-    """
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    oldest = order.index(0)
-    ascending = [lengths[i] for i in order]
-    lo = 0
-    while (hi := batch_end(ascending, lo, limits)) <= oldest:
-        lo = hi
-    return sorted(order[lo:hi])
 
 
 class SchedulerObserver(Protocol):

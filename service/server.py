@@ -3,16 +3,19 @@
 On SIGTERM (or Ctrl-C) the process drains in three steps, and no request on an open connection is met
 by a closed socket:
 
-1. It keeps listening. ``/readyz`` answers 503 at once, new scoring requests get 503 ``draining``, and
-   every answer carries ``Connection: close``, so each client's connection closes cleanly after its
-   next answer. Requests admitted before the signal finish (200).
-2. Once no admitted request is left, it stops listening and waits :data:`LINGER_S` for connections it
-   has already accepted to send their request (they get 503 ``draining`` too).
-3. uvicorn's own shutdown closes the connections that are idle, then the lifespan drains the scheduler
-   and releases the model. The exit status is 0.
+1. It keeps listening. ``/readyz`` answers 503 at once, new scoring requests get 503 ``draining`` (with
+   ``Retry-After``), and every answer carries ``Connection: close``, so each client's connection closes
+   cleanly after its next answer. Requests admitted before the signal finish (200).
+2. Once no admitted request is left, it waits for a quiet moment, :data:`QUIET_S` without a new
+   connection, and stops listening then. The kernel resets connections it has accepted but the server
+   has not yet taken, so closing the listener while clients are connecting would drop their requests.
+3. It gives the connections already open up to :data:`LINGER_S` to send their request and be answered
+   (each closes after its answer), then uvicorn's own shutdown closes what is left, idle, and the
+   lifespan drains the scheduler and releases the model. The exit status is 0.
 
-A second signal forces the exit at once (status 1). In Kubernetes a ``preStop`` sleep keeps the pod in
-the Service's endpoints for a few seconds first, so little new traffic reaches a draining pod.
+Steps 1 and 2 together last at most the graceful-shutdown timeout. A second signal forces the exit at
+once (status 1). In Kubernetes a ``preStop`` sleep keeps the pod in the Service's endpoints for a few
+seconds first, so little new traffic reaches a draining pod.
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ from service.state import ServiceState
 
 log = logging.getLogger(__name__)
 
-LINGER_S = 0.5
-"""How long a draining server keeps accepted connections open, after it stops listening, for their request."""
+QUIET_S = 0.25
+"""A draining server stops listening after this long without a new connection (or at its deadline)."""
+LINGER_S = 2.0
+"""After it stops listening, how long a draining server waits for open connections to be answered and close."""
 
 
 class DrainingServer(uvicorn.Server):
@@ -70,16 +75,29 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """Drain (steps 1 and 2 of the module docstring), then uvicorn's shutdown (step 3)."""
+        """Drain (steps 1 to 3 of the module docstring), then uvicorn's shutdown."""
         self._state.begin_drain()
         deadline = time.monotonic() + (self.config.timeout_graceful_shutdown or 0)
         while self._state.admitted and not self.force_exit and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+        await self._quiet_moment(deadline)
         for server in self.servers:
             server.close()
-        if not self.force_exit:
-            await asyncio.sleep(LINGER_S)
+        linger = time.monotonic() + LINGER_S
+        while self.server_state.connections and not self.force_exit and time.monotonic() < linger:
+            await asyncio.sleep(0.01)
         await super().shutdown(sockets)
+
+    async def _quiet_moment(self, deadline: float) -> None:
+        """Return once no connection has been opened for ``QUIET_S`` (or at ``deadline``)."""
+        known = set(self.server_state.connections)
+        quiet_since = time.monotonic()
+        while not self.force_exit and time.monotonic() < deadline and time.monotonic() - quiet_since < QUIET_S:
+            await asyncio.sleep(0.01)
+            now = set(self.server_state.connections)
+            if now - known:
+                quiet_since = time.monotonic()
+            known = now
 
     def fail(self, reason: str) -> None:
         """The model could not be loaded: stop serving and exit non-zero."""

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from rewardmodel import BundleCard, Formatter, load_tokenizer, pad_batch
 from service.backends import Backend, BackendInfo, load_backend
+from service.batching import BatchLimits
 from service.engine import Engine, RequestLimits
 from service.errors import NotReady, ServiceError
 from service.metrics import Metrics
-from service.scheduler import BatchLimits, Scheduler
+from service.scheduler import Scheduler
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from rewardmodel import EncodedInput, Formatter, Normalization, load_tokenizer, read_card
+from service.batching import BatchLimits
 from service.engine import Engine, RequestLimits, WholeText, _dedupe
 from service.errors import InvalidRequest, PayloadTooLarge
-from service.scheduler import BatchLimits, Scheduler
+from service.scheduler import Scheduler
 from tests.service.test_scheduler import Recorder
 
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from rewardmodel import EncodedInput, FormatSpec, PaddedBatch, SpecialToken
-from service.backends import BackendInfo
+from service.backends import Backend, BackendInfo
+from service.batching import BatchLimits, window_cut
 from service.errors import BackendFailure, DeadlineExceeded, NotReady, Overloaded
-from service.scheduler import BatchLimits, Scheduler, window_cut
+from service.scheduler import Scheduler, SchedulerObserver
 
 SPEC = FormatSpec(template="pair", max_length=64, score_position="first", padding_side="right",
                   pad_token=SpecialToken("[PAD]", 0))
@@ -77,6 +78,13 @@ async def _held(backend: Recorder, scheduler: Scheduler) -> None:
     await until(backend.entered.is_set)  # the backend thread is inside the call, held at the gate
 
 
+def started(backend: Backend, observer: SchedulerObserver | None = None, **kw: float) -> Scheduler:
+    """A scheduler over ``backend`` with :func:`limits` ``kw``, its batcher running (call inside the loop)."""
+    scheduler = Scheduler(backend, SPEC, limits(**kw), observer)
+    scheduler.start()
+    return scheduler
+
+
 def run(coro_fn: Callable[[], object]) -> object:
     return asyncio.run(coro_fn())  # type: ignore[arg-type]
 
@@ -84,8 +92,7 @@ def run(coro_fn: Callable[[], object]) -> object:
 def test_jobs_are_batched_together_under_the_budget_and_scores_scattered_in_order() -> None:
     async def go() -> None:
         backend = Recorder()
-        scheduler = Scheduler(backend, SPEC, limits())
-        scheduler.start()
+        scheduler = started(backend)
         await _held(backend, scheduler)
         deadline = asyncio.get_running_loop().time() + 30
         jobs = [scheduler.submit(items(length, 3, first=10 * length), deadline) for length in (4, 12, 4, 8)]
@@ -110,9 +117,7 @@ def test_jobs_are_batched_together_under_the_budget_and_scores_scattered_in_orde
 def test_max_padding_splits_mixed_lengths_once_a_batch_is_big_enough(max_padding: float) -> None:
     async def go() -> None:
         backend = Recorder()
-        scheduler = Scheduler(backend, SPEC, limits(max_batch_tokens=4096, max_batch_items=64,
-                                                    max_padding=max_padding))
-        scheduler.start()
+        scheduler = started(backend, max_batch_tokens=4096, max_batch_items=64, max_padding=max_padding)
         await _held(backend, scheduler)
         deadline = asyncio.get_running_loop().time() + 30
         tiny = scheduler.submit(items(2, 3, first=200), deadline)  # 3 x 2 tokens, then 3 x 50: under 512 padded
@@ -133,8 +138,7 @@ def test_max_padding_splits_mixed_lengths_once_a_batch_is_big_enough(max_padding
 def test_the_oldest_item_is_never_starved_by_shorter_ones() -> None:
     async def go() -> None:
         backend = Recorder()
-        scheduler = Scheduler(backend, SPEC, limits(max_batch_tokens=32, max_batch_items=4))
-        scheduler.start()
+        scheduler = started(backend, max_batch_tokens=32, max_batch_items=4)
         await _held(backend, scheduler)
         deadline = asyncio.get_running_loop().time() + 30
         long_job = scheduler.submit([item(*[5] * 30)], deadline)
@@ -151,8 +155,7 @@ def test_the_oldest_item_is_never_starved_by_shorter_ones() -> None:
 def test_cancelled_and_expired_items_never_run() -> None:
     async def go() -> None:
         backend = Recorder()
-        scheduler = Scheduler(backend, SPEC, limits())
-        scheduler.start()
+        scheduler = started(backend)
         await _held(backend, scheduler)
         loop = asyncio.get_running_loop()
         cancelled = scheduler.submit([item(7, 7)], loop.time() + 30)
@@ -177,8 +180,7 @@ def test_cancelled_and_expired_items_never_run() -> None:
 def test_admission_limit_raises_overloaded_with_retry_after() -> None:
     async def go() -> None:
         backend = Recorder()
-        scheduler = Scheduler(backend, SPEC, limits(max_queue_items=5))
-        scheduler.start()
+        scheduler = started(backend, max_queue_items=5)
         await _held(backend, scheduler)
         deadline = asyncio.get_running_loop().time() + 30
         first = scheduler.submit(items(2, 4), deadline)
@@ -196,8 +198,7 @@ def test_admission_limit_raises_overloaded_with_retry_after() -> None:
 def test_a_failing_batch_or_a_nan_fails_only_its_requests() -> None:
     async def go() -> None:
         backend = Recorder(fail_on=lambda b: bool((b.input_ids == 13).any()))
-        scheduler = Scheduler(backend, SPEC, limits(max_batch_items=1))
-        scheduler.start()
+        scheduler = started(backend, max_batch_items=1)
         deadline = asyncio.get_running_loop().time() + 30
         bad, nan, good = (scheduler.submit([item(x, 1)], deadline) for x in (13, 666, 2))
         with pytest.raises(BackendFailure, match="boom"):
@@ -213,8 +214,7 @@ def test_a_failing_batch_or_a_nan_fails_only_its_requests() -> None:
 def test_max_wait_gathers_items_that_arrive_close_together() -> None:
     async def go() -> None:
         backend = Recorder()
-        scheduler = Scheduler(backend, SPEC, limits(max_wait_s=0.2))
-        scheduler.start()
+        scheduler = started(backend, max_wait_s=0.2)
         deadline = asyncio.get_running_loop().time() + 30
         jobs = []
         for k in range(4):
@@ -230,8 +230,7 @@ def test_max_wait_gathers_items_that_arrive_close_together() -> None:
 def test_close_finishes_queued_work() -> None:
     async def go() -> None:
         backend = Recorder()
-        scheduler = Scheduler(backend, SPEC, limits(max_batch_items=2))
-        scheduler.start()
+        scheduler = started(backend, max_batch_items=2)
         await _held(backend, scheduler)
         job = scheduler.submit(items(3, 7), asyncio.get_running_loop().time() + 30)
         closing = asyncio.ensure_future(scheduler.close())
@@ -254,8 +253,7 @@ def test_window_cut_takes_the_sorted_run_that_holds_the_oldest_item() -> None:
 def test_a_raising_item_fails_only_its_own_request_when_batched_with_others() -> None:
     async def go() -> None:
         backend = Recorder(fail_on=lambda b: bool((b.input_ids == 13).any()))
-        scheduler = Scheduler(backend, SPEC, limits())
-        scheduler.start()
+        scheduler = started(backend)
         await _held(backend, scheduler)
         deadline = asyncio.get_running_loop().time() + 30
         good1, bad, good2 = (scheduler.submit([item(x, 1), item(x, 2)], deadline) for x in (2, 13, 4))
@@ -276,8 +274,7 @@ def test_after_a_failed_or_nan_job_the_next_job_is_served(max_wait_s: float) -> 
     """The wedge: with max_wait > 0 a failed job's items stayed counted and the batcher died."""
     async def go() -> None:
         backend = Recorder(fail_on=lambda b: bool((b.input_ids == 13).any()))
-        scheduler = Scheduler(backend, SPEC, limits(max_wait_s=max_wait_s))
-        scheduler.start()
+        scheduler = started(backend, max_wait_s=max_wait_s)
         deadline = asyncio.get_running_loop().time() + 30
         for bad_id, error in ((666, "non-finite"), (13, "boom")):
             bad = scheduler.submit([item(bad_id, 1), item(5, 5)], deadline)
@@ -304,8 +301,7 @@ class Exploding:
 
 def test_a_dead_batcher_is_reported_and_fails_queued_and_new_work() -> None:
     async def go() -> None:
-        scheduler = Scheduler(Recorder(), SPEC, limits(), observer=Exploding())
-        scheduler.start()
+        scheduler = started(Recorder(), observer=Exploding())
         job = scheduler.submit([item(1, 1)], asyncio.get_running_loop().time() + 30)
         with pytest.raises(NotReady) as info:
             await asyncio.wait_for(scheduler.wait(job), 5)
@@ -329,8 +325,7 @@ class Dying(Recorder):
 
 def test_a_dead_backend_thread_is_reported_and_nothing_waits_on_it() -> None:
     async def go() -> None:
-        scheduler = Scheduler(Dying(), SPEC, limits(max_batch_items=1))
-        scheduler.start()
+        scheduler = started(Dying(), max_batch_items=1)
         deadline = asyncio.get_running_loop().time() + 30
         dying, behind = scheduler.submit([item(99)], deadline), scheduler.submit([item(3)], deadline)
         with pytest.raises(BackendFailure, match="thread died"):
@@ -348,8 +343,7 @@ def test_a_dead_backend_thread_is_reported_and_nothing_waits_on_it() -> None:
 def test_a_stuck_batch_makes_the_scheduler_unhealthy_until_it_returns() -> None:
     async def go() -> None:
         backend = Recorder()
-        scheduler = Scheduler(backend, SPEC, limits(stall_s=0.2))
-        scheduler.start()
+        scheduler = started(backend, stall_s=0.2)
         loop = asyncio.get_running_loop()
         backend.gate.clear()
         stuck = scheduler.submit([item(1)], loop.time() + 0.5)
@@ -370,8 +364,7 @@ def test_a_stuck_batch_makes_the_scheduler_unhealthy_until_it_returns() -> None:
 
 def test_flush_stops_waiting_for_a_fuller_batch() -> None:
     async def go() -> None:
-        scheduler = Scheduler(Recorder(), SPEC, limits(max_wait_s=30))
-        scheduler.start()
+        scheduler = started(Recorder(), max_wait_s=30)
         job = scheduler.submit([item(1)], asyncio.get_running_loop().time() + 60)
         scheduler.flush()
         assert (await asyncio.wait_for(scheduler.wait(job), 5)).scores.tolist() == [1.0]
@@ -383,8 +376,7 @@ def test_flush_stops_waiting_for_a_fuller_batch() -> None:
 def test_the_next_batch_forms_while_one_runs_and_a_third_waits_in_the_queue() -> None:
     async def go() -> None:
         backend = Recorder()
-        scheduler = Scheduler(backend, SPEC, limits())
-        scheduler.start()
+        scheduler = started(backend)
         await _held(backend, scheduler)
         deadline = asyncio.get_running_loop().time() + 30
         second = scheduler.submit([item(2, 2)], deadline)
@@ -407,8 +399,7 @@ def test_an_idle_backend_starts_at_once_or_a_full_batch_does_not_wait(max_wait_s
     """max_wait 0: one item starts at once; max_wait 30 s: a job that fills max_batch_items starts at once."""
     async def go() -> None:
         backend = Recorder()
-        scheduler = Scheduler(backend, SPEC, limits(max_wait_s=max_wait_s, max_batch_items=4))
-        scheduler.start()
+        scheduler = started(backend, max_wait_s=max_wait_s, max_batch_items=4)
         job = scheduler.submit(items(2, items_in_job), asyncio.get_running_loop().time() + 60)
         assert len((await asyncio.wait_for(scheduler.wait(job), 2)).scores) == items_in_job
         await scheduler.close()
@@ -418,8 +409,7 @@ def test_an_idle_backend_starts_at_once_or_a_full_batch_does_not_wait(max_wait_s
 
 def test_max_wait_holds_a_batch_that_is_not_full() -> None:
     async def go() -> None:
-        scheduler = Scheduler(Recorder(), SPEC, limits(max_wait_s=30, max_batch_items=4))
-        scheduler.start()
+        scheduler = started(Recorder(), max_wait_s=30, max_batch_items=4)
         job = scheduler.submit(items(2, 3), asyncio.get_running_loop().time() + 60)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(asyncio.shield(job.future), 0.3)
@@ -433,8 +423,7 @@ def test_max_wait_holds_a_batch_that_is_not_full() -> None:
 def test_only_the_sort_window_of_oldest_items_is_sorted() -> None:
     async def go() -> None:
         backend = Recorder()
-        scheduler = Scheduler(backend, SPEC, limits(sort_window=4, max_batch_items=8, max_batch_tokens=1000))
-        scheduler.start()
+        scheduler = started(backend, sort_window=4, max_batch_items=8, max_batch_tokens=1000)
         await _held(backend, scheduler)
         deadline = asyncio.get_running_loop().time() + 30
         lengths = [2, 2, 20, 20, 2, 2, 2, 2]  # without the window, the six short items would run together
@@ -452,8 +441,7 @@ def test_only_the_sort_window_of_oldest_items_is_sorted() -> None:
 def test_a_deadline_that_passes_after_part_of_a_request_started() -> None:
     async def go() -> None:
         backend = Recorder()
-        scheduler = Scheduler(backend, SPEC, limits(max_batch_items=2))
-        scheduler.start()
+        scheduler = started(backend, max_batch_items=2)
         backend.gate.clear()
         job = scheduler.submit(items(2, 5, first=200), asyncio.get_running_loop().time() + 0.3)
         await until(backend.entered.is_set)  # 2 items run (held), 2 wait in a formed batch, 1 in the queue

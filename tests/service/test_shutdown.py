@@ -68,14 +68,17 @@ def test_sigterm_under_load_finishes_accepted_requests_then_exits(bert_onnx_bund
 
 
 def test_sigterm_with_64_kept_alive_clients_answers_every_request_it_reads(bert_onnx_bundle: Path) -> None:
-    """Every request on an open connection gets an answer: 200 if admitted before the drain, else 503
-    draining with Connection: close; a client that connects after the listener closed is refused. Never a
-    connection closed with no answer (RemoteProtocolError / ReadError)."""
+    """Every request sent on an open connection gets an answer: 200 if admitted before the drain, else 503
+    draining; every answer after the signal carries Connection: close. Never a connection closed with no
+    answer (RemoteProtocolError / ReadError), the failure seen before. Each client posts on its one
+    kept-alive connection until an answer says Connection: close, as a client that then goes to another
+    replica does (reconnecting to this one in a tight loop would race the listener's close in the kernel,
+    which no server can prevent: the README's drain section says so)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = _serve(bert_onnx_bundle, port)
     outcomes: Counter[str] = Counter()
-    after_sigterm: Counter[str] = Counter()
+    closing_answers: Counter[str] = Counter()
     sigterm = threading.Event()
     lock = threading.Lock()
     try:
@@ -85,22 +88,20 @@ def test_sigterm_with_64_kept_alive_clients_answers_every_request_it_reads(bert_
             items = [{"prompt": f"q {k} ?", "completion": f" good {i} {k}"} for i in range(8)]
             with httpx.Client(timeout=60) as http:  # one kept-alive connection, reused while the server allows
                 for _ in range(400):
-                    was_draining = sigterm.is_set()
                     try:
                         r = http.post(url + "/score", json={"items": items})
                         kind = f"{r.status_code} {r.json().get('error', {}).get('type', '')}".strip()
-                        if r.status_code == 503:
-                            assert r.headers.get("connection") == "close", r.headers
-                    except httpx.ConnectError:
-                        kind = "refused"
+                        closes = r.headers.get("connection") == "close"
                     except httpx.HTTPError as exc:
-                        kind = f"dropped {type(exc).__name__}"
+                        kind, closes = f"dropped {type(exc).__name__}", True
                     with lock:
                         outcomes[kind] += 1
-                        if was_draining:
-                            after_sigterm[kind] += 1
-                    if kind == "refused":
+                        if closes:
+                            closing_answers[kind] += 1
+                    if closes:
                         return
+                    if sigterm.is_set() and kind != "200":
+                        raise AssertionError(f"an answer during the drain without Connection: close: {kind}")
 
         threads = [threading.Thread(target=client, args=(k,)) for k in range(64)]
         for t in threads:
@@ -117,8 +118,9 @@ def test_sigterm_with_64_kept_alive_clients_answers_every_request_it_reads(bert_
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert set(outcomes) <= {"200", "503 draining", "refused"}, outcomes
-    assert after_sigterm["503 draining"] > 0 and outcomes["refused"] == 64, (outcomes, after_sigterm)
+    assert set(outcomes) <= {"200", "503 draining"}, outcomes
+    assert sum(closing_answers.values()) == 64, closing_answers  # each client's last answer closed it
+    assert closing_answers["503 draining"] > 0 and closing_answers["200"] > 0, closing_answers
 
 
 def test_readyz_and_new_requests_answer_draining_and_a_second_signal_forces_the_exit(bert_onnx_bundle: Path) -> None:
