@@ -142,6 +142,11 @@ class NotReady(ServiceError):
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "1"}
 
+    @classmethod
+    def unhealthy(cls, reason: str) -> NotReady:
+        """The process can no longer serve (``/healthz`` is 503 too: restart it), saying why."""
+        return cls(f"the server is unhealthy: {reason}", kind="unhealthy")
+
 
 class DeadlineExceeded(ServiceError):
     """The request's deadline passed before its scores were ready."""

@@ -79,15 +79,12 @@ async def healthz(request: Request) -> dict[str, str]:
     """200 while alive; 503 saying why when the model failed to load, the batcher or the backend thread died,
     a batch is stuck, or the device failed: restart the process."""
     state = service_state(request)
-    if state.load_error:
-        raise NotReady(state.load_error, kind="load_failed")
-    if (reason := state.health()) is not None:
-        raise NotReady(f"the server is unhealthy: {reason}", kind="unhealthy")
+    state.ensure_alive()
     if state.backend is not None:
         try:
             await asyncio.to_thread(state.backend.health)
         except BackendFailure as exc:
-            raise NotReady(f"the server is unhealthy: {exc.message}", kind="unhealthy") from exc
+            raise NotReady.unhealthy(exc.message) from exc
     return {"status": "ok"}
 
 

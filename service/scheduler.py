@@ -196,7 +196,7 @@ class Scheduler:
         if self._closing:
             raise NotReady("the server is shutting down", kind="draining")
         if (reason := self.health()) is not None:
-            raise NotReady(f"the server is unhealthy: {reason}", kind="unhealthy")
+            raise NotReady.unhealthy(reason)
         if self.in_system + len(items) > self._limits.max_queue_items:
             raise Overloaded(
                 f"{self.in_system} items are queued or running and this request adds {len(items)}; the limit is "
@@ -274,7 +274,7 @@ class Scheduler:
                      exc_info=None if task.cancelled() else task.exception())
         # A job whose items all sit in formed batches still gets its scores; any other (items queued, or
         # taken out of the queue by the batcher as it died) would wait for nothing.
-        error = NotReady(f"the server is unhealthy: the batcher task died ({reason})", kind="unhealthy")
+        error = NotReady.unhealthy(f"the batcher task died ({reason})")
         in_batches: dict[Job, int] = {}
         for batch in self._batches:
             for item in batch.items:

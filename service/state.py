@@ -73,16 +73,20 @@ class ServiceState:
             return self.load_error
         return None if self.engine is None else self.engine.scheduler.health()
 
-    def require_engine(self) -> Engine:
-        """The engine, or :class:`NotReady` while loading, after a failed load, while draining, or unhealthy."""
-        if self.draining:
-            raise NotReady("the server is shutting down; retry (another replica will answer)", kind="draining")
+    def ensure_alive(self) -> None:
+        """Raise :class:`NotReady` (``load_failed`` or ``unhealthy``) if this process can no longer serve."""
         if self.load_error:
             raise NotReady(self.load_error, kind="load_failed")
+        if self.engine is not None and (reason := self.engine.scheduler.health()) is not None:
+            raise NotReady.unhealthy(reason)
+
+    def require_engine(self) -> Engine:
+        """The engine, or :class:`NotReady` while draining, after a failed load, unhealthy, or while loading."""
+        if self.draining:
+            raise NotReady("the server is shutting down; retry (another replica will answer)", kind="draining")
+        self.ensure_alive()
         if self.engine is None:
             raise NotReady("the model is still loading; poll /readyz", kind="not_ready")
-        if (reason := self.engine.scheduler.health()) is not None:
-            raise NotReady(f"the server is unhealthy: {reason}", kind="unhealthy")
         return self.engine
 
     def begin_drain(self) -> None:
