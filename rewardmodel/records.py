@@ -6,6 +6,7 @@ Accepted forms (DESIGN §2)::
     {"chosen": "\\n\\nHuman: …\\n\\nAssistant: …", "rejected": "…"}                      HH transcripts
     {"chosen": [messages], "rejected": [messages]}                                   conversational
     {"prompt": …, "completions": [str, …], "ranking": [best … worst]}                ranking
+    {"prompt": …, "completions": [str, …], "ranking": [[0, 2], 1]}                   ranking with a tie group
     {"prompt": …, "completions": [str, …], "scores": [float, …]}                      scored (ties skipped)
 
 Each becomes a :class:`PreferenceExample`: one prompt, its distinct completions, and the ordered
@@ -115,10 +116,13 @@ def _parse_ranking(row: Mapping[str, Any], where: str) -> PreferenceExample:
         raise DataError(where, "field 'completions' has duplicates; a ranking needs distinct completions")
     k = len(completions)
     if "ranking" in row:
-        ranking = row["ranking"]
-        if not isinstance(ranking, list) or sorted(ranking) != list(range(k)):
-            raise DataError(where, f"field 'ranking' must list each completion index 0..{k - 1} once, best first")
-        pairs = tuple(PreferencePair(a, b) for a, b in itertools.combinations(ranking, 2))
+        try:
+            groups = ranking_groups(row["ranking"], k)
+        except ValueError as exc:
+            raise DataError(where, str(exc)) from None
+        pairs = tuple(PreferencePair(a, b) for a, b in ranking_pairs(groups))
+        if not pairs:
+            raise DataError(where, "the 'ranking' ties every completion: the record carries no preference")
     elif "scores" in row:
         scores = row["scores"]
         if not isinstance(scores, list) or len(scores) != k or not all(
@@ -135,3 +139,25 @@ def _parse_ranking(row: Mapping[str, Any], where: str) -> PreferenceExample:
     else:
         raise DataError(where, "a record with 'completions' needs 'ranking' (best first) or 'scores'")
     return PreferenceExample(_prompt(row, where), tuple(completions), pairs, where)
+
+
+
+def ranking_groups(ranking: Any, k: int) -> list[list[int]]:
+    """A ranking of ``k`` completions as its groups, best first: an index alone is a group of one, a nested
+    list a group of tied completions. Raises ``ValueError`` unless it lists each index once.
+
+    The one reading of a ranking: training's records and the feedback store's events both use it."""
+    if not isinstance(ranking, list):
+        raise ValueError("field 'ranking' must be a list of completion indices, best first")
+    groups = [g if isinstance(g, list) else [g] for g in ranking]
+    flat = [i for g in groups for i in g]
+    if any(not g for g in groups) or not all(isinstance(i, int) and not isinstance(i, bool) for i in flat) \
+            or sorted(flat) != list(range(k)):
+        raise ValueError(f"field 'ranking' must list each completion index 0..{k - 1} once, best first "
+                         "(a nested list is a group of tied completions)")
+    return groups
+
+
+def ranking_pairs(groups: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+    """(better, worse) for every two completions in different groups: each group beats the ones below it."""
+    return [(a, b) for hi, lo in itertools.combinations(groups, 2) for a in hi for b in lo]

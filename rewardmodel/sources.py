@@ -1,4 +1,5 @@
-"""Reading preference data from JSONL, JSON, Parquet, `datasets` directories, the hub, or the demo set.
+"""Reading preference data from JSONL, JSON, Parquet, `datasets` directories, the hub, the demo set, or a
+database URL (the feedback store: ``sqlite:///feedback.db``, ``postgresql://…``).
 
 Every row is parsed by :func:`rewardmodel.records.parse_record`, so a malformed row fails with an error
 that names the file, the line (or row index) and the field. Training, ``rewardserve eval`` and the
@@ -16,6 +17,8 @@ from typing import Any
 from rewardmodel.errors import DataError
 from rewardmodel.records import PreferenceExample, parse_record
 
+DATA_SOURCES = "rewardserve.data_sources"
+"""Entry-point group of readers for URL sources, by scheme (``sqlite``, ``postgresql``, …)."""
 DEMO_DATA = "builtin:demo"
 """Source name of the generated demo set; ``builtin:demo:heldout`` is its held-out split."""
 
@@ -33,6 +36,9 @@ def load_examples(source: str, split: str = "train", limit: int = 0) -> list[Pre
 
 
 def _rows(source: str, split: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    if "://" in source:
+        yield from _url_rows(source)
+        return
     if source.startswith(DEMO_DATA):
         from rewardmodel.demo_data import demo_rows
 
@@ -54,6 +60,38 @@ def _rows(source: str, split: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json", ".parquet"):
         raise DataError(source, "no such file")
     yield from _datasets_rows(source, split)
+
+
+def _url_rows(source: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Rows from a reader registered for the URL's scheme (entry points ``rewardserve.data_sources``): the
+    feedback store registers ``sqlite`` and ``postgresql``. This package imports no stage, so the store's
+    reader is found by name, and its failures are translated here."""
+    from importlib.metadata import entry_points
+
+    scheme = source.split("://", 1)[0].lower()
+    readers = {ep.name: ep for ep in entry_points(group=DATA_SOURCES)}
+    if scheme not in readers:
+        raise DataError(_redacted(source), f"no reader for {scheme}:// sources (known: "
+                                           f"{', '.join(sorted(readers)) or 'none'}; the feedback store's readers "
+                                           "need rewardserve[feedback] installed)")
+    rows = readers[scheme].load()(source)
+    while True:
+        try:
+            yield next(rows)
+        except StopIteration:
+            return
+        except Exception as exc:  # the reader's own errors (a database down, a bad filter) name the source
+            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            raise DataError(_redacted(source), message) from exc
+
+
+def _redacted(source: str) -> str:
+    """``source`` without a password (``scheme://user:secret@host`` shows ``scheme://user:***@host``)."""
+    scheme, _, rest = source.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return source.split("?", 1)[0]
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host.split('?', 1)[0]}"
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, Mapping[str, Any]]]:

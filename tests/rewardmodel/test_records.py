@@ -49,6 +49,11 @@ def test_ranking_expands_to_all_pairs_best_first() -> None:
     assert ex.completions == ("x", "y", "z")  # each completion once
 
 
+def test_ranking_tie_groups_give_pairs_across_groups_only() -> None:
+    ex = parse_record({"prompt": "q", "completions": ["x", "y", "z", "w"], "ranking": [[0, 2], 1, [3]]}, "f:1")
+    assert [(p.better, p.worse) for p in ex.pairs] == [(0, 1), (2, 1), (0, 3), (2, 3), (1, 3)]
+
+
 def test_scores_form_skips_ties() -> None:
     ex = parse_record({"prompt": "q", "completions": ["x", "y", "z"], "scores": [1.0, 3.0, 1.0]}, "f:1")
     assert [(p.better, p.worse) for p in ex.pairs] == [(1, 0), (1, 2)]
@@ -64,6 +69,9 @@ def test_scores_form_skips_ties() -> None:
         ({"chosen": "\n\nHuman: a", "rejected": "\n\nHuman: b"}, "Assistant"),
         ({"prompt": "q", "completions": ["x", "y"], "ranking": [0, 0]}, "'ranking'"),
         ({"prompt": "q", "completions": ["x", "x"], "ranking": [0, 1]}, "duplicates"),
+        ({"prompt": "q", "completions": ["x", "y"], "ranking": [[0, 1]]}, "ties every completion"),
+        ({"prompt": "q", "completions": ["x", "y"], "ranking": [[], 0, 1]}, "tied completions"),
+        ({"prompt": "q", "completions": ["x", "y"], "ranking": [True, 0]}, "'ranking'"),
         ({"completions": ["x", "y"], "ranking": [0, 1]}, "'prompt'"),
         ({"prompt": [{"role": "user"}], "chosen": "a", "rejected": "b"}, r"prompt\[0\]\.content"),
         ([1, 2], "JSON object"),
