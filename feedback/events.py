@@ -1,0 +1,231 @@
+"""A feedback event: one human judgement of k completions of one prompt (the ``POST /feedback`` schema).
+
+The judgement is exactly one of:
+
+- ``choice: i`` — completion i is preferred over each of the others;
+- ``ranking: [best … worst]`` — a nested list is a tie group (``[[0, 2], 1]``);
+- ``ratings: [r, …]`` — one per completion, null for not rated. Without ``scale`` they are thumbs (+1/−1);
+  with ``scale: [lo, hi]`` any number in that range. ``criteria: {"name": [r, …]}`` adds per-criterion
+  ratings on the same scale.
+
+The rules are checked here, so a stored event is always well formed; :func:`content_hash` is what makes
+the client's ``id`` an idempotency key (the same id with the same content is a duplicate, not a new event).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from rewardmodel.conversation import validate_messages
+from rewardmodel.errors import FormatError
+from rewardmodel.records import ranking_groups
+
+MAX_EVENTS = 1000
+"""Events in one ``POST /feedback``; a client with more sends several batches."""
+MAX_COMPLETIONS = 64
+MAX_METADATA_BYTES = 16 * 1024
+Form = Literal["choice", "ranking", "ratings", "thumbs"]
+FORMS: tuple[Form, ...] = ("choice", "ranking", "ratings", "thumbs")
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+# sources become a Prometheus label: a short identifier, not free text
+SourceName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
+# strict: JSON's true is not the index 1, nor a thumbs up
+Number = Annotated[float, Strict()]
+Rating = Number | None
+
+
+class FeedbackEvent(BaseModel):
+    """One judgement of ``completions`` for ``prompt`` (see the module docstring for the forms)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
+        description="the client's key for this event: retrying with the same id never stores it twice")
+    prompt: str | list[dict[str, Any]] = Field(description="a string, or chat messages ending before the reply")
+    completions: list[str] = Field(min_length=1, max_length=MAX_COMPLETIONS, description="k distinct replies")
+    choice: StrictInt | None = Field(None, description="index of the preferred completion")
+    ranking: list[StrictInt | list[StrictInt]] | None = Field(None, description="indices best first; a nested "
+                                                                                "list is a tie group")
+    ratings: list[Rating] | None = Field(None, description="one per completion (null: not rated)")
+    scale: tuple[float, float] | None = Field(None, description="[lo, hi] of ratings; absent: thumbs, +1/-1")
+    criteria: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], list[Rating]] | None = Field(
+        None, max_length=32, description="per-criterion ratings, one per completion, on the ratings' scale")
+    annotator: Name | None = None
+    source: SourceName | None = Field(None, description="where the judgement was made, e.g. chat-ui, labeling")
+    policy: Name | None = Field(None, description="the model that wrote the completions")
+    scores: list[Number] | None = Field(None, description="the rewards the reward model gave these completions")
+    reward_model: Name | None = Field(None, description="the model id that gave `scores`")
+    created_at: AwareDatetime | None = Field(None, description="RFC 3339; default: the server's time")
+    metadata: dict[str, Any] | None = Field(None, description="anything else, at most 16 KB as JSON; "
+                                                              "metadata.user names the user for erasure")
+
+    @field_validator("prompt")
+    @classmethod
+    def _messages(cls, prompt: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+        if isinstance(prompt, list):
+            try:
+                validate_messages(prompt, "prompt")
+            except FormatError as exc:
+                raise ValueError(str(exc)) from None
+        return prompt
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, moment: datetime | None) -> datetime | None:
+        # one spelling per instant, so a retry that writes the time in another zone hashes the same
+        return None if moment is None else moment.astimezone(UTC)
+
+    @field_validator("completions")
+    @classmethod
+    def _distinct(cls, completions: list[str]) -> list[str]:
+        if len(set(completions)) != len(completions):
+            raise ValueError("completions must be distinct: the same text cannot be judged two ways")
+        return completions
+
+    @field_validator("scores")
+    @classmethod
+    def _finite(cls, scores: list[float] | None) -> list[float] | None:
+        if scores is not None and not all(math.isfinite(s) for s in scores):
+            raise ValueError("scores must be finite numbers")
+        return scores
+
+    @field_validator("metadata")
+    @classmethod
+    def _small(cls, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+        if metadata is None:
+            return None
+        if len(json.dumps(metadata, separators=(",", ":")).encode()) > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON")
+        if "user" in metadata and not isinstance(metadata["user"], str):
+            raise ValueError("metadata.user must be a string (it names the user for erasure requests)")
+        return metadata
+
+    @model_validator(mode="after")
+    def _judgement(self) -> FeedbackEvent:
+        given = [f for f in ("choice", "ranking", "ratings") if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise ValueError(f"an event carries exactly one judgement: choice, ranking or ratings (got "
+                             f"{', '.join(given) or 'none'})")
+        k = len(self.completions)
+        if self.choice is not None:
+            _check_choice(self.choice, k)
+        if self.ranking is not None:
+            _check_ranking(self.ranking, k)
+        if self.scale is not None and self.ratings is None:
+            raise ValueError("field 'scale' belongs to ratings")
+        if self.ratings is not None:
+            _check_ratings("ratings", self.ratings, k, self.scale)
+            if all(r is None for r in self.ratings):
+                raise ValueError("field 'ratings': at least one completion must be rated")
+        for name, values in (self.criteria or {}).items():
+            _check_ratings(f"criteria.{name}", values, k, self.scale)
+        if self.scores is not None and len(self.scores) != k:
+            raise ValueError(f"field 'scores' must hold {k} numbers, one per completion")
+        if (self.scores is None) != (self.reward_model is None):
+            raise ValueError("fields 'scores' and 'reward_model' come together: the scores and the model that gave "
+                             "them")
+        return self
+
+    @property
+    def form(self) -> Form:
+        """choice, ranking, ratings (a declared scale) or thumbs (+1/−1)."""
+        if self.choice is not None:
+            return "choice"
+        if self.ranking is not None:
+            return "ranking"
+        return "ratings" if self.scale is not None else "thumbs"
+
+    @property
+    def user(self) -> str | None:
+        """``metadata.user``: whose conversation this was, for erasure requests."""
+        return (self.metadata or {}).get("user")
+
+    def content(self) -> dict[str, Any]:
+        """What the client sent, as JSON (the server's defaults left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def content_hash(self) -> str:
+        """sha256 of the canonical JSON of :meth:`content`: equal for a retry of the same event."""
+        return hash_content(self.content())
+
+    def created(self, now: datetime) -> datetime:
+        """When the judgement was made, in UTC (``now`` when the client did not say)."""
+        return (self.created_at or now).astimezone(UTC)
+
+
+class FeedbackBatch(BaseModel):
+    """The body of ``POST /feedback``: stored all together, or not at all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[FeedbackEvent] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class FeedbackAccepted(BaseModel):
+    """The answer to ``POST /feedback``: every event is stored now (new ones counted in ``accepted``)."""
+
+    accepted: int = Field(description="events stored by this request")
+    duplicates: int = Field(description="events whose id was stored before with the same content")
+
+
+def hash_content(content: dict[str, Any]) -> str:
+    """sha256 of an event's content as canonical JSON (what :meth:`FeedbackEvent.content_hash` returns)."""
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def item_key(prompt: str | list[dict[str, Any]], completions: list[str]) -> str:
+    """The same prompt and the same set of completions, in any order: what annotators can agree on."""
+    text = json.dumps([prompt, sorted(completions)], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_choice(choice: int, k: int) -> None:
+    if k < 2:
+        raise ValueError("field 'choice' needs at least two completions")
+    if not 0 <= choice < k:
+        raise ValueError(f"field 'choice' must be an index 0..{k - 1}, got {choice}")
+
+
+def _check_ranking(ranking: list[int | list[int]], k: int) -> None:
+    if k < 2:
+        raise ValueError("field 'ranking' needs at least two completions")
+    ranking_groups(ranking, k)  # the contract's reading of a ranking, the one training uses
+
+
+def _check_ratings(field: str, values: list[Rating], k: int, scale: tuple[float, float] | None) -> None:
+    if len(values) != k:
+        raise ValueError(f"field '{field}' must hold {k} values, one per completion (null: not rated)")
+    rated = [r for r in values if r is not None]
+    if scale is None:
+        if any(r not in (1, -1) for r in rated):
+            raise ValueError(f"field '{field}': thumbs are +1 or -1 (null: not rated); declare 'scale': [lo, hi] "
+                             "for another scale")
+        return
+    lo, hi = scale
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError("field 'scale' must be [lo, hi] with lo < hi")
+    if any(not (math.isfinite(r) and lo <= r <= hi) for r in rated):
+        raise ValueError(f"field '{field}': every rating must lie in the scale [{lo:g}, {hi:g}]")
+
+
+def utc_now() -> datetime:
+    """The server's time, in UTC."""
+    return datetime.now(UTC)

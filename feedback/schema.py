@@ -1,0 +1,43 @@
+"""The store's one table, ``feedback_events``: an event per row, its client id the primary key.
+
+The columns filters and counts need are real columns (indexed where a query selects on them); the rest of
+the event (prompt, completions, judgement, scores, metadata) is one JSON document, ``body``, exactly
+what the client sent. Times are naive UTC, which SQLite and PostgreSQL compare alike.
+Changing this table means adding an Alembic revision under ``feedback/migrations/versions``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Index, MetaData, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the store's naming convention (stable constraint names for migrations)."""
+
+    metadata = MetaData(naming_convention={"ix": "ix_%(table_name)s_%(column_0_name)s",
+                                           "pk": "pk_%(table_name)s"})
+
+
+class EventRow(Base):
+    """One stored feedback event."""
+
+    __tablename__ = "feedback_events"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    form: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str | None] = mapped_column(String(64), index=True)
+    annotator: Mapped[str | None] = mapped_column(String(256), index=True)
+    policy: Mapped[str | None] = mapped_column(String(256))
+    reward_model: Mapped[str | None] = mapped_column(String(256))
+    user_id: Mapped[str | None] = mapped_column(String(256), index=True)
+    item_key: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(), index=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime())
+    body: Mapped[dict[str, Any]] = mapped_column(JSON())
+
+    __table_args__ = (Index("ix_feedback_events_form_created_at", "form", "created_at"),)
