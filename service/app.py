@@ -1,7 +1,8 @@
 """``create_app``: the FastAPI application around one bundle: routers, error handlers, middleware, lifespan.
 
 The card and tokenizer are read here, synchronously, so a bad bundle fails before the server listens;
-the backend loads in the background (see :mod:`service.state`).
+the backend loads in the background (see :mod:`service.state`). With ``feedback_db`` set, the feedback
+stage's router is mounted too: the one place the service reaches into another stage, as its composer.
 """
 
 from __future__ import annotations
@@ -11,20 +12,27 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
+from feedback.errors import FeedbackError
 from rewardmodel import read_card
 from service.backends import load_backend
 from service.compat import compat
 from service.error_handling import install_error_handlers
-from service.errors import ServiceError
+from service.errors import InvalidRequest, PayloadTooLarge, ServiceError, Unauthorized, ValidationFailed
 from service.metrics import Metrics
 from service.middleware import RequestContext
+from service.plumbing import admit_write, require_feedback_key
 from service.routes import router, scoring
+from service.schemas import ErrorResponse
 from service.settings import ServiceSettings
 from service.state import BackendLoader, ServiceState
+
+if TYPE_CHECKING:
+    from feedback.router import FeedbackService
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +49,22 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[str], None] | None
     metrics = Metrics()
     state = ServiceState(settings, root, read_card(root), metrics, on_fatal, load)
 
+    feedback = _feedback(settings, metrics)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # loading runs beside the server so that /healthz answers while a large model loads
         loading = asyncio.create_task(state.start())
+        preparing = None if feedback is None else asyncio.create_task(_prepare(feedback))
         try:
             yield
         finally:
             state.draining = True
             await loading
             await state.stop()
+            if feedback is not None and preparing is not None:
+                await preparing
+                await asyncio.to_thread(feedback.close)
 
     # /docs and /redoc from assets the package ships: clusters are often air-gapped, and FastAPI's pages load
     # Swagger UI, ReDoc and fonts from a CDN (blank pages offline)
@@ -60,13 +74,46 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[str], None] | None
     app.include_router(scoring)
     app.include_router(compat)
     app.include_router(router)
+    routers = [scoring, compat, router]
+    if feedback is not None:
+        from feedback.errors import DOCUMENTED as FEEDBACK_ERRORS
+        from feedback.router import feedback_router
+
+        documented: list[type[ServiceError] | type[FeedbackError]] = [
+            InvalidRequest, Unauthorized, PayloadTooLarge, ValidationFailed, *FEEDBACK_ERRORS]
+        responses: dict[int | str, dict[str, Any]] = {
+            e.status: {"model": ErrorResponse, "description": e.description} for e in documented}
+        routers.append(feedback_router(feedback, [Depends(require_feedback_key), Depends(admit_write)], responses))
+        app.include_router(routers[-1])
     install_error_handlers(app, metrics)
     # metric labels: known paths only, so that scanners probing random URLs cannot explode cardinality
-    paths = {getattr(r, "path", "") for rt in (scoring, compat, router) for r in rt.routes}
+    paths = {getattr(r, "path", "") for rt in routers for r in rt.routes}
     endpoints = frozenset(paths | {"/docs", "/redoc", "/openapi.json"})
     app.add_middleware(RequestContext, metrics=metrics, max_body_bytes=settings.max_body_bytes, endpoints=endpoints,
                        draining=lambda: state.draining)
     return app
+
+
+def _feedback(settings: ServiceSettings, metrics: Metrics) -> FeedbackService | None:
+    """The feedback stage when a database is configured (its packages are imported only then)."""
+    if settings.feedback_db is None:
+        return None
+    from feedback.router import FeedbackService
+    from feedback.store import FeedbackStore
+
+    return FeedbackService(FeedbackStore(settings.feedback_db), metrics.registry)
+
+
+async def _prepare(feedback: FeedbackService) -> None:
+    """Migrate the store's schema at start; a database that is down now only delays feedback (503 until back)."""
+    from feedback.store import redact
+
+    try:
+        await asyncio.to_thread(feedback.store.migrate)
+        log.info("feedback store ready: %s", redact(feedback.store.url))
+    except FeedbackError as exc:
+        log.warning("the feedback store is unavailable (POST /feedback answers 503 until it is back): %s",
+                    exc.message)
 
 
 def _version() -> str:

@@ -1,9 +1,9 @@
 """The one place errors become HTTP answers.
 
 Every error answer, whoever raises it (a route, FastAPI's validation, Starlette's routing, the
-middleware's body limit, a bug), is a :class:`~service.errors.ServiceError` by the time it leaves, and
-:func:`error_response` turns it into DESIGN §4's JSON with the status and headers the error class
-carries. It also counts refusals in ``rewardserve_rejected_total`` and logs 5xx failures with the
+middleware's body limit, the feedback stage, a bug), is a :class:`~service.errors.ServiceError` by the
+time it leaves, and :func:`error_response` turns it into DESIGN §4's JSON with the status and headers
+the error class carries. It also counts refusals in ``rewardserve_rejected_total`` and logs 5xx failures with the
 request id.
 """
 
@@ -16,11 +16,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from feedback.errors import FeedbackError
 from service.errors import (
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
     ServiceError,
+    StageError,
     ValidationFailed,
     error_body,
 )
@@ -72,6 +74,11 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(_translate_validation(exc), metrics, request_id(request))
+
+    @app.exception_handler(FeedbackError)
+    async def feedback_error(request: Request, exc: FeedbackError) -> JSONResponse:
+        return error_response(StageError(exc.message, exc.kind, exc.status, exc.headers()), metrics,
+                              request_id(request))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -14,7 +14,8 @@ Hierarchy (status in brackets; ``kind`` is the JSON error type, a class default 
     ├── BackendFailure     [500] the backend failed or produced a non-finite score
     ├── InternalError      [500] a bug in the service (logged with the request id)
     ├── NotReady           [503] loading, draining, or unhealthy (Retry-After: 1)
-    └── DeadlineExceeded   [504] the request's deadline passed before its scores were ready
+    ├── DeadlineExceeded   [504] the request's deadline passed before its scores were ready
+    └── StageError         [its own] a mounted stage's error (feedback: 409 conflict, 503 feedback_unavailable)
 
 Adding an error is adding a class here: the one handler (:mod:`service.error_handling`) reads
 ``status`` and ``headers()`` from it, and the OpenAPI schema reads ``description``. Foreign exceptions
@@ -154,6 +155,18 @@ class DeadlineExceeded(ServiceError):
     kind = "deadline_exceeded"
     status = 504
     description = "the request's deadline passed before its scores were ready"
+
+
+class StageError(ServiceError):
+    """An error a mounted stage raised (the feedback store's), answered with the status and headers it carries."""
+
+    def __init__(self, message: str, kind: str, status: int, headers: dict[str, str]) -> None:
+        super().__init__(message, kind)
+        self.status = status
+        self._headers = headers
+
+    def headers(self) -> dict[str, str]:
+        return self._headers
 
 
 DOCUMENTED: tuple[type[ServiceError], ...] = (

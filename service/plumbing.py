@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from fastapi import Depends, Request, Response
@@ -28,7 +28,22 @@ async def require_api_key(request: Request) -> None:
 
     ``async`` although it never awaits: FastAPI runs a plain ``def`` dependency in its thread pool, a
     thread hop per request that cost ~10% of the event loop's time under many one-pair requests."""
-    keys = service_state(request).settings.api_keys
+    _check_bearer(request, service_state(request).settings.api_keys)
+
+
+async def require_feedback_key(request: Request) -> None:
+    """``/feedback`` takes the feedback keys when they are set (and then only them), else the API keys."""
+    settings = service_state(request).settings
+    _check_bearer(request, settings.feedback_keys or settings.api_keys)
+
+
+async def admit_write(request: Request) -> AsyncIterator[None]:
+    """Count a feedback request until it is answered (the drain waits for it); refuse it while draining."""
+    with service_state(request).admit_write():
+        yield
+
+
+def _check_bearer(request: Request, keys: tuple[str, ...]) -> None:
     if not keys:
         return
     scheme, _, token = request.headers.get("authorization", "").partition(" ")

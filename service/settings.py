@@ -62,6 +62,13 @@ class ServiceSettings(BaseSettings):
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         (), repr=False, description="comma-separated Bearer keys; set: scoring endpoints answer 401 without one "
                                     "(environment only, never a flag)")
+    feedback_db: str | None = Field(None, description="feedback store: a SQLite file path, sqlite:///…, or "
+                                    "postgresql://… (a password goes in REWARDSERVE_FEEDBACK_DB or PGPASSWORD, never "
+                                    "a flag). Unset: POST /feedback is off", repr=False)
+    feedback_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), repr=False, description="comma-separated Bearer keys for /feedback only. Set: /feedback takes these and "
+                                    "not the API keys, and these cannot score. Unset: /feedback takes the API keys "
+                                    "(environment only, never a flag)")
     protect_metrics: bool = Field(False, description="with API keys set, /metrics needs a key too (Prometheus "
                                                      "then sends it as a bearer token)")
     protect_health: bool = Field(False, description="with API keys set, /healthz and /readyz need a key too (probes "
@@ -74,7 +81,7 @@ class ServiceSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     access_log: bool = Field(False, description="log every request (uvicorn's access log)")
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "feedback_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -94,11 +101,15 @@ class ServiceSettings(BaseSettings):
         return self
 
 
+SECRET_SETTINGS = ("api_keys", "feedback_keys")
+"""Settings taken from the environment only: a flag would show them in ``ps`` and shell history."""
+
+
 def setting_fields() -> list[tuple[str, Any, str, tuple[str, ...] | None]]:
-    """(name, default, description, choices) of every setting a flag may set (API keys excluded)."""
+    """(name, default, description, choices) of every setting a flag may set (keys excluded)."""
     out = []
     for name, info in ServiceSettings.model_fields.items():
-        if name == "api_keys":
+        if name in SECRET_SETTINGS:
             continue
         choices = getattr(info.annotation, "__args__", None)
         literal = choices if choices and all(isinstance(c, str) for c in choices) else None

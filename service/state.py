@@ -57,7 +57,7 @@ class ServiceState:
         self.draining = False
         self.load_error: str | None = None
         self.admitted = 0
-        """Scoring requests admitted and not yet answered: the drain waits for them."""
+        """Scoring and feedback requests admitted and not yet answered: the drain waits for them."""
         self._on_fatal = on_fatal
         self._load = load
         metrics.track_readiness(lambda: self.engine is not None and not self.draining and self.health() is None)
@@ -99,9 +99,22 @@ class ServiceState:
     def admit(self) -> Iterator[Engine]:
         """Admit one scoring request (or refuse it with :class:`NotReady`); the drain waits for admitted ones."""
         engine = self.require_engine()
+        with self._counted():
+            yield engine
+
+    @contextmanager
+    def admit_write(self) -> Iterator[None]:
+        """Admit one feedback request: it needs no model, so it is refused only while draining."""
+        if self.draining:
+            raise NotReady("the server is shutting down; retry (another replica will answer)", kind="draining")
+        with self._counted():
+            yield
+
+    @contextmanager
+    def _counted(self) -> Iterator[None]:
         self.admitted += 1
         try:
-            yield engine
+            yield
         finally:
             self.admitted -= 1
 

@@ -32,14 +32,15 @@ KEY = "fuzz-key"
 
 
 @pytest.fixture(scope="module", params=["open", "keys"])
-def api_schema(request: pytest.FixtureRequest,
-               bert_onnx_bundle: Path) -> Iterator[tuple[schemathesis.BaseSchema, dict[str, str]]]:
+def api_schema(request: pytest.FixtureRequest, bert_onnx_bundle: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[schemathesis.BaseSchema, dict[str, str]]]:
     """The served schema and the headers a client sends: with API keys on, the scoring endpoints take the
     key, and the 401 answer is part of what they document. Small limits, so generated lists and strings
-    reach them and the 413 paths are fuzzed too."""
+    reach them and the 413 paths are fuzzed too. Feedback is on, into a SQLite store of its own."""
     keyed = request.param == "keys"
+    db = tmp_path_factory.mktemp("fuzz-feedback") / "feedback.db"
     with running(model=bert_onnx_bundle, max_items_per_request=16, max_request_tokens=2000,
-                 api_keys=KEY if keyed else "") as live:
+                 api_keys=KEY if keyed else "", feedback_db=str(db)) as live:
         yield schemathesis.openapi.from_url(live.url + "/openapi.json"), ({"Authorization": f"Bearer {KEY}"}
                                                                             if keyed else {})
 
@@ -80,7 +81,8 @@ def test_no_server_error_and_documented_answers(api_schema: tuple[schemathesis.B
         assert statuses, f"{operation.label} ({mode.value}) was never called"
         fuzzed.append(operation.label)
     assert {"POST /score", "POST /rerank", "POST /get_reward", "POST /classify", "POST /v1/rerank", "POST /v2/rerank",
-            "GET /v1/models", "GET /healthz", "GET /readyz", "GET /metrics"} <= set(labels)
+            "GET /v1/models", "GET /healthz", "GET /readyz", "GET /metrics", "POST /feedback",
+            "GET /feedback/stats"} <= set(labels)
     # Only an operation with no input at all has no invalid input to generate (negative mode's GETs);
     # every other operation, GETs included in positive mode, must really have been fuzzed.
     gets = {label for label in labels if label.startswith("GET ")}

@@ -25,8 +25,34 @@ def _no_nan(constant: str) -> None:
     raise AssertionError(f"{constant} in a response")
 
 
-def test_hostile_input_catalogue(bert_onnx_bundle: Path) -> None:
+def _event(**fields: object) -> dict[str, object]:
+    return {"id": "e", "prompt": "q", "completions": ["a", "b"], "choice": 0, **fields}
+
+
+def test_hostile_input_catalogue(bert_onnx_bundle: Path, tmp_path: Path) -> None:
     deep = "[" * 50_000 + "]" * 50_000
+    nan_scores = '{"events": [{"id": "n", "prompt": "q", "completions": ["a", "b"], "choice": 0, ' \
+                 '"scores": [NaN, 1], "reward_model": "m"}]}'
+    inf_ratings = '{"events": [{"id": "i", "prompt": "q", "completions": ["a", "b"], "ratings": [Infinity, 0], ' \
+                  '"scale": [0, 1]}]}'
+    feedback: list[tuple[str, dict[str, object], int, str]] = [
+        ("/feedback", {"json": {"events": "nope"}}, 422, "validation_error"),
+        ("/feedback", {"json": {"events": [_event(id=str(i)) for i in range(1001)]}}, 422, "validation_error"),
+        ("/feedback", {"json": {"events": [_event(id="")]}}, 422, "validation_error"),
+        ("/feedback", {"json": {"events": [_event(id="x" * 129)]}}, 422, "validation_error"),
+        ("/feedback", {"json": {"events": [_event(completions=[str(i) for i in range(65)])]}}, 422,
+         "validation_error"),
+        ("/feedback", {"json": {"events": [_event(metadata={"x": "y" * 20_000})]}}, 422, "validation_error"),
+        ("/feedback", {"content": nan_scores, "headers": JSON}, 422, "validation_error"),
+        ("/feedback", {"content": inf_ratings, "headers": JSON}, 422, "validation_error"),
+        ("/feedback", {"content": '{"events": [{"id": "d", "metadata": ' + deep + "}]}", "headers": JSON}, 400,
+         "invalid_json"),
+        ("/feedback", {"content": b'{"events": [{"id": "\xff"}]}', "headers": JSON}, 400, "invalid_json"),
+        ("/feedback", {"content": b"{" + b" " * 11_000_000 + b"}", "headers": JSON}, 413, "payload_too_large"),
+        ("/feedback", {"json": {"events": [_event(id="big", prompt="x" * 1_000_000)]}}, 200, ""),
+        ("/feedback", {"json": {"events": [_event(id="big", prompt="x" * 1_000_000)]}}, 200, ""),  # a duplicate
+        ("/feedback", {"json": {"events": [_event(id="big")]}}, 409, "conflict"),
+    ]
     cases: list[tuple[str, dict[str, object], int, str]] = [
         ("/score", {"json": {"items": []}}, 400, "invalid_request"),
         ("/score", {"json": {"items": [{"prompt": "", "completion": ""}]}}, 200, ""),
@@ -49,8 +75,9 @@ def test_hostile_input_catalogue(bert_onnx_bundle: Path) -> None:
         ("/classify", {"json": {"input": "", "add_special_tokens": False}}, 400, "invalid_input"),  # no tokens
         ("/get_reward", {"json": {"query": ["a"], "prompts": ["a", "b"]}}, 400, "invalid_request"),
         ("/get_reward", {"json": {"query": None}}, 422, "validation_error"),
+        *feedback,
     ]
-    with running(model=bert_onnx_bundle, max_body_bytes=10 << 20) as live:
+    with running(model=bert_onnx_bundle, max_body_bytes=10 << 20, feedback_db=str(tmp_path / "f.db")) as live:
         for path, kwargs, status, kind in cases:
             r = httpx.post(live.url + path, timeout=60, **kwargs)  # type: ignore[arg-type]
             if status == 200:
@@ -61,6 +88,8 @@ def test_hostile_input_catalogue(bert_onnx_bundle: Path) -> None:
         empty = httpx.post(live.url + "/rerank", json={"prompt": "q", "completions": []})
         assert "'completions' is empty" in error_of(empty, 400, "invalid_request")  # named as the client sent it
         assert httpx.post(live.url + "/score", json={"items": [ITEM]}).status_code == 200
+        assert httpx.post(live.url + "/feedback", json={"events": [_event(id="after")]}).json() == {
+            "accepted": 1, "duplicates": 0}
 
 
 def test_a_nan_producing_input_fails_only_its_own_request(poisoned_bundle: Path) -> None:
