@@ -1,4 +1,4 @@
-"""The ``rewardserve`` command: ``train``, ``eval``, ``export``, ``serve``, ``demo``.
+"""The ``rewardserve`` command: ``train``, ``eval``, ``export``, ``serve``, ``demo``, ``feedback``.
 
 This module only parses arguments and dispatches; each stage package is imported lazily inside its
 subcommand, so ``rewardserve --help`` is instant and a serving install never imports torch for it.
@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from feedback.errors import FeedbackError
 from rewardmodel import RewardModelError
+from rewardserve.feedback_cli import add_feedback
 from service.errors import ServiceError
 
 DEMO_BUNDLE = "demo-minilm"
@@ -192,13 +194,14 @@ DEMO_SERVE: dict[str, Any] = {"variant": "int8"}
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="build the demo reward model (MiniLM on generated preferences), export it to "
-                                    "ONNX, evaluate every variant, then serve it (int8 on onnxruntime)")
+                                    "ONNX, evaluate every variant, then serve it (int8 on onnxruntime), taking "
+                                    "feedback into $REWARDSERVE_HOME/feedback.db")
     p.add_argument("--home", type=Path, default=None, help="cache directory (default: $REWARDSERVE_HOME or "
                                                            "~/.cache/rewardserve)")
     p.add_argument("--retrain", action="store_true", help="train again even if the demo bundle exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-serve", dest="serve", action="store_false", help="stop after the evaluation")
-    _add_setting_flags(p, skip=("model",), **DEMO_SERVE)
+    _add_setting_flags(p, skip=("model",), feedback_db="$REWARDSERVE_HOME/feedback.db", **DEMO_SERVE)
     p.set_defaults(func=_cmd_demo)
 
 
@@ -230,8 +233,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return 0
     from service.server import serve
 
-    settings = service_settings(args, model=bundle, **DEMO_SERVE)
-    print(f"serving {bundle} on http://{settings.host}:{settings.port} (docs at /docs; Ctrl-C stops)", file=sys.stderr)
+    home = args.home or default_home()
+    settings = service_settings(args, model=bundle, feedback_db=str(home / "feedback.db"), **DEMO_SERVE)
+    print(f"serving {bundle} on http://{settings.host}:{settings.port} (docs at /docs; feedback into "
+          f"{settings.feedback_db}; Ctrl-C stops)", file=sys.stderr)
     return serve(settings)
 
 
@@ -245,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_serve(sub)
     _add_demo(sub)
+    add_feedback(sub, _emit)
     return parser
 
 
@@ -261,6 +267,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.stdout = sys.stdout
         with contextlib.redirect_stdout(sys.stderr):
             return int(args.func(args))
-    except (RewardModelError, ServiceError) as exc:
+    except (RewardModelError, ServiceError, FeedbackError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -83,10 +83,16 @@ def test_demo_trains_minilm_to_90_percent_then_uses_the_cache(tmp_path: Path) ->
             {"prompt": egg, "completion": "no idea lol"}]}).json()["scores"]
         assert scores[0] > scores[1]
         assert httpx.get(url + "/v1/models").json()["data"][0]["rewardserve"]["variant"] == "int8"
+        # the demo takes feedback into $REWARDSERVE_HOME/feedback.db (the README's example)
+        event = {"id": "demo-1", "prompt": egg, "completions": ["Boil it for nine minutes.", "no idea lol"],
+                 "choice": 0, "scores": scores, "reward_model": "rewardserve-demo-minilm"}
+        assert httpx.post(url + "/feedback", json={"events": [event]}).json() == {"accepted": 1, "duplicates": 0}
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(60)
     assert "using the cached demo model" in (second.stderr.read() if second.stderr else "")
+    stats = run_cli("feedback", "stats", "--db", str(tmp_path / "feedback.db"))
+    assert json.loads(stats.stdout)["live_accuracy"] == {"rewardserve-demo-minilm": {"pairs": 1, "accuracy": 1.0}}
 
 
 def _read_json(stream: IO[str]) -> str:

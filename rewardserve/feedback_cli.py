@@ -1,0 +1,80 @@
+"""``rewardserve feedback export | stats | prune | migrate``: the feedback store from the command line.
+
+Every subcommand takes ``--db`` (a SQLite path, ``sqlite:///…`` or ``postgresql://…``; default
+``$REWARDSERVE_FEEDBACK_DB``) and prints its result as JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+DB_HELP = "the feedback database: a SQLite path, sqlite:///… or postgresql://… (default: $REWARDSERVE_FEEDBACK_DB)"
+
+
+def add_feedback(sub: argparse._SubParsersAction, emit: Any) -> None:
+    """Register ``feedback`` and its subcommands; ``emit(args, result)`` prints a result."""
+    p = sub.add_parser("feedback", help="the feedback store: export for training, stats, retention and erasure")
+    cmds = p.add_subparsers(dest="feedback_command", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        c = cmds.add_parser(name, help=help_text)
+        c.add_argument("--db", default=os.environ.get("REWARDSERVE_FEEDBACK_DB"), help=DB_HELP)
+        return c
+
+    def window(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--since", help="only events judged at or after this RFC 3339 time (a date: its midnight UTC)")
+        c.add_argument("--until", help="only events judged before this time")
+        c.add_argument("--source", help="only events from this source (e.g. chat-ui, labeling)")
+        c.add_argument("--annotator", help="only this annotator's events")
+
+    e = command("export", "write the stored judgements as training data (.jsonl or .parquet)")
+    e.add_argument("--out", required=True, type=Path, help="FILE.jsonl or FILE.parquet")
+    e.add_argument("--aggregate", choices=["all", "majority"], default="all",
+                   help="all: every event as it was judged; majority: one verdict per pair of completions over "
+                        "all annotators of the same prompt and completions (default: all)")
+    window(e)
+    s = command("stats", "counts, inter-annotator agreement, and each reward model's live accuracy")
+    window(s)
+    r = command("prune", "delete events: older than --before (retention), or by annotator, or about a user "
+                         "(metadata.user, for an erasure request); several criteria must all hold")
+    r.add_argument("--before", help="delete events judged before this RFC 3339 time")
+    r.add_argument("--annotator", help="delete this annotator's events")
+    r.add_argument("--user", help="delete events whose metadata.user is this")
+    command("migrate", "create or upgrade the store's schema (Kubernetes: run it in an init container)")
+    p.set_defaults(func=lambda args: _run(args, emit))
+
+
+def _run(args: argparse.Namespace, emit: Any) -> int:
+    from feedback.errors import FeedbackError, InvalidFeedback
+    from feedback.export import export, parse_time
+    from feedback.stats import feedback_stats
+    from feedback.store import FeedbackStore, Filters, redact
+
+    if not args.db:
+        raise InvalidFeedback("say which database: --db PATH_OR_URL (or set REWARDSERVE_FEEDBACK_DB)")
+    cmd = args.feedback_command
+    store = FeedbackStore(args.db, pool_size=1, must_exist=cmd != "migrate")
+    try:
+        if cmd == "migrate":
+            store.migrate()
+            result: dict[str, Any] = {"database": redact(store.url), "migrated": True}
+        elif cmd == "prune":
+            deleted = store.prune(parse_time(args.before, "--before"), args.annotator, args.user)
+            result = {"database": redact(store.url), "deleted": deleted}
+        else:
+            filters = Filters(since=parse_time(args.since, "--since"), until=parse_time(args.until, "--until"),
+                              source=args.source, annotator=args.annotator)
+            if cmd == "stats":
+                result = feedback_stats(store, filters)
+            else:
+                report = export(store, args.out, filters, args.aggregate)
+                result = {"out": str(args.out), **report.to_dict()}
+    except FeedbackError as exc:  # say which database: an operator may juggle several
+        raise type(exc)(f"{redact(store.url)}: {exc.message}") from None
+    finally:
+        store.close()
+    emit(args, result)
+    return 0
