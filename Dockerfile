@@ -38,7 +38,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     REWARDSERVE_PORT=8000 \
     REWARDSERVE_MODEL=/models/reward-model
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
-    pip install --no-cache-dir "$(echo /wheels/rewardserve-*.whl)[serve]" \
+    pip install --no-cache-dir "$(echo /wheels/rewardserve-*.whl)[serve,postgres]" \
  && groupadd --system --gid 10001 rewardserve \
  && useradd --system --uid 10001 --gid rewardserve --no-create-home --shell /usr/sbin/nologin rewardserve
 COPY --from=model /models /models
@@ -70,7 +70,7 @@ RUN apt-get update \
  && groupadd --system --gid 10001 rewardserve \
  && useradd --system --uid 10001 --gid rewardserve --no-create-home --shell /usr/sbin/nologin rewardserve
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
-    pip install --no-cache-dir "$(echo /wheels/rewardserve-*.whl)[serve-gpu]"
+    pip install --no-cache-dir "$(echo /wheels/rewardserve-*.whl)[serve-gpu,postgres]"
 COPY --from=model /models /models
 USER 10001:10001
 EXPOSE 8000

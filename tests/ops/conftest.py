@@ -16,7 +16,7 @@ from tests.helpers import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
-OVERLAYS = ("cpu", "gpu", "gpu-keda")
+OVERLAYS = ("cpu", "gpu", "gpu-keda", "cpu-feedback")
 
 
 @pytest.fixture(scope="session")

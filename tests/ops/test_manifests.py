@@ -28,7 +28,8 @@ def test_dockerfile_serves_without_the_training_stack() -> None:
     text = (ROOT / "Dockerfile").read_text()
     targets = {line.split()[-1] for line in text.splitlines() if line.startswith("FROM ") and " AS " in line}
     assert {"cpu", "gpu"} <= targets
-    assert "[serve]" in text and "[serve-gpu]" in text and "[train]" not in text and "[dev]" not in text
+    assert "[serve,postgres]" in text and "[serve-gpu,postgres]" in text
+    assert "[train" not in text and "[dev" not in text
     assert "USER 10001:10001" in text and "HEALTHCHECK" in text and 'ENTRYPOINT ["rewardserve"]' in text
 
 
@@ -104,7 +105,7 @@ def test_overlay_drains_probes_and_scales_as_documented(overlay: tuple[str, str]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
 
 
-EXPECTED_SCALING = {"cpu": (2, 10, 256), "gpu": (2, 10, 2048), "gpu-keda": (2, 10, 2048)}
+EXPECTED_SCALING = {"cpu": (2, 10, 256), "gpu": (2, 10, 2048), "gpu-keda": (2, 10, 2048), "cpu-feedback": (2, 10, 256)}
 """(min replicas, max replicas, queued items per replica that adds one) of each overlay, as the README says."""
 
 
@@ -132,3 +133,20 @@ def test_autoscaling_targets_the_adapters_metric_within_bounds(overlay: tuple[st
 
 def _objects(text: str) -> list[dict[str, Any]]:
     return [o for o in yaml.safe_load_all(text) if o]
+
+
+def test_feedback_overlay_migrates_first_and_reads_the_url_from_a_secret(tool: Callable[..., str]) -> None:
+    from rewardserve.cli import build_parser
+
+    objects = _objects(_build(tool, "cpu-feedback"))
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    server, (init,) = pod["containers"][0], pod["initContainers"]
+    for container in (server, init):
+        (env,) = [e for e in container["env"] if e["name"] == "REWARDSERVE_FEEDBACK_DB"]
+        assert env["valueFrom"]["secretKeyRef"] == {"name": "rewardserve-feedback-db", "key": "url"}
+        assert container["securityContext"]["readOnlyRootFilesystem"]
+    assert init["image"] == server["image"]  # the same release migrates and serves
+    args = build_parser().parse_args(init["args"])  # a command the CLI really has
+    assert (args.command, args.feedback_command) == ("feedback", "migrate")
+    assert not any(o["kind"] == "Secret" for o in objects)  # the password never lives in the repository

@@ -36,9 +36,10 @@ def test_rules_check_and_unit_tests_pass(tool: Callable[..., str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def loaded(bert_onnx_bundle: Path) -> Iterator[Running]:
-    """The service, with a background load of good and bad requests running."""
-    with running(model=bert_onnx_bundle, max_items_per_request=16) as live:
+def loaded(bert_onnx_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """The service, with a background load of good and bad requests running, and feedback coming in."""
+    db = tmp_path_factory.mktemp("feedback") / "feedback.db"
+    with running(model=bert_onnx_bundle, max_items_per_request=16, feedback_db=str(db)) as live:
         stop = threading.Event()
 
         def load() -> None:
@@ -53,6 +54,11 @@ def loaded(bert_onnx_bundle: Path) -> Iterator[Running]:
                     assert reranked.status_code == 200, reranked.text  # the load must exercise /rerank for real
                     client.post("/score", json={"items": []})  # 400/422: a client mistake
                     client.post("/score", json={"items": items * 3})  # 413: over max_items_per_request
+                    scores = reranked.json()["results"]
+                    judged = {"id": f"load-{k}", "prompt": "q?", "completions": candidates, "choice": 0,
+                              "scores": [next(r["score"] for r in scores if r["index"] == i) for i in range(3)],
+                              "reward_model": live.state.model_name}
+                    assert client.post("/feedback", json={"events": [judged]}).status_code == 200
                     time.sleep(0.05)
 
         thread = threading.Thread(target=load, daemon=True)
@@ -68,7 +74,8 @@ def test_live_metrics_pass_promtool(loaded: Running, tool: Callable[..., str]) -
     promtool = tool("promtool")
     deadline = time.monotonic() + 30  # until requests of every kind have been counted
     while loaded.metric("rewardserve_requests_total", endpoint="/rerank", code="200") < 1 or \
-            loaded.metric("rewardserve_requests_total", endpoint="/score", code="413") < 1:
+            loaded.metric("rewardserve_requests_total", endpoint="/score", code="413") < 1 or \
+            loaded.metric("rewardserve_feedback_agreement_pairs", model=loaded.state.model_name) < 1:
         assert time.monotonic() < deadline, "the background load did not reach /rerank and the 413 path"
         time.sleep(0.05)
     exposition = httpx.get(loaded.url + "/metrics").text
