@@ -120,7 +120,9 @@ def test_sigterm_with_64_kept_alive_clients_answers_every_request_it_reads(bert_
             proc.kill()
     assert set(outcomes) <= {"200", "503 draining"}, outcomes
     assert sum(closing_answers.values()) == 64, closing_answers  # each client's last answer closed it
-    assert closing_answers["503 draining"] > 0 and closing_answers["200"] > 0, closing_answers
+    # whether a last answer is a 200 (admitted before the signal) or a 503 (read after it) is the scheduler's
+    # timing: on a 2-core CI machine all 64 were 200s. The 503 for a request read while draining is pinned by
+    # the next test.
 
 
 def test_readyz_and_new_requests_answer_draining_and_a_second_signal_forces_the_exit(bert_onnx_bundle: Path) -> None:
