@@ -11,7 +11,7 @@ from rewardmodel.conversation import Message, Prompt, split_conversation, split_
 from rewardmodel.errors import BundleError, DataError, FormatError, RewardModelError
 from rewardmodel.formatting import EncodedInput, FormatSpec, Formatter, SpecialToken, load_tokenizer, split_budget
 from rewardmodel.metrics import PairwiseReport, pairwise_report
-from rewardmodel.records import PreferenceExample, PreferencePair, parse_record
+from rewardmodel.records import PointLabel, PreferenceExample, PreferencePair, merge_pointwise, parse_record
 
 __all__ = [
     "CARD_NAME",
@@ -27,12 +27,14 @@ __all__ = [
     "Normalization",
     "PaddedBatch",
     "PairwiseReport",
+    "PointLabel",
     "PreferenceExample",
     "PreferencePair",
     "Prompt",
     "RewardModelError",
     "SpecialToken",
     "load_tokenizer",
+    "merge_pointwise",
     "pad_batch",
     "pairwise_report",
     "parse_record",

@@ -1,7 +1,8 @@
-"""Pairwise evaluation metrics of a reward model, shared by every stage that evaluates one.
+"""Evaluation metrics of a reward model, shared by every stage that evaluates one.
 
 Training's held-out report, ``rewardserve eval`` on a checkpoint and on an ONNX bundle all call
-:func:`pairwise_report`, so they print the same numbers for the same scores.
+:func:`pairwise_report`, so they print the same numbers for the same scores: pairwise accuracy where the
+data hold pairs, and where they hold thumbs or ratings, how the reward correlates with them.
 """
 
 from __future__ import annotations
@@ -20,19 +21,35 @@ LENGTH_BUCKETS: tuple[int, ...] = (0, 32, 64, 128, 256, 512)
 
 
 @dataclass(frozen=True)
+class PointwiseReport:
+    """How the reward agrees with absolute human judgements (None where the data cannot say)."""
+
+    points: int
+    ratings: int
+    thumbs: int
+    spearman: float | None
+    """Rank correlation of the reward with the human target (a thumb 1/0, a rating on [0, 1] of its scale)."""
+    pearson: float | None
+    auc: float | None
+    """ROC AUC of the reward on thumbs: the chance that a random up-voted reply outscores a down-voted one."""
+
+
+@dataclass(frozen=True)
 class PairwiseReport:
-    """What a user needs to judge a reward model on held-out preferences."""
+    """What a user needs to judge a reward model on held-out preferences. The pair figures are None when
+    the data hold no pairs (thumbs only); ``pointwise`` is None when they hold no thumbs or ratings."""
 
     pairs: int
-    accuracy: float
-    mean_margin: float
+    accuracy: float | None
+    mean_margin: float | None
     accuracy_by_length: dict[str, dict[str, float]]
     length_pearson: float
     length_spearman: float
-    model_prefers_longer: float
-    data_prefers_longer: float
+    model_prefers_longer: float | None
+    data_prefers_longer: float | None
     reward_mean: float
     reward_std: float
+    pointwise: PointwiseReport | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -64,6 +81,36 @@ def pearson(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
+def roc_auc(scores: npt.NDArray[np.float64], positive: npt.NDArray[np.bool_]) -> float | None:
+    """ROC AUC (Mann–Whitney, ties counted half); None without both classes."""
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return None
+    return float((rankdata(scores)[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def pointwise_report(
+    examples: Sequence[PreferenceExample], scores: Sequence[Sequence[float]]
+) -> PointwiseReport | None:
+    """Correlation of ``scores[i][j]`` with the examples' thumbs and ratings; None when they have none."""
+    got, target, thumb = [], [], []
+    for ex, s in zip(examples, scores, strict=True):
+        for p in ex.points:
+            got.append(s[p.index])
+            target.append(p.target)
+            thumb.append(p.kind == "thumbs")
+    if not got:
+        return None
+    r, t, is_thumb = np.asarray(got, np.float64), np.asarray(target, np.float64), np.asarray(thumb, np.bool_)
+    varied = len(r) > 1 and np.std(r) > 0 and np.std(t) > 0
+    return PointwiseReport(
+        points=len(r), ratings=int((~is_thumb).sum()), thumbs=int(is_thumb.sum()),
+        spearman=pearson(rankdata(r), rankdata(t)) if varied else None,
+        pearson=pearson(r, t) if varied else None,
+        auc=roc_auc(r[is_thumb], t[is_thumb] > 0.5),
+    )
+
+
 def pairwise_report(
     examples: Sequence[PreferenceExample],
     scores: Sequence[Sequence[float]],
@@ -84,11 +131,13 @@ def pairwise_report(
             worse.append(s[p.worse])
             len_b.append(n[p.better])
             len_w.append(n[p.worse])
-    if not better:
-        raise ValueError("no preference pairs to evaluate")
+    points = pointwise_report(examples, scores)
+    if not better and points is None:
+        raise ValueError("no preference pairs, thumbs or ratings to evaluate")
     sb, sw = np.asarray(better, np.float64), np.asarray(worse, np.float64)
     lb, lw = np.asarray(len_b, np.float64), np.asarray(len_w, np.float64)
     correct = sb > sw
+    some = bool(len(sb))
     pair_len = (lb + lw) / 2
     by_length: dict[str, dict[str, float]] = {}
     bucket = np.searchsorted(np.asarray(LENGTH_BUCKETS), pair_len, side="right") - 1
@@ -102,13 +151,15 @@ def pairwise_report(
     longer_better = lb > lw
     return PairwiseReport(
         pairs=len(sb),
-        accuracy=float(correct.mean()),
-        mean_margin=float((sb - sw).mean()),
+        accuracy=float(correct.mean()) if some else None,
+        mean_margin=float((sb - sw).mean()) if some else None,
         accuracy_by_length=by_length,
         length_pearson=pearson(all_scores, all_lengths),
         length_spearman=pearson(rankdata(all_scores), rankdata(all_lengths)),
-        model_prefers_longer=float(((sb > sw) == longer_better)[differ].mean()) if differ.any() else 0.5,
-        data_prefers_longer=float(longer_better[differ].mean()) if differ.any() else 0.5,
+        model_prefers_longer=float((correct == longer_better)[differ].mean()) if differ.any() else (
+            0.5 if some else None),
+        data_prefers_longer=float(longer_better[differ].mean()) if differ.any() else (0.5 if some else None),
         reward_mean=float(all_scores.mean()),
         reward_std=float(all_scores.std()),
+        pointwise=points,
     )

@@ -8,10 +8,14 @@ Accepted forms (DESIGN §2)::
     {"prompt": …, "completions": [str, …], "ranking": [best … worst]}                ranking
     {"prompt": …, "completions": [str, …], "ranking": [[0, 2], 1]}                   ranking with a tie group
     {"prompt": …, "completions": [str, …], "scores": [float, …]}                      scored (ties skipped)
+    {"prompt": …, "completion": str, "label": true | false}                         thumbs (pointwise)
+    {"prompt": …, "completion": str, "rating": x, "scale": [lo, hi]}                rating (pointwise)
 
-Each becomes a :class:`PreferenceExample`: one prompt, its distinct completions, and the ordered
-pairs ``(better, worse, margin)`` over them, so a k-way ranking encodes each completion once and
-yields all C(k, 2) pairs (InstructGPT).
+Each becomes a :class:`PreferenceExample`: one prompt, its distinct completions, the ordered pairs
+``(better, worse, margin)`` over them, so a k-way ranking encodes each completion once and yields all
+C(k, 2) pairs (InstructGPT), and pointwise labels. :func:`merge_pointwise` then gathers the pointwise
+rows of one prompt into one example, where ratings also yield pairs (as the scores form does); across
+prompts they count only through the pointwise loss.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from rewardmodel.conversation import Prompt, split_conversation, split_transcript_pair, validate_messages
 from rewardmodel.errors import DataError, FormatError
@@ -36,13 +40,24 @@ class PreferencePair:
 
 
 @dataclass(frozen=True)
+class PointLabel:
+    """A human's absolute judgement of completion ``index``: ``target`` in [0, 1] is the thumb (1 up, 0 down)
+    or the rating mapped onto its scale ((x - lo) / (hi - lo))."""
+
+    index: int
+    target: float
+    kind: Literal["thumbs", "rating"]
+
+
+@dataclass(frozen=True)
 class PreferenceExample:
-    """One prompt with its completions and the preferences among them."""
+    """One prompt with its completions, the preferences among them and pointwise labels of them."""
 
     prompt: Prompt
     completions: tuple[str, ...]
     pairs: tuple[PreferencePair, ...]
     where: str = ""
+    points: tuple[PointLabel, ...] = ()
 
 
 def parse_record(row: Mapping[str, Any], where: str) -> PreferenceExample:
@@ -54,6 +69,8 @@ def parse_record(row: Mapping[str, Any], where: str) -> PreferenceExample:
     try:
         if "completions" in row:
             return _parse_ranking(row, where)
+        if "completion" in row:
+            return _parse_point(row, where)
         if "chosen" in row and "rejected" in row:
             return _parse_pair(row, where)
     except FormatError as exc:
@@ -61,7 +78,8 @@ def parse_record(row: Mapping[str, Any], where: str) -> PreferenceExample:
     raise DataError(
         where,
         f"unrecognised record with fields {sorted(row)}; expected 'chosen'+'rejected' "
-        "(optionally 'prompt') or 'prompt'+'completions'+('ranking' or 'scores')",
+        "(optionally 'prompt'), 'prompt'+'completions'+('ranking' or 'scores'), or 'prompt'+'completion'+"
+        "('label' or 'rating'+'scale')",
     )
 
 
@@ -161,3 +179,67 @@ def ranking_groups(ranking: Any, k: int) -> list[list[int]]:
 def ranking_pairs(groups: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
     """(better, worse) for every two completions in different groups: each group beats the ones below it."""
     return [(a, b) for hi, lo in itertools.combinations(groups, 2) for a in hi for b in lo]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _parse_point(row: Mapping[str, Any], where: str) -> PreferenceExample:
+    completion = row["completion"]
+    if not isinstance(completion, str):
+        raise DataError(where, "field 'completion' must be a string")
+    if "label" in row:
+        label = row["label"]
+        if not isinstance(label, bool):
+            raise DataError(where, f"field 'label' must be true (thumbs up) or false (down), got {label!r}")
+        point = PointLabel(0, 1.0 if label else 0.0, "thumbs")
+    elif "rating" in row:
+        rating, scale = row["rating"], row.get("scale")
+        if not (isinstance(scale, list) and len(scale) == 2 and all(_finite(v) for v in scale)
+                and scale[0] < scale[1]):
+            raise DataError(where, f"field 'scale' must be [lo, hi] with lo < hi, got {scale!r}")
+        if not _finite(rating) or not scale[0] <= rating <= scale[1]:
+            raise DataError(where, f"field 'rating' must be a number within the scale {scale}, got {rating!r}")
+        point = PointLabel(0, (rating - scale[0]) / (scale[1] - scale[0]), "rating")
+    else:
+        raise DataError(where, "a record with 'completion' needs 'label' (thumbs) or 'rating' and 'scale'")
+    return PreferenceExample(_prompt(row, where), (completion,), (), where, (point,))
+
+
+def merge_pointwise(examples: Sequence[PreferenceExample]) -> list[PreferenceExample]:
+    """Gather the pointwise-only examples of each prompt into one (first seen, in order): each distinct
+    completion once, every label kept, and a pair for every two completions whose mean ratings differ.
+    Other examples pass through unchanged."""
+    out: list[PreferenceExample | list[PreferenceExample]] = []
+    groups: dict[str, list[PreferenceExample]] = {}
+    for ex in examples:
+        if ex.pairs or not ex.points:
+            out.append(ex)
+            continue
+        key = ex.prompt if isinstance(ex.prompt, str) else repr(ex.prompt)
+        if key not in groups:
+            groups[key] = []
+            out.append(groups[key])
+        groups[key].append(ex)
+    return [item if isinstance(item, PreferenceExample) else _merged(item) for item in out]
+
+
+def _merged(group: list[PreferenceExample]) -> PreferenceExample:
+    if len(group) == 1:
+        return group[0]
+    completions: dict[str, int] = {}
+    points: list[PointLabel] = []
+    for ex in group:
+        for p in ex.points:
+            index = completions.setdefault(ex.completions[p.index], len(completions))
+            points.append(PointLabel(index, p.target, p.kind))
+    rated: dict[int, list[float]] = {}
+    for p in points:
+        if p.kind == "rating":
+            rated.setdefault(p.index, []).append(p.target)
+    mean = {i: sum(v) / len(v) for i, v in rated.items()}
+    pairs = tuple(PreferencePair(i, j) if mean[i] > mean[j] else PreferencePair(j, i)
+                  for i, j in itertools.combinations(sorted(mean), 2) if mean[i] != mean[j])
+    where = group[0].where + (f" (+{len(group) - 1} rows of the same prompt)")
+    return PreferenceExample(group[0].prompt, tuple(completions), pairs, where, tuple(points))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rewardmodel.errors import DataError
-from rewardmodel.records import PreferenceExample, parse_record
+from rewardmodel.records import PreferenceExample, merge_pointwise, parse_record
 
 DATA_SOURCES = "rewardserve.data_sources"
 """Entry-point group of readers for URL sources, by scheme (``sqlite``, ``postgresql``, …)."""
@@ -32,7 +32,7 @@ def load_examples(source: str, split: str = "train", limit: int = 0) -> list[Pre
             break
     if not examples:
         raise DataError(source, "no preference records found")
-    return examples
+    return merge_pointwise(examples)
 
 
 def _rows(source: str, split: str) -> Iterator[tuple[str, Mapping[str, Any]]]:

@@ -187,3 +187,24 @@ def require_module(name: str, hint: str) -> Any:
         if in_ci():
             pytest.fail(message)
         pytest.skip(message)
+
+
+def thumbs_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """The good-vs-bad set as thumbs: one reply per prompt, the good one up or the bad one down, never both."""
+    rows = []
+    for i, pair in enumerate(good_bad_rows(n, seed)):
+        up = i % 2 == 0
+        rows.append({"prompt": pair["prompt"], "completion": pair["chosen" if up else "rejected"], "label": up})
+    return rows
+
+
+def rating_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """The good-vs-bad set as ratings on [1, 5]: both replies of a prompt rated (good 4–5, bad 1–2), so the
+    ratings of one prompt also make a pair."""
+    rng = random.Random(seed + 1000)
+    rows = []
+    for pair in good_bad_rows(n, seed):
+        for key, low in (("chosen", 4), ("rejected", 1)):
+            rows.append({"prompt": pair["prompt"], "completion": pair[key], "rating": rng.choice([low, low + 1]),
+                         "scale": [1, 5]})
+    return rows

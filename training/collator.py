@@ -2,7 +2,8 @@
 
 An encoded example holds each of its completions once; a batch stacks the completions of all its
 examples (example 0's completions first, then example 1's, …) and lists the pairs as row indices into
-that stack. A chosen/rejected pair is two rows; a k-way ranking is k rows and C(k, 2) pairs.
+that stack. A chosen/rejected pair is two rows; a k-way ranking is k rows and C(k, 2) pairs. Pointwise
+labels (thumbs, ratings) are row indices too, with their targets in [0, 1].
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def encode_example(formatter: Formatter, example: PreferenceExample) -> Feature:
         "better": [p.better for p in example.pairs],
         "worse": [p.worse for p in example.pairs],
         "margin": [p.margin for p in example.pairs],
+        "point": [p.index for p in example.points],
+        "target": [p.target for p in example.points],
         "length": sum(len(e.input_ids) for e in encoded),
         "truncated": sum(e.truncated for e in encoded),
     }
@@ -50,6 +53,8 @@ class RewardCollator:
         worse: list[int] = []
         margin: list[float] = []
         weight: list[float] = []
+        point: list[int] = []
+        target: list[float] = []
         for feature in features:
             offset = len(items)
             for ids, types in zip(feature["input_ids"], feature["token_type_ids"], strict=True):
@@ -58,11 +63,15 @@ class RewardCollator:
             better.extend(offset + i for i in feature["better"])
             worse.extend(offset + i for i in feature["worse"])
             margin.extend(float(m) for m in feature["margin"])
-            weight.extend([1.0 / n_pairs] * n_pairs)
+            weight.extend([1.0 / max(n_pairs, 1)] * n_pairs)  # nothing when the example is pointwise only
+            point.extend(offset + i for i in feature["point"])
+            target.extend(float(t) for t in feature["target"])
         batch = {k: torch.from_numpy(v) for k, v in
                  pad_batch(items, self.formatter.spec, self.pad_to_multiple_of).as_dict().items()}
         batch["better"] = torch.tensor(better, dtype=torch.long)
         batch["worse"] = torch.tensor(worse, dtype=torch.long)
         batch["margin"] = torch.tensor(margin, dtype=torch.float32)
         batch["pair_weight"] = torch.tensor(weight, dtype=torch.float32)
+        batch["point"] = torch.tensor(point, dtype=torch.long)
+        batch["point_target"] = torch.tensor(target, dtype=torch.float32)
         return batch

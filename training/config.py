@@ -7,6 +7,7 @@ and applies presets (``--preset demo``) underneath both.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -60,6 +61,11 @@ class TrainConfig:
     use_margin: bool = _doc("Subtract each pair's 'margin' inside the Bradley-Terry loss (Llama 2 style).", True)
     center_rewards_coefficient: float = _doc(
         "Weight of the penalty mean((r_c + r_r)^2) that keeps rewards centred on zero (0: off).", 0.0)
+    pointwise_weight: float = _doc(
+        "Weight of the pointwise loss (binary cross-entropy on sigmoid(r - b)) on thumbs and ratings, added to "
+        "the Bradley-Terry loss on pairs.", 1.0)
+    pointwise_bias: str = _doc("b in sigmoid(r - b): 'learn' it with the model, or a fixed number. Recorded in the "
+                               "card.", "learn")
     group_by_length: bool = _doc("Batch examples of similar length together to cut padding.", True)
     gradient_checkpointing: bool = _doc("Recompute activations in backward to save memory.", False)
     bf16: Literal["auto", "true", "false"] = _doc("bf16 mixed precision; 'auto': on where a CUDA GPU supports it.",
@@ -89,7 +95,22 @@ class TrainConfig:
             raise DataError("config", f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.batch_size < 1 or self.eval_batch_size < 1 or self.max_length < 8:
             raise DataError("config", "batch sizes must be >= 1 and max_length >= 8")
+        if not self.pointwise_weight >= 0:
+            raise DataError("config", f"pointwise_weight must be >= 0, got {self.pointwise_weight}")
+        self.fixed_pointwise_bias()
         return self
+
+    def fixed_pointwise_bias(self) -> float | None:
+        """b of the pointwise loss when configured, None when learned; raise :class:`DataError` otherwise."""
+        if self.pointwise_bias == "learn":
+            return None
+        try:
+            value = float(self.pointwise_bias)
+        except ValueError:
+            value = float("nan")
+        if not math.isfinite(value):
+            raise DataError("config", f"pointwise_bias must be 'learn' or a finite number, got {self.pointwise_bias!r}")
+        return value
 
 
 def demo_preset(output_dir: str) -> dict[str, Any]:

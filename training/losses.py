@@ -36,3 +36,9 @@ def centering_penalty(chosen: torch.Tensor, rejected: torch.Tensor, weight: torc
     if weight is None:
         return sq.mean()
     return (sq * weight).sum() / weight.sum()
+
+
+def pointwise_loss(rewards: torch.Tensor, targets: torch.Tensor, bias: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Binary cross-entropy of σ(r − b) against ``targets`` in [0, 1], averaged: a thumb is 1 or 0, a rating
+    its place on its scale. ``b`` is the reward at which a reply is as likely up as down."""
+    return F.binary_cross_entropy_with_logits(rewards - bias, targets)

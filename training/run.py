@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import shutil
 import time
@@ -22,7 +23,7 @@ from training.config import TrainConfig
 from training.data import split_heldout
 from training.evaluation import evaluate_model
 from training.modeling import LoadedModel, hide_progress_bars, load_base_model, save_bundle_weights
-from training.trainer import RewardTrainer
+from training.trainer import RewardTrainer, detach_bias
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
@@ -45,6 +46,11 @@ class TrainResult:
         return asdict(self)
 
 
+def is_main_process() -> bool:
+    """Whether this is rank 0 of torchrun / accelerate launch, or a run alone: the one that writes."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _prepare_output(cfg: TrainConfig) -> tuple[Path, str | None]:
     out = Path(cfg.output_dir)
     resume: str | None = None
@@ -54,6 +60,8 @@ def _prepare_output(cfg: TrainConfig) -> tuple[Path, str | None]:
             log.warning("--resume auto: no checkpoint under %s, starting from scratch", out / CHECKPOINTS)
     elif cfg.resume:
         resume = cfg.resume
+    if not is_main_process():  # rank 0 alone checks and clears the directory, and later writes the bundle
+        return out, resume
     if out.exists() and any(out.iterdir()) and resume is None:
         if not cfg.overwrite:
             raise DataError(str(out), "output directory is not empty; pass --overwrite to replace it, "
@@ -111,7 +119,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
 
     def eval_fn(model: torch.nn.Module) -> dict[str, float]:
         report, _ = evaluate_model(model, formatter, heldout, cfg.eval_batch_size, progress)
-        return {"accuracy": report.accuracy, "mean_margin": report.mean_margin}
+        found = {"accuracy": report.accuracy, "mean_margin": report.mean_margin}
+        if report.pointwise:
+            found |= {"spearman": report.pointwise.spearman, "auc": report.pointwise.auc}
+        return {k: v for k, v in found.items() if v is not None}
 
     args = TrainingArguments(
         output_dir=str(out / CHECKPOINTS),
@@ -136,23 +147,33 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         report_to="none",
         disable_tqdm=not progress,
         dataloader_pin_memory=torch.cuda.is_available(),  # pinning without an accelerator only warns
+        # without it, accelerate sees no device to spread over and torchrun's CPU processes each train
+        # alone on all the data (transformers only warns); with it they are one gloo DDP run
+        use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
         **_renamed_args(cfg),
     )
     trainer = RewardTrainer(
         model=loaded.model, args=args, train_dataset=features, data_collator=RewardCollator(formatter),
-        use_margin=cfg.use_margin, center_rewards_coefficient=cfg.center_rewards_coefficient, eval_fn=eval_fn,
+        use_margin=cfg.use_margin, center_rewards_coefficient=cfg.center_rewards_coefficient,
+        pointwise_weight=cfg.pointwise_weight, pointwise_bias=cfg.fixed_pointwise_bias(), eval_fn=eval_fn,
     )
     started = time.perf_counter()
     state = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
+    learned_bias = detach_bias(loaded.model)
+    pointwise = {"weight": cfg.pointwise_weight, "learned": learned_bias is not None,
+                 "bias": learned_bias if learned_bias is not None else cfg.fixed_pointwise_bias(),
+                 "labels": sum(len(e.points) for e in examples)}
     if cfg.lora_r:
         loaded.model = loaded.model.merge_and_unload()
     loaded.model.eval()
     report, truncated = evaluate_model(loaded.model, formatter, heldout, cfg.eval_batch_size, progress)
-    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-    save_bundle_weights(loaded, out)
     result = TrainResult(str(out), report, round(seconds, 1), state.global_step, len(examples), len(heldout),
                          truncated)
+    if not is_main_process():
+        return result
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    save_bundle_weights(loaded, out)
     card = BundleCard(
         name=cfg.name or out.resolve().name,
         base_model=cfg.model,
@@ -165,6 +186,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         training={
             "config": asdict(cfg),
             "result": {k: v for k, v in result.to_dict().items() if k != "output_dir"},
+            "pointwise": pointwise,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "python": platform.python_version()},
         },

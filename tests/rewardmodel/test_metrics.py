@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rewardmodel import PreferenceExample, PreferencePair, pairwise_report
-from rewardmodel.metrics import rankdata
+from rewardmodel import PointLabel, PreferenceExample, PreferencePair, pairwise_report
+from rewardmodel.metrics import rankdata, roc_auc
 
 
 def _pair(where: str) -> PreferenceExample:
@@ -50,3 +50,32 @@ def test_rankdata_averages_ties() -> None:
 def test_one_score_per_completion_is_enforced() -> None:
     with pytest.raises(ValueError, match="one score and one length per completion"):
         pairwise_report([_pair("x")], [[1.0]], [[1, 2]])
+
+
+def test_roc_auc_is_the_chance_an_up_vote_outscores_a_down_vote() -> None:
+    import numpy as np
+
+    scores = np.asarray([0.9, 0.4, 0.4, 0.1, 0.6])
+    up = np.asarray([True, True, False, False, False])
+    # up/down pairs: (0.9 > 0.4, 0.1, 0.6) = 3; (0.4 = 0.4 half, > 0.1, < 0.6) = 1.5; of 6
+    assert roc_auc(scores, up) == pytest.approx(4.5 / 6)
+    assert roc_auc(scores, np.ones(5, dtype=bool)) is None
+
+
+def test_thumbs_only_data_report_correlation_and_no_pair_figures() -> None:
+    examples = [PreferenceExample("q", ("a",), (), str(i), (PointLabel(0, t, "thumbs"),))
+                for i, t in enumerate([1.0, 0.0, 1.0, 0.0])]
+    r = pairwise_report(examples, [[2.0], [1.0], [0.5], [-1.0]], [[5], [5], [5], [5]])
+    assert r.pairs == 0 and r.accuracy is None and r.mean_margin is None and r.model_prefers_longer is None
+    assert r.pointwise is not None and (r.pointwise.thumbs, r.pointwise.ratings) == (4, 0)
+    assert r.pointwise.auc == pytest.approx(3 / 4)  # 0.5 (up) loses to 1.0 (down); the other three pairs win
+    # ranks of the rewards 4, 3, 2, 1 against the targets' 3.5, 1.5, 3.5, 1.5
+    assert r.pointwise.spearman == pytest.approx(0.4472136, abs=1e-6)
+
+
+def test_ratings_beside_pairs_give_both_figures() -> None:
+    labels = (PointLabel(0, 1.0, "rating"), PointLabel(1, 0.5, "rating"), PointLabel(2, 0.0, "rating"))
+    rated = PreferenceExample("q", ("a", "b", "c"), (PreferencePair(0, 1),), "1", labels)
+    r = pairwise_report([rated], [[3.0, 1.0, 2.0]], [[1, 1, 1]])
+    assert r.accuracy == 1.0 and r.pointwise is not None and r.pointwise.auc is None
+    assert r.pointwise.spearman == pytest.approx(0.5) and r.pointwise.pearson == pytest.approx(0.5)

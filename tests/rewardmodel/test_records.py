@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rewardmodel import DataError, PreferencePair, parse_record
+from rewardmodel import DataError, PointLabel, PreferencePair, merge_pointwise, parse_record
 
 
 def test_explicit_pair_with_margin() -> None:
@@ -81,3 +81,42 @@ def test_malformed_rows_name_where_and_what(row: object, message: str) -> None:
     with pytest.raises(DataError, match=message) as info:
         parse_record(row, "data.jsonl:7")  # type: ignore[arg-type]
     assert str(info.value).startswith("data.jsonl:7: ")
+
+
+def test_thumbs_and_ratings_are_pointwise_labels() -> None:
+    up = parse_record({"prompt": "q", "completion": "a", "label": True}, "f:1")
+    assert up.completions == ("a",) and up.pairs == () and up.points == (PointLabel(0, 1.0, "thumbs"),)
+    rated = parse_record({"prompt": "q", "completion": "b", "rating": 2, "scale": [1, 5]}, "f:2")
+    assert rated.points == (PointLabel(0, 0.25, "rating"),)
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ({"prompt": "q", "completion": "a", "label": 1}, "'label' must be true"),
+    ({"prompt": "q", "completion": "a"}, "needs 'label'"),
+    ({"prompt": "q", "completion": "a", "rating": 3}, "'scale' must be"),
+    ({"prompt": "q", "completion": "a", "rating": 3, "scale": [5, 1]}, "'scale' must be"),
+    ({"prompt": "q", "completion": "a", "rating": 6, "scale": [1, 5]}, "within the scale"),
+    ({"prompt": "q", "completion": "a", "rating": float("nan"), "scale": [1, 5]}, "within the scale"),
+    ({"prompt": "q", "completion": 3, "label": True}, "'completion' must be a string"),
+])
+def test_bad_pointwise_rows_name_the_field(row: dict[str, object], message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        parse_record(row, "f:7")
+
+
+def test_ratings_of_one_prompt_merge_into_pairs_and_thumbs_do_not() -> None:
+    rows: list[dict[str, object]] = [
+            {"prompt": "q", "completion": "a", "rating": 5, "scale": [1, 5]},
+            {"prompt": "other", "completion": "x", "label": True},
+            {"prompt": "q", "completion": "b", "rating": 1, "scale": [1, 5]},
+            {"prompt": "q", "completion": "a", "rating": 3, "scale": [1, 5]},  # a second annotator: mean 0.75
+            {"prompt": "q", "completion": "c", "rating": 4, "scale": [0, 4]},  # another scale: 1.0 on its own
+            {"prompt": "other", "completion": "y", "label": False},
+            {"prompt": "q", "chosen": "a", "rejected": "b"}]
+    merged = merge_pointwise([parse_record(r, f"f:{i}") for i, r in enumerate(rows)])
+    assert len(merged) == 3
+    q, other, pair = merged
+    assert q.completions == ("a", "b", "c") and len(q.points) == 4
+    assert set(q.pairs) == {PreferencePair(0, 1), PreferencePair(2, 0), PreferencePair(2, 1)}
+    assert other.completions == ("x", "y") and other.pairs == ()  # thumbs count only through the pointwise loss
+    assert pair.pairs == (PreferencePair(0, 1),) and pair.points == ()

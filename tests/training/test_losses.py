@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from training.losses import bradley_terry_loss, centering_penalty
+from training.losses import bradley_terry_loss, centering_penalty, pointwise_loss
 
 
 def nll(x: float) -> float:
@@ -43,3 +43,21 @@ def test_gradient_pushes_chosen_up_and_rejected_down() -> None:
     bradley_terry_loss(chosen, rejected).backward()
     assert chosen.grad is not None and rejected.grad is not None
     assert chosen.grad.item() == pytest.approx(-0.5) and rejected.grad.item() == pytest.approx(0.5)
+
+
+def test_pointwise_loss_is_binary_cross_entropy_of_the_reward_less_the_bias() -> None:
+    # thumbs up at r = 2 with b = 0.5: -log σ(1.5) = 0.201413; thumbs down at r = 0: -log(1 - σ(-0.5)) =
+    # -log σ(0.5) = 0.474077; a rating at 0.25 of its scale, r = 0.5: 0.25·(-log σ(0)) + 0.75·(-log σ(0)) = 0.693147
+    rewards, targets = torch.tensor([2.0, 0.0, 0.5]), torch.tensor([1.0, 0.0, 0.25])
+    expected = (nll(1.5) + nll(0.5) + nll(0.0)) / 3
+    assert expected == pytest.approx((0.2014133 + 0.4740770 + 0.6931472) / 3, abs=1e-6)
+    assert pointwise_loss(rewards, targets, 0.5).item() == pytest.approx(expected, abs=1e-6)
+    # a soft target off the middle: 0.25·(-log σ(1)) + 0.75·(-log σ(-1)) = 0.25·0.313262 + 0.75·1.313262
+    assert pointwise_loss(torch.tensor([1.0]), torch.tensor([0.25])).item() == pytest.approx(1.063262, abs=1e-6)
+
+
+def test_pointwise_bias_gets_the_gradient_a_learned_bias_needs() -> None:
+    bias = torch.zeros((), requires_grad=True)
+    pointwise_loss(torch.tensor([1.0, 1.0]), torch.tensor([0.0, 0.0]), bias).backward()
+    # d/db of -log(1 - σ(r - b)) = -σ(r - b) = -0.731059 per label, averaged over two
+    assert bias.grad is not None and bias.grad.item() == pytest.approx(-0.7310586, abs=1e-6)
