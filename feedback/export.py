@@ -2,12 +2,13 @@
 
 - a choice becomes pairs: ``{"prompt", "chosen", "rejected"}``, one per other completion;
 - a ranking keeps the ranking form, tie groups included: ``{"prompt", "completions", "ranking"}``;
-- ratings on a declared scale use the scores form over the rated completions: ``{"prompt", "completions",
-  "scores"}``;
-- thumbs need the pointwise form that training does not read yet: they are skipped and counted.
+- ratings on a declared scale become one pointwise record per rated completion: ``{"prompt", "completion",
+  "rating", "scale"}``; training gathers the ratings of one prompt again and makes pairs of them;
+- thumbs become one pointwise record per voted completion: ``{"prompt", "completion", "label": true|false}``.
 
 ``aggregate="majority"`` first pools every annotator's judgements of the same prompt and completions and
-keeps, for each pair of completions, the direction most of them chose (even votes drop the pair).
+keeps, for each pair of completions, the direction most of them chose (even votes drop the pair). Thumbs
+stay one record per vote: the pointwise loss over repeated votes of one reply learns their share.
 
 :func:`training_rows` is the ``rewardserve.data_sources`` entry point: ``rewardmodel.sources`` calls it for
 ``sqlite://`` and ``postgresql://`` sources, so training reads the store with the same filters as export,
@@ -34,8 +35,6 @@ from rewardmodel.records import ranking_groups
 
 Aggregate = Literal["all", "majority"]
 FILTER_PARAMS = ("since", "until", "source", "annotator", "aggregate")
-THUMBS_SKIPPED = "thumbs (pointwise training is not available yet)"
-"""Why thumbs give no record, in the report's ``skipped``."""
 
 
 @dataclass
@@ -70,9 +69,8 @@ def training_records(events: Iterable[StoredEvent], aggregate: Aggregate = "all"
 
 
 def _records(e: FeedbackEvent, report: ExportReport) -> list[dict[str, Any]]:
-    if e.form == "thumbs":
-        report.skipped[THUMBS_SKIPPED] += 1
-        return []
+    if e.ratings is not None:
+        return _pointwise(e, report)
     if e.choice is not None:
         return [{"id": f"{e.id}#{j}", "prompt": e.prompt, "chosen": e.completions[e.choice], "rejected": c}
                 for j, c in enumerate(e.completions) if j != e.choice]
@@ -81,12 +79,24 @@ def _records(e: FeedbackEvent, report: ExportReport) -> list[dict[str, Any]]:
             report.skipped["no preference (every completion tied)"] += 1
             return []
         return [{"id": e.id, "prompt": e.prompt, "completions": e.completions, "ranking": e.ranking}]
+    raise AssertionError(f"event {e.id} holds no judgement")  # the event schema requires one
+
+
+def _pointwise(e: FeedbackEvent, report: ExportReport) -> list[dict[str, Any]]:
     assert e.ratings is not None
-    rated = [(c, r) for c, r in zip(e.completions, e.ratings, strict=True) if r is not None]
-    if len(rated) < 2 or len({r for _, r in rated}) < 2:
-        report.skipped["no preference (fewer than two different ratings)"] += 1
-        return []
-    return [{"id": e.id, "prompt": e.prompt, "completions": [c for c, _ in rated], "scores": [r for _, r in rated]}]
+    records: list[dict[str, Any]] = []
+    for j, (completion, rating) in enumerate(zip(e.completions, e.ratings, strict=True)):
+        if rating is None:
+            continue
+        record: dict[str, Any] = {"id": f"{e.id}#{j}", "prompt": e.prompt, "completion": completion}
+        if e.scale is None:
+            record["label"] = rating > 0
+        else:
+            record |= {"rating": rating, "scale": list(e.scale)}
+        records.append(record)
+    if not records:
+        report.skipped["nothing rated"] += 1
+    return records
 
 
 def _majority(events: Iterable[StoredEvent], report: ExportReport) -> Iterator[dict[str, Any]]:
@@ -97,7 +107,9 @@ def _majority(events: Iterable[StoredEvent], report: ExportReport) -> Iterator[d
         report.events += 1
         report.by_form[e.form] += 1
         if e.form == "thumbs":
-            report.skipped[THUMBS_SKIPPED] += 1
+            for record in _pointwise(e, report):
+                report.records += 1
+                yield record
             continue
         key = item_key(e.prompt, e.completions)
         prompts.setdefault(key, e.prompt)
@@ -157,7 +169,8 @@ def _write_parquet(records: list[dict[str, Any]], path: Path) -> None:
         ("id", pa.string()), ("prompt", pa.list_(message) if chat else pa.string()),
         ("chosen", pa.string()), ("rejected", pa.string()), ("completions", pa.list_(pa.string())),
         # a ranking's every entry as a group, so one column type holds ties and single places alike
-        ("ranking", pa.list_(pa.list_(pa.int64()))), ("scores", pa.list_(pa.float64())),
+        ("ranking", pa.list_(pa.list_(pa.int64()))),
+        ("completion", pa.string()), ("label", pa.bool_()), ("rating", pa.float64()), ("scale", pa.list_(pa.float64())),
     ])
     rows = [{**r, "ranking": ranking_groups(r["ranking"], len(r["completions"]))} if "ranking" in r else r
             for r in records]

@@ -34,22 +34,28 @@ def test_each_form_becomes_the_training_form_of_its_kind(tmp_path: Path) -> None
         {"id": "choice-1#2", "prompt": "question 1", "chosen": "good 1", "rejected": "meh 1"},
         {"id": "ranking-1", "prompt": [{"role": "user", "content": "question 1"}],
          "completions": ["good 1", "bad 1", "meh 1"], "ranking": [0, [1, 2]]},
-        {"id": "ratings-1", "prompt": "question 1", "completions": ["good 1", "bad 1"], "scores": [5.0, 1.0]},
+        {"id": "ratings-1#0", "prompt": "question 1", "completion": "good 1", "rating": 5.0, "scale": [1.0, 5.0]},
+        {"id": "ratings-1#1", "prompt": "question 1", "completion": "bad 1", "rating": 1.0, "scale": [1.0, 5.0]},
+        {"id": "thumbs-1#0", "prompt": "question 1", "completion": "bad 1", "label": False},
     ]
-    assert report.to_dict() == {"events": 4, "records": 4, "by_form": {"choice": 1, "ranking": 1, "ratings": 1,
-                                                                       "thumbs": 1},
-                                "skipped": {"thumbs (pointwise training is not available yet)": 1}}
-    # what training reads back: the ranking's tie group gives no pair inside it
-    pairs = [[(p.better, p.worse) for p in ex.pairs] for ex in load_examples(str(tmp_path / "out.jsonl"))]
-    assert pairs == [[(0, 1)], [(0, 1)], [(0, 1), (0, 2)], [(0, 1)]]
+    assert report.to_dict() == {"events": 4, "records": 6, "by_form": {"choice": 1, "ranking": 1, "ratings": 1,
+                                                                       "thumbs": 1}, "skipped": {}}
+    # what training reads back: the ranking's tie group gives no pair inside it; the two ratings of question 1
+    # gather with the thumb of the same prompt into one example, whose one pair comes from the ratings
+    read = load_examples(str(tmp_path / "out.jsonl"))
+    assert [[(p.better, p.worse) for p in ex.pairs] for ex in read] == [[(0, 1)], [(0, 1)], [(0, 1), (0, 2)], [(0, 1)]]
+    assert read[3].completions == ("good 1", "bad 1")
+    assert [(p.index, p.target, p.kind) for p in read[3].points] == [(0, 1.0, "rating"), (1, 0.0, "rating"),
+                                                                   (1, 0.0, "thumbs")]
 
 
 def test_parquet_holds_the_same_preferences(tmp_path: Path) -> None:
-    rows = [events.choice(1), events.ratings(1), {**events.ranking(2), "prompt": "question 2"}]
+    rows = [events.choice(1), events.ratings(1), events.thumbs(3), {**events.ranking(2), "prompt": "question 2"}]
     store = filled(str(tmp_path / "f.db"), rows)
     export(store, tmp_path / "out.jsonl")
     export(store, tmp_path / "out.parquet")
-    as_pairs = lambda path: [(ex.prompt, ex.completions, ex.pairs) for ex in load_examples(str(path))]  # noqa: E731
+    as_pairs = lambda path: [(ex.prompt, ex.completions, ex.pairs, ex.points)  # noqa: E731
+                             for ex in load_examples(str(path))]
     assert as_pairs(tmp_path / "out.parquet") == as_pairs(tmp_path / "out.jsonl")
 
 
@@ -68,15 +74,16 @@ def test_majority_pools_annotators_and_drops_even_votes(tmp_path: Path) -> None:
         {**item, "id": "1", "annotator": "x", "ranking": [0, 1, 2]},
         {**item, "id": "2", "annotator": "y", "completions": ["c", "b", "a"], "choice": 2},  # a first, same item
         {**item, "id": "3", "annotator": "z", "ranking": [1, 0, 2]},
-        {**item, "id": "4", "annotator": "z", "ratings": [1, -1, None]},  # thumbs: skipped
+        {**item, "id": "4", "annotator": "z", "ratings": [1, -1, None]},  # thumbs: one record per vote
     ])
     report = export(store, tmp_path / "m.jsonl", aggregate="majority")
     records = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
-    verdicts = {(r["chosen"], r["rejected"]): r["votes"] for r in records}
+    verdicts = {(r["chosen"], r["rejected"]): r["votes"] for r in records if "chosen" in r}
+    assert [(r["completion"], r["label"]) for r in records if "label" in r] == [("a", True), ("b", False)]
     # a>b: x, y vs z (2-1); a>c: x, y, z (3-0); b>c: x, z vs y's c>b... y chose a only, so b-c is x, z (2-0)
     assert verdicts == {("a", "b"): {"for": 2, "against": 1}, ("a", "c"): {"for": 3, "against": 0},
                         ("b", "c"): {"for": 2, "against": 0}}
-    assert report.skipped == {"thumbs (pointwise training is not available yet)": 1}
+    assert report.skipped == {} and report.records == 5
 
 
 def test_the_store_is_a_training_source_with_the_same_filters(tmp_path: Path) -> None:

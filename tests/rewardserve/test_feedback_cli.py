@@ -31,7 +31,7 @@ def test_migrate_prune_export_stats(capsys: pytest.CaptureFixture[str], tmp_path
                                                                                 "deleted": 1}
     assert run(capsys, "feedback", "prune", "--db", db, "--before", "2026-06-01")[1]["deleted"] == 1  # type: ignore[index]
     code, out = run(capsys, "feedback", "export", "--db", db, "--out", str(tmp_path / "o.parquet"))
-    assert code == 0 and out["records"] == 1 and (tmp_path / "o.parquet").is_file()  # type: ignore[index]
+    assert code == 0 and out["records"] == 2 and (tmp_path / "o.parquet").is_file()  # type: ignore[index]  # 2 rated
     code, out = run(capsys, "feedback", "stats", "--db", db)
     assert out["by_form"] == {"ratings": 1}  # type: ignore[index]
 
