@@ -69,14 +69,15 @@ def _emit(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from training.config import build_config, config_fields, load_config_file
-    from training.run import train
+    from training.run import is_main_process, train
 
     overrides = {n: getattr(args, n) for n, *_ in config_fields() if getattr(args, n) is not None}
     if args.preset == "demo" and "output_dir" not in overrides:
         overrides["output_dir"] = str(default_home() / DEMO_BUNDLE)
     file_values = load_config_file(args.config) if args.config else {}
     result = train(build_config(args.preset, file_values, overrides), progress=not args.quiet)
-    _emit(args, result.to_dict())
+    if is_main_process():  # under torchrun, one result on stdout: rank 0's, whose bundle it describes
+        _emit(args, result.to_dict())
     return 0
 
 
