@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from rewardmodel.criteria import Criteria
 from rewardmodel.errors import BundleError
 from rewardmodel.formatting import FormatSpec
 
@@ -52,6 +53,8 @@ class BundleCard:
     onnx: dict[str, dict[str, Any]] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    criteria: Criteria | None = None
+    """A multi-attribute model's criteria, one per output of its head; None: one output, the reward."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, formatting record included."""
@@ -73,8 +76,10 @@ class BundleCard:
             fields["formatting"] = FormatSpec.from_dict(fields["formatting"])
             if fields.get("normalization") is not None:
                 fields["normalization"] = Normalization(**fields["normalization"])
+            if fields.get("criteria") is not None:
+                fields["criteria"] = Criteria.from_dict(fields["criteria"])
             return cls(**fields)
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{CARD_NAME} is malformed ({exc}); re-create the bundle") from exc
 
 

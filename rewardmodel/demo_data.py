@@ -4,6 +4,9 @@ Each example asks a question from a fixed bank and prefers a good answer over on
 learnable flaw: off-topic, cut off mid-sentence, rude, unhelpful, repetitive, or factually wrong (capital
 cities). The held-out split asks in other phrasings (questions and capital-city answers) over the same bank, so it
 measures whether the model learned the preferences rather than the exact strings.
+
+:func:`demo_criteria_rows` gives the same pairs as per-criterion rankings for a criteria model: each flaw
+loses on its criterion (on_topic, complete, polite, correct) and ties on the others.
 """
 
 from __future__ import annotations
@@ -129,3 +132,20 @@ def demo_rows(
     forms = QUESTION_FORMS_HELDOUT if heldout else QUESTION_FORMS_TRAIN
     n = n_heldout if heldout else n_train
     return [_capital_example(rng, heldout) if rng.random() < 0.2 else _task_example(rng, forms) for _ in range(n)]
+
+
+CRITERION_OF_FLAW = {"off_topic": "on_topic", "unhelpful": "on_topic", "cut_off": "complete",
+                     "repetitive": "complete", "rude": "polite", "wrong_fact": "correct"}
+"""The criterion each flaw offends."""
+CRITERIA = ("complete", "correct", "on_topic", "polite")
+
+
+def demo_criteria_rows(split: str = "train") -> list[dict[str, Any]]:
+    """The demo pairs as per-criterion rankings: the good reply wins on the flaw's criterion, ties elsewhere."""
+    rows = []
+    for row in demo_rows(split):
+        offended = CRITERION_OF_FLAW[row["kind"]]
+        rankings: dict[str, Any] = {c: [0, 1] if c == offended else [[0, 1]] for c in CRITERIA}
+        rows.append({"prompt": row["prompt"], "completions": [row["chosen"], row["rejected"]],
+                     "criteria_rankings": rankings, "kind": row["kind"]})
+    return rows

@@ -50,6 +50,10 @@ class PairwiseReport:
     reward_mean: float
     reward_std: float
     pointwise: PointwiseReport | None = None
+    criteria: dict[str, dict[str, Any]] | None = None
+    """A criteria model's figures per criterion (:func:`criteria_report`)."""
+    annotators: dict[str, float | int] | None = None
+    """Where several annotators judged the same replies: their agreement, the ceiling (:func:`agreement`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -132,8 +136,8 @@ def pairwise_report(
             len_b.append(n[p.better])
             len_w.append(n[p.worse])
     points = pointwise_report(examples, scores)
-    if not better and points is None:
-        raise ValueError("no preference pairs, thumbs or ratings to evaluate")
+    if not better and points is None and not any(ex.criteria or ex.criterion_pairs for ex in examples):
+        raise ValueError("no preference pairs, thumbs, ratings or criteria to evaluate")
     sb, sw = np.asarray(better, np.float64), np.asarray(worse, np.float64)
     lb, lw = np.asarray(len_b, np.float64), np.asarray(len_w, np.float64)
     correct = sb > sw
@@ -162,4 +166,54 @@ def pairwise_report(
         reward_mean=float(all_scores.mean()),
         reward_std=float(all_scores.std()),
         pointwise=points,
+        annotators=agreement(examples, scores),
     )
+
+
+def criteria_report(
+    examples: Sequence[PreferenceExample], outputs: Sequence[Sequence[Sequence[float]]], names: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Per criterion: accuracy on its pairs and the correlation of its output with its ratings (None where
+    the data hold none). ``outputs[i][j][c]``: output c for completion j of example i."""
+    report: dict[str, dict[str, Any]] = {}
+    for c, name in enumerate(names):
+        margins = [o[p.better][c] - o[p.worse][c] for ex, o in zip(examples, outputs, strict=True)
+                   for p in ex.criterion_pairs if p.name == name]
+        rated = [(o[x.index][c], x.target) for ex, o in zip(examples, outputs, strict=True)
+                 for x in ex.criteria if x.name == name]
+        got, target = np.asarray([r for r, _ in rated], np.float64), np.asarray([t for _, t in rated], np.float64)
+        varied = len(rated) > 1 and np.std(got) > 0 and np.std(target) > 0
+        report[name] = {
+            "pairs": len(margins), "accuracy": float((np.asarray(margins) > 0).mean()) if margins else None,
+            "ratings": len(rated), "spearman": pearson(rankdata(got), rankdata(target)) if varied else None,
+            "pearson": pearson(got, target) if varied else None,
+        }
+    return report
+
+
+def agreement(
+    examples: Sequence[PreferenceExample], scores: Sequence[Sequence[float]]
+) -> dict[str, float | int] | None:
+    """Where two or more judgements order the same two replies of one prompt (several records, or a record's
+    ``votes``): how often a judgement agrees with the majority of its item (the annotators' agreement, the
+    ceiling of any model's figure on these judgements) and how often it agrees with the model. None when no
+    item was judged twice."""
+    tally: dict[tuple[str, str, str], list[float]] = {}  # (prompt, a, b), a < b → [for a > b, for b > a, model]
+    for ex, s in zip(examples, scores, strict=True):
+        prompt = ex.prompt if isinstance(ex.prompt, str) else repr(ex.prompt)
+        for p in ex.pairs:
+            won, lost = ex.completions[p.better], ex.completions[p.worse]
+            key, forward = ((prompt, won, lost), True) if won < lost else ((prompt, lost, won), False)
+            n_for, n_against = p.votes or (1, 0)
+            entry = tally.setdefault(key, [0.0, 0.0, 0.0])
+            entry[0 if forward else 1] += n_for
+            entry[1 if forward else 0] += n_against
+            margin = s[p.better] - s[p.worse]
+            entry[2] = margin if forward else -margin  # the model's order of (a, b): > 0 means a first
+    judged = [e for e in tally.values() if e[0] + e[1] >= 2]
+    if not judged:
+        return None
+    total = sum(e[0] + e[1] for e in judged)
+    return {"items": len(judged), "judgements": int(total),
+            "agreement": sum(max(e[0], e[1]) for e in judged) / total,
+            "model": sum(e[0] if e[2] > 0 else e[1] if e[2] < 0 else 0.0 for e in judged) / total}

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rewardmodel.conversation import Prompt, split_conversation, split_transcript_pair, validate_messages
+from rewardmodel.criteria import CriterionLabel, CriterionPair, criteria_block, criterion_labels, rated_pairs
 from rewardmodel.errors import DataError, FormatError
 
 
@@ -37,6 +38,8 @@ class PreferencePair:
     better: int
     worse: int
     margin: float = 0.0
+    votes: tuple[int, int] | None = None
+    """(for, against): how many annotators chose this order and the other (a majority export's record)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class PreferenceExample:
     pairs: tuple[PreferencePair, ...]
     where: str = ""
     points: tuple[PointLabel, ...] = ()
+    criteria: tuple[CriterionLabel, ...] = ()
+    """Per-criterion ratings (:mod:`rewardmodel.criteria`)."""
+    criterion_pairs: tuple[CriterionPair, ...] = ()
 
 
 def parse_record(row: Mapping[str, Any], where: str) -> PreferenceExample:
@@ -73,7 +79,7 @@ def parse_record(row: Mapping[str, Any], where: str) -> PreferenceExample:
             return _parse_point(row, where)
         if "chosen" in row and "rejected" in row:
             return _parse_pair(row, where)
-    except FormatError as exc:
+    except (FormatError, ValueError) as exc:
         raise DataError(where, str(exc)) from exc
     raise DataError(
         where,
@@ -119,7 +125,18 @@ def _parse_pair(row: Mapping[str, Any], where: str) -> PreferenceExample:
         raise DataError(where, "'chosen' and 'rejected' must both be strings or both be message lists")
     if chosen_text == rejected_text:
         raise DataError(where, "'chosen' and 'rejected' completions are identical: the pair carries no preference")
-    return PreferenceExample(prompt, (chosen_text, rejected_text), (PreferencePair(0, 1, margin),), where)
+    return PreferenceExample(prompt, (chosen_text, rejected_text), (PreferencePair(0, 1, margin, _votes(row, where)),),
+                             where)
+
+
+def _votes(row: Mapping[str, Any], where: str) -> tuple[int, int] | None:
+    votes = row.get("votes")
+    if votes is None:
+        return None
+    if not isinstance(votes, Mapping) or not all(isinstance(votes.get(k), int) and not isinstance(votes.get(k), bool)
+                                                 and votes[k] >= 0 for k in ("for", "against")):
+        raise DataError(where, f"field 'votes' must be {{'for': n, 'against': m}} with counts >= 0, got {votes!r}")
+    return votes["for"], votes["against"]
 
 
 def _parse_ranking(row: Mapping[str, Any], where: str) -> PreferenceExample:
@@ -154,9 +171,22 @@ def _parse_ranking(row: Mapping[str, Any], where: str) -> PreferenceExample:
         )
         if not pairs:
             raise DataError(where, "all 'scores' are equal: the record carries no preference")
+    elif "criteria" in row or "criteria_rankings" in row:
+        pairs = ()
     else:
-        raise DataError(where, "a record with 'completions' needs 'ranking' (best first) or 'scores'")
-    return PreferenceExample(_prompt(row, where), tuple(completions), pairs, where)
+        raise DataError(where, "a record with 'completions' needs 'ranking' (best first), 'scores', 'criteria' "
+                               "or 'criteria_rankings'")
+    labels = criterion_labels(row, k)
+    return PreferenceExample(_prompt(row, where), tuple(completions), pairs, where, (), tuple(labels),
+                             tuple(rated_pairs(labels) + _ranked_criteria(row, k)))
+
+
+def _ranked_criteria(row: Mapping[str, Any], k: int) -> list[CriterionPair]:
+    if "criteria_rankings" not in row:
+        return []
+    return [CriterionPair(name, a, b)
+            for name, ranking in criteria_block(row["criteria_rankings"], "criteria_rankings").items()
+            for a, b in ranking_pairs(ranking_groups(ranking, k))]
 
 
 
@@ -202,9 +232,13 @@ def _parse_point(row: Mapping[str, Any], where: str) -> PreferenceExample:
         if not _finite(rating) or not scale[0] <= rating <= scale[1]:
             raise DataError(where, f"field 'rating' must be a number within the scale {scale}, got {rating!r}")
         point = PointLabel(0, (rating - scale[0]) / (scale[1] - scale[0]), "rating")
+    elif "criteria" in row:
+        point = None
     else:
-        raise DataError(where, "a record with 'completion' needs 'label' (thumbs) or 'rating' and 'scale'")
-    return PreferenceExample(_prompt(row, where), (completion,), (), where, (point,))
+        raise DataError(where, "a record with 'completion' needs 'label' (thumbs), 'rating' and 'scale', or "
+                               "'criteria' and 'scale'")
+    return PreferenceExample(_prompt(row, where), (completion,), (), where, (point,) if point else (),
+                             tuple(criterion_labels(row, 1)))
 
 
 def merge_pointwise(examples: Sequence[PreferenceExample]) -> list[PreferenceExample]:
@@ -214,7 +248,7 @@ def merge_pointwise(examples: Sequence[PreferenceExample]) -> list[PreferenceExa
     out: list[PreferenceExample | list[PreferenceExample]] = []
     groups: dict[str, list[PreferenceExample]] = {}
     for ex in examples:
-        if ex.pairs or not ex.points:
+        if len(ex.completions) != 1:
             out.append(ex)
             continue
         key = ex.prompt if isinstance(ex.prompt, str) else repr(ex.prompt)
@@ -230,10 +264,11 @@ def _merged(group: list[PreferenceExample]) -> PreferenceExample:
         return group[0]
     completions: dict[str, int] = {}
     points: list[PointLabel] = []
+    criteria: list[CriterionLabel] = []
     for ex in group:
-        for p in ex.points:
-            index = completions.setdefault(ex.completions[p.index], len(completions))
-            points.append(PointLabel(index, p.target, p.kind))
+        index = completions.setdefault(ex.completions[0], len(completions))
+        points.extend(PointLabel(index, p.target, p.kind) for p in ex.points)
+        criteria.extend(CriterionLabel(index, c.name, c.target, c.scale) for c in ex.criteria)
     rated: dict[int, list[float]] = {}
     for p in points:
         if p.kind == "rating":
@@ -242,4 +277,5 @@ def _merged(group: list[PreferenceExample]) -> PreferenceExample:
     pairs = tuple(PreferencePair(i, j) if mean[i] > mean[j] else PreferencePair(j, i)
                   for i, j in itertools.combinations(sorted(mean), 2) if mean[i] != mean[j])
     where = group[0].where + (f" (+{len(group) - 1} rows of the same prompt)")
-    return PreferenceExample(group[0].prompt, tuple(completions), pairs, where, tuple(points))
+    return PreferenceExample(group[0].prompt, tuple(completions), pairs, where, tuple(points), tuple(criteria),
+                             tuple(rated_pairs(criteria)))

@@ -8,19 +8,21 @@ little padding), the same invariant checks (one finite score per input) and the 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from rewardmodel.batching import PaddedBatch, pad_batch
+from rewardmodel.criteria import Criteria
 from rewardmodel.errors import BundleError
 from rewardmodel.formatting import EncodedInput, FormatSpec, Formatter
-from rewardmodel.metrics import PairwiseReport, pairwise_report
+from rewardmodel.metrics import PairwiseReport, criteria_report, pairwise_report
 from rewardmodel.records import PreferenceExample
 
 BatchScorer = Callable[[PaddedBatch], npt.NDArray[np.floating]]
-"""Scores of a padded batch: shape ``(rows,)`` or ``(rows, 1)``."""
+"""Outputs of a padded batch: shape ``(rows,)`` or ``(rows, 1)``, or ``(rows, C)`` for C criteria."""
 
 T = TypeVar("T")
 Progress = Callable[[Iterable[T]], Iterable[T]]
@@ -34,54 +36,98 @@ def _progress_or_not(progress: Progress[list[int]] | None) -> Progress[list[int]
     return progress or _no_progress
 
 
-def one_score_per_row(raw: object, rows: int) -> npt.NDArray[np.float64]:
-    """``raw`` as a ``(rows,)`` float array; a reward model that returns anything else is a bug we name."""
+def model_outputs(raw: object, rows: int, width: int = 1) -> npt.NDArray[np.float64]:
+    """``raw`` as a ``(rows, width)`` float array; a reward model that returns anything else is a bug we name."""
     out = np.asarray(raw, dtype=np.float64)
-    if out.ndim == 2 and out.shape[1] == 1:
-        out = out[:, 0]
-    if out.shape != (rows,):
-        raise BundleError(f"the model must return one score per item: {rows} in, shape {out.shape} out; is its "
-                          "head a single-output (num_labels=1) score head?")
+    if out.ndim == 1 and width == 1:
+        out = out[:, None]
+    if out.shape != (rows, width):
+        head = "a single-output (num_labels=1) score head" if width == 1 else f"a head of {width} criteria"
+        raise BundleError(f"the model must return {width} output(s) per item: {rows} in, shape {out.shape} out; "
+                          f"is its head {head}, as its card says?")
     return out
+
+
+def one_score_per_row(raw: object, rows: int) -> npt.NDArray[np.float64]:
+    """``raw`` as a ``(rows,)`` float array (see :func:`model_outputs`)."""
+    return model_outputs(raw, rows)[:, 0]
+
+
+def width_of(criteria: Criteria | None) -> int:
+    """Outputs per item: one per criterion, or the one reward."""
+    return len(criteria.names) if criteria else 1
+
+
+def reward_of(outputs: npt.NDArray[np.float64], criteria: Criteria | None,
+              weights: Sequence[float] | None = None) -> npt.NDArray[np.float64]:
+    """The scalar reward of ``(rows, width)`` outputs: the one output, or the criteria's weighted sum
+    (``weights`` in output order; default: the card's)."""
+    if criteria is None:
+        return outputs[:, 0]
+    return outputs @ np.asarray(weights if weights is not None else criteria.weight_vector(), dtype=np.float64)
+
+
+def outputs_encoded(
+    scorer: BatchScorer, spec: FormatSpec, encoded: Sequence[EncodedInput], batch_size: int = 32,
+    progress: Progress[list[int]] | None = None, width: int = 1,
+) -> npt.NDArray[np.float64]:
+    """Outputs ``(len(encoded), width)`` in input order; batches are cut from the inputs sorted by length."""
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    outputs = np.empty((len(encoded), width), dtype=np.float64)
+    for rows in _progress_or_not(progress)(chunks):
+        outputs[rows] = model_outputs(scorer(pad_batch([encoded[i] for i in rows], spec)), len(rows), width)
+    if not np.isfinite(outputs).all():
+        raise RuntimeError("the model produced NaN/inf scores; check the checkpoint and its dtype")
+    return outputs
 
 
 def score_encoded(
     scorer: BatchScorer, spec: FormatSpec, encoded: Sequence[EncodedInput], batch_size: int = 32,
     progress: Progress[list[int]] | None = None,
 ) -> npt.NDArray[np.float64]:
-    """Scores of ``encoded`` in input order; batches are cut from the inputs sorted by length."""
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
-    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    scores = np.empty(len(encoded), dtype=np.float64)
-    for rows in _progress_or_not(progress)(chunks):
-        scores[rows] = one_score_per_row(scorer(pad_batch([encoded[i] for i in rows], spec)), len(rows))
-    if not np.isfinite(scores).all():
-        raise RuntimeError("the model produced NaN/inf scores; check the checkpoint and its dtype")
-    return scores
+    """Scores of a one-output model's ``encoded`` inputs, in input order."""
+    return outputs_encoded(scorer, spec, encoded, batch_size, progress)[:, 0]
+
+
+def _per_example(examples: Sequence[PreferenceExample], flat: Sequence[T]) -> list[list[T]]:
+    out, start = [], 0
+    for ex in examples:
+        out.append(list(flat[start:start + len(ex.completions)]))
+        start += len(ex.completions)
+    return out
 
 
 def score_examples(
     scorer: BatchScorer, formatter: Formatter, examples: Sequence[PreferenceExample], batch_size: int = 32,
-    progress: Progress[list[int]] | None = None,
+    progress: Progress[list[int]] | None = None, criteria: Criteria | None = None,
 ) -> tuple[list[list[float]], list[list[int]], int]:
-    """(scores, completion token counts, truncated inputs): one score and length per completion."""
+    """(rewards, completion token counts, truncated inputs): one reward and length per completion."""
+    scores, lengths, truncated, _ = _score_examples(scorer, formatter, examples, batch_size, progress, criteria)
+    return scores, lengths, truncated
+
+
+def _score_examples(
+    scorer: BatchScorer, formatter: Formatter, examples: Sequence[PreferenceExample], batch_size: int,
+    progress: Progress[list[int]] | None, criteria: Criteria | None,
+) -> tuple[list[list[float]], list[list[int]], int, npt.NDArray[np.float64]]:
     encoded = formatter.encode_many([(ex.prompt, c) for ex in examples for c in ex.completions])
-    flat = score_encoded(scorer, formatter.spec, encoded, batch_size, progress)
-    scores: list[list[float]] = []
-    lengths: list[list[int]] = []
-    start = 0
-    for ex in examples:
-        end = start + len(ex.completions)
-        scores.append([float(s) for s in flat[start:end]])
-        lengths.append([e.completion_tokens for e in encoded[start:end]])
-        start = end
-    return scores, lengths, sum(e.truncated for e in encoded)
+    outputs = outputs_encoded(scorer, formatter.spec, encoded, batch_size, progress, width_of(criteria))
+    rewards = [float(r) for r in reward_of(outputs, criteria)]
+    lengths = [e.completion_tokens for e in encoded]
+    return (_per_example(examples, rewards), _per_example(examples, lengths), sum(e.truncated for e in encoded),
+            outputs)
 
 
 def evaluate(
     scorer: BatchScorer, formatter: Formatter, examples: Sequence[PreferenceExample], batch_size: int = 32,
-    progress: Progress[list[int]] | None = None,
+    progress: Progress[list[int]] | None = None, criteria: Criteria | None = None,
 ) -> tuple[PairwiseReport, int]:
-    """Pairwise report over ``examples`` and the number of truncated inputs."""
-    scores, lengths, truncated = score_examples(scorer, formatter, examples, batch_size, progress)
-    return pairwise_report(examples, scores, lengths), truncated
+    """Report over ``examples`` (per criterion too, for a criteria model) and the number of truncated inputs."""
+    scores, lengths, truncated, outputs = _score_examples(scorer, formatter, examples, batch_size, progress,
+                                                          criteria)
+    report = pairwise_report(examples, scores, lengths)
+    if criteria is not None:
+        report = replace(report, criteria=criteria_report(examples, _per_example(examples, list(outputs)),
+                                                          criteria.names))
+    return report, truncated

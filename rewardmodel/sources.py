@@ -21,6 +21,8 @@ DATA_SOURCES = "rewardserve.data_sources"
 """Entry-point group of readers for URL sources, by scheme (``sqlite``, ``postgresql``, …)."""
 DEMO_DATA = "builtin:demo"
 """Source name of the generated demo set; ``builtin:demo:heldout`` is its held-out split."""
+DEMO_CRITERIA = "builtin:demo-criteria"
+"""The demo set as per-criterion rankings (``…:heldout`` too), for a criteria model."""
 
 
 def load_examples(source: str, split: str = "train", limit: int = 0) -> list[PreferenceExample]:
@@ -40,10 +42,15 @@ def _rows(source: str, split: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
         yield from _url_rows(source)
         return
     if source.startswith(DEMO_DATA):
-        from rewardmodel.demo_data import demo_rows
+        from rewardmodel.demo_data import demo_criteria_rows, demo_rows
 
-        which = source[len(DEMO_DATA):].lstrip(":") or "train"
-        yield from ((f"{source}#{i}", row) for i, row in enumerate(demo_rows(which)))
+        criteria = source.startswith(DEMO_CRITERIA)
+        which = source[len(DEMO_CRITERIA if criteria else DEMO_DATA):].lstrip(":") or "train"
+        if which not in ("train", "heldout"):
+            raise DataError(source, f"unknown demo split {which!r}: use {DEMO_DATA}, {DEMO_CRITERIA}, or either "
+                                    "with :heldout")
+        rows = demo_criteria_rows(which) if criteria else demo_rows(which)
+        yield from ((f"{source}#{i}", row) for i, row in enumerate(rows))
         return
     path = Path(source)
     if path.is_file():
@@ -120,7 +127,8 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, Mapping[str, Any]]]:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    yield from ((f"{path} row {i}", row) for i, row in enumerate(table.to_pylist()))
+    # a map column (the feedback export's criteria) as the object it was, not a list of (key, value)
+    yield from ((f"{path} row {i}", row) for i, row in enumerate(table.to_pylist(maps_as_pydicts="strict")))
 
 
 def _datasets_rows(source: str, split: str) -> Iterator[tuple[str, Mapping[str, Any]]]:

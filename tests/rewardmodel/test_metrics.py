@@ -79,3 +79,18 @@ def test_ratings_beside_pairs_give_both_figures() -> None:
     r = pairwise_report([rated], [[3.0, 1.0, 2.0]], [[1, 1, 1]])
     assert r.accuracy == 1.0 and r.pointwise is not None and r.pointwise.auc is None
     assert r.pointwise.spearman == pytest.approx(0.5) and r.pointwise.pearson == pytest.approx(0.5)
+
+
+def test_annotator_agreement_is_the_ceiling_beside_the_models_figure() -> None:
+    def pair(a: str, b: str, votes: tuple[int, int] | None = None) -> PreferenceExample:
+        return PreferenceExample("q", (a, b), (PreferencePair(0, 1, 0.0, votes),), a + b)
+
+    # item (x, y): three annotators say x > y, one says y > x; item (u, v): a 2-1 vote record; (p, q) once
+    examples = [pair("x", "y"), pair("x", "y"), pair("y", "x"), pair("x", "y"), pair("u", "v", (2, 1)),
+                pair("p", "q")]
+    score = {"x": 1.0, "y": 0.0, "u": 0.0, "v": 1.0, "p": 1.0, "q": 0.0}
+    scores = [[score[c] for c in ex.completions] for ex in examples]
+    r = pairwise_report(examples, scores, [[1, 1]] * len(examples))
+    assert r.annotators == {"items": 2, "judgements": 7, "agreement": pytest.approx((3 + 2) / 7),
+                            "model": pytest.approx((3 + 1) / 7)}  # the model orders x > y (3 agree) and v > u (1)
+    assert pairwise_report(examples[-1:], scores[-1:], [[1, 1]]).annotators is None

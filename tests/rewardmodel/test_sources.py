@@ -83,3 +83,18 @@ def test_heldout_split_is_deterministic_and_disjoint() -> None:
     assert held_a == held_b and len(held_a) == 20 and len(train_a) == 80
     assert not {e.where for e in train_a} & {e.where for e in held_a}
     assert split_heldout(examples, 0.2, seed=4)[1] != held_a
+
+
+def test_the_demo_criteria_set_ranks_each_flaw_on_its_criterion() -> None:
+    from rewardmodel.demo_data import CRITERIA, CRITERION_OF_FLAW, demo_criteria_rows
+
+    rows = demo_criteria_rows("heldout")
+    examples = load_examples("builtin:demo-criteria:heldout")
+    assert len(examples) == len(rows) == 400
+    for row, ex in zip(rows, examples, strict=True):
+        assert ex.pairs == () and [(p.name, p.better, p.worse) for p in ex.criterion_pairs] == [
+            (CRITERION_OF_FLAW[row["kind"]], 0, 1)]  # the good reply wins on its criterion, ties on the others
+    named = {p.name for ex in examples for p in ex.criterion_pairs}
+    assert named == set(CRITERIA)
+    with pytest.raises(DataError, match="unknown demo split"):
+        load_examples("builtin:demo-criteria:test")
