@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import good_bad_rows, in_ci, save_tiny_bert, save_tiny_decoder
+from tests.helpers import criteria_rows, good_bad_rows, in_ci, save_tiny_bert, save_tiny_decoder
 
 # Tests use local files only; fail fast instead of reaching for a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -129,6 +129,31 @@ def qwen_onnx_bundle(tmp_path_factory: pytest.TempPathFactory, trained_qwen_bund
                      good_bad_files: tuple[Path, Path]) -> Path:
     """The trained tiny Qwen (ChatML, right padding) bundle with an fp32 ONNX variant."""
     return _export(trained_qwen_bundle, tmp_path_factory.mktemp("served") / "qwen", good_bad_files, ("fp32",))
+
+
+@pytest.fixture(scope="session")
+def criteria_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(train, heldout) JSONL of two criteria, polite and complete, rated and ranked per reply."""
+    root = tmp_path_factory.mktemp("criteria-data")
+    train, held = root / "train.jsonl", root / "heldout.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in criteria_rows(256, seed=1)))
+    held.write_text("".join(json.dumps(r) + "\n" for r in criteria_rows(64, seed=2)))
+    return train, held
+
+
+@pytest.fixture(scope="session")
+def criteria_onnx_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path,
+                         criteria_files: tuple[Path, Path]) -> Path:
+    """A criteria model (tiny Llama; weights polite 0.7, complete 0.3) with fp32 and int8 ONNX variants."""
+    from training.config import TrainConfig
+    from training.run import train
+
+    out = tmp_path_factory.mktemp("bundle") / "tiny-criteria-rm"
+    train(TrainConfig(model=str(tiny_llama), train_data=str(criteria_files[0]), eval_data=str(criteria_files[1]),
+                      output_dir=str(out), learning_rate=3e-3, epochs=6.0, batch_size=16, max_length=64,
+                      save_steps=0, warmup_ratio=0.0, seed=0, criteria_weights="polite=0.7,complete=0.3").validate(),
+          progress=False)
+    return _export(out, tmp_path_factory.mktemp("served") / "criteria", criteria_files, ("fp32", "int8"))
 
 
 @pytest.fixture(scope="session")

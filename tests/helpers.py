@@ -208,3 +208,32 @@ def rating_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
             rows.append({"prompt": pair["prompt"], "completion": pair[key], "rating": rng.choice([low, low + 1]),
                          "scale": [1, 5]})
     return rows
+
+
+def criteria_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Two replies per prompt rated on two independent criteria, 4 or 0 on [0, 4]: ``polite`` (a POSITIVE word
+    rather than a NEGATIVE one) and ``complete`` (ends with "." rather than ","). Every fourth prompt comes
+    as one row of both replies with per-criterion rankings (a tie when both rate alike) instead."""
+    rng = random.Random(seed + 2000)
+    rows: list[dict[str, Any]] = []
+    for i in range(n):
+        prompt = " ".join(rng.choices(FILLER, k=rng.randint(2, 5))) + " ?"
+        replies, polite, complete = [], [], []
+        for _ in range(2):
+            nice, done = rng.random() < 0.5, rng.random() < 0.5
+            body = rng.choices(["it", "is", "a", "the", "three", "four"], k=rng.randint(1, 3))
+            body.insert(rng.randint(0, len(body)), rng.choice(POSITIVE if nice else NEGATIVE))
+            replies.append(" ".join(body) + (" ." if done else " ,"))
+            polite.append(3 if nice else 1)
+            complete.append(3 if done else 1)
+        if replies[0] == replies[1]:
+            continue
+        if i % 4 == 3:
+            rank = lambda v: [0, 1] if v[0] > v[1] else [1, 0] if v[1] > v[0] else [[0, 1]]  # noqa: E731
+            rows.append({"prompt": prompt, "completions": replies,
+                         "criteria_rankings": {"polite": rank(polite), "complete": rank(complete)}})
+            continue
+        for j in range(2):
+            rows.append({"prompt": prompt, "completion": replies[j], "scale": [0, 4],
+                         "criteria": {"polite": polite[j], "complete": complete[j]}})
+    return rows

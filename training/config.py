@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from rewardmodel import DataError
-from rewardmodel.sources import DEMO_DATA
+from rewardmodel.sources import DEMO_CRITERIA, DEMO_DATA
 
 
 def _packaged_minilm() -> str:
@@ -50,7 +50,9 @@ class TrainConfig:
     max_length: int = _doc("Max tokens per (prompt, completion); the prompt is cut from the left first.", 512)
     padding_side: Literal["auto", "left", "right"] = _doc(
         "Padding side of batches; 'auto': right for encoders, the tokenizer's own for decoders.", "auto")
-    learning_rate: float = _doc("Peak learning rate (linear decay after warm-up).", 2e-5)
+    learning_rate: float = _doc("Peak learning rate (reached after warm-up, then decayed by lr_scheduler).", 2e-5)
+    lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = _doc(
+        "How the learning rate decays after warm-up.", "linear")
     epochs: float = _doc("Passes over the training data.", 1.0)
     max_steps: int = _doc("Stop after this many optimizer steps (overrides epochs when > 0).", -1)
     batch_size: int = _doc("Preference examples per device per step (a k-way ranking counts once).", 8)
@@ -66,6 +68,9 @@ class TrainConfig:
         "the Bradley-Terry loss on pairs.", 1.0)
     pointwise_bias: str = _doc("b in sigmoid(r - b): 'learn' it with the model, or a fixed number. Recorded in the "
                                "card.", "learn")
+    criteria_weights: str = _doc(
+        "Weights of the criteria in the scalar reward of a criteria model, 'name=w,…' (unnamed criteria weigh 0); "
+        "empty: equal weights summing to 1. Recorded in the card; a request may pass its own.", "")
     group_by_length: bool = _doc("Batch examples of similar length together to cut padding.", True)
     gradient_checkpointing: bool = _doc("Recompute activations in backward to save memory.", False)
     bf16: Literal["auto", "true", "false"] = _doc("bf16 mixed precision; 'auto': on where a CUDA GPU supports it.",
@@ -132,7 +137,14 @@ def demo_preset(output_dir: str) -> dict[str, Any]:
     }
 
 
-PRESETS = {"demo": demo_preset}
+def demo_criteria_preset(output_dir: str) -> dict[str, Any]:
+    """The demo recipe on the demo set's per-criterion rankings: a criteria model of on_topic, complete,
+    polite and correct, built without downloads."""
+    return {**demo_preset(output_dir), "train_data": DEMO_CRITERIA, "eval_data": f"{DEMO_CRITERIA}:heldout",
+            "name": "rewardserve-demo-criteria-minilm"}
+
+
+PRESETS = {"demo": demo_preset, "demo-criteria": demo_criteria_preset}
 
 
 def config_fields() -> list[tuple[str, Any, str, tuple[str, ...] | None]]:

@@ -104,16 +104,17 @@ def build_format_spec(
 
 def load_base_model(
     name_or_path: str, architecture: str = "auto", max_length: int = 512, padding_side: str = "auto",
-    trust_remote_code: bool = False,
+    trust_remote_code: bool = False, num_labels: int = 1,
 ) -> LoadedModel:
-    """Load a base checkpoint with a fresh one-label head (or a reward model to fine-tune further)."""
+    """Load a base checkpoint with a fresh head of ``num_labels`` outputs (or a reward model to fine-tune
+    further): one, the reward, or one per criterion."""
     config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     if architecture not in ("auto", "encoder", "decoder"):
         raise BundleError(f"architecture must be auto, encoder or decoder, got {architecture!r}")
     arch = detect_architecture(config.model_type) if architecture == "auto" else cast(Arch, architecture)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     added = _ensure_pad_token(tokenizer, arch)
-    config.num_labels = 1
+    config.num_labels = num_labels
     # transformers reports the new head's weights as missing from the checkpoint, which is the point of
     # loading a base model here; we report what was initialized ourselves, warning only beyond the head
     previous = hf_logging.get_verbosity()

@@ -20,7 +20,7 @@ from rewardmodel import CARD_NAME, BundleCard, DataError, Normalization, Pairwis
 from rewardmodel.sources import load_examples
 from training.collator import RewardCollator, encode_examples
 from training.config import TrainConfig
-from training.data import split_heldout
+from training.data import criteria_of, split_heldout
 from training.evaluation import evaluate_model
 from training.modeling import LoadedModel, hide_progress_bars, load_base_model, save_bundle_weights
 from training.trainer import RewardTrainer, detach_bias
@@ -109,16 +109,18 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         heldout = load_examples(cfg.eval_data, cfg.data_split)
     else:
         examples, heldout = split_heldout(examples, cfg.eval_fraction, cfg.seed)
-    loaded = load_base_model(cfg.model, cfg.architecture, cfg.max_length, cfg.padding_side, cfg.trust_remote_code)
+    criteria = criteria_of(examples, cfg.criteria_weights)
+    loaded = load_base_model(cfg.model, cfg.architecture, cfg.max_length, cfg.padding_side, cfg.trust_remote_code,
+                             num_labels=len(criteria.names) if criteria else 1)
     formatter = loaded.formatter
     if cfg.lora_r:
         _wrap_lora(loaded, cfg)
-    features = datasets.Dataset.from_list(encode_examples(formatter, examples))
+    features = datasets.Dataset.from_list(encode_examples(formatter, examples, criteria.names if criteria else ()))
     log.info("train: %d examples (%d truncated inputs); held-out: %d", len(examples),
              sum(features["truncated"]), len(heldout))
 
     def eval_fn(model: torch.nn.Module) -> dict[str, float]:
-        report, _ = evaluate_model(model, formatter, heldout, cfg.eval_batch_size, progress)
+        report, _ = evaluate_model(model, formatter, heldout, cfg.eval_batch_size, progress, criteria)
         found = {"accuracy": report.accuracy, "mean_margin": report.mean_margin}
         if report.pointwise:
             found |= {"spearman": report.pointwise.spearman, "auc": report.pointwise.auc}
@@ -132,7 +134,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         weight_decay=cfg.weight_decay,
-        lr_scheduler_type="linear",
+        lr_scheduler_type=cfg.lr_scheduler,
         logging_steps=cfg.logging_steps,
         save_strategy="steps" if cfg.save_steps else "no",
         save_steps=cfg.save_steps or 500,
@@ -156,6 +158,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         model=loaded.model, args=args, train_dataset=features, data_collator=RewardCollator(formatter),
         use_margin=cfg.use_margin, center_rewards_coefficient=cfg.center_rewards_coefficient,
         pointwise_weight=cfg.pointwise_weight, pointwise_bias=cfg.fixed_pointwise_bias(), eval_fn=eval_fn,
+        criteria_weights=criteria.weight_vector() if criteria else None,
     )
     started = time.perf_counter()
     state = trainer.train(resume_from_checkpoint=resume)
@@ -167,7 +170,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     if cfg.lora_r:
         loaded.model = loaded.model.merge_and_unload()
     loaded.model.eval()
-    report, truncated = evaluate_model(loaded.model, formatter, heldout, cfg.eval_batch_size, progress)
+    report, truncated = evaluate_model(loaded.model, formatter, heldout, cfg.eval_batch_size, progress, criteria)
     result = TrainResult(str(out), report, round(seconds, 1), state.global_step, len(examples), len(heldout),
                          truncated)
     if not is_main_process():
@@ -183,6 +186,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         normalization=Normalization(report.reward_mean, max(report.reward_std, 1e-6),
                                     reference=cfg.eval_data or f"{cfg.train_data} (held-out split)",
                                     count=sum(len(e.completions) for e in heldout)),
+        criteria=criteria,
         training={
             "config": asdict(cfg),
             "result": {k: v for k, v in result.to_dict().items() if k != "output_dir"},

@@ -60,7 +60,7 @@ class RewardTrainer(Trainer):
     def __init__(
         self, *args: Any, use_margin: bool = True, center_rewards_coefficient: float = 0.0,
         pointwise_weight: float = 1.0, pointwise_bias: float | None = None, eval_fn: EvalFn | None = None,
-        **kwargs: Any,
+        criteria_weights: Sequence[float] | None = None, **kwargs: Any,
     ) -> None:
         model = kwargs["model"]
         if pointwise_bias is None and BIAS not in model._parameters:
@@ -72,20 +72,26 @@ class RewardTrainer(Trainer):
         self.use_margin = use_margin
         self.center_rewards_coefficient = center_rewards_coefficient
         self.eval_fn = eval_fn
+        # a criteria model: the head's outputs are the criteria, the reward their weighted sum
+        self.criteria_weights = None if criteria_weights is None else torch.tensor(list(criteria_weights))
         self._pair_stats = [0.0, 0.0]  # correct, seen since the last log
 
     def compute_loss(
         self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        rewards = model(**model_kwargs(inputs)).logits.squeeze(-1)
+        outputs = model(**model_kwargs(inputs)).logits
+        if self.criteria_weights is None:
+            rewards = outputs.squeeze(-1)
+        else:
+            rewards = outputs @ self.criteria_weights.to(outputs.device, outputs.dtype)
         chosen, rejected = rewards[inputs["better"]], rewards[inputs["worse"]]
         weight = inputs["pair_weight"]
         # every term is in the graph, empty or not, so each rank of a DDP run gives every parameter a
         # gradient (a batch of thumbs only, or of pairs only, would otherwise leave the bias or nothing)
         bias = self._bias_owner._parameters.get(BIAS) if self.pointwise_bias is None else self.pointwise_bias
         bias_term = 0.0 * bias if isinstance(bias, torch.Tensor) else 0.0
-        loss = rewards.sum() * 0.0 + bias_term
+        loss = outputs.sum() * 0.0 + bias_term
         if chosen.numel():
             loss = loss + bradley_terry_loss(chosen, rejected, inputs["margin"] if self.use_margin else None, weight)
             if self.center_rewards_coefficient:
@@ -93,10 +99,25 @@ class RewardTrainer(Trainer):
         if inputs["point"].numel():
             loss = loss + self.pointwise_weight * pointwise_loss(
                 rewards[inputs["point"]], inputs["point_target"], bias if bias is not None else 0.0)
+        if self.criteria_weights is not None:
+            loss = loss + self._criteria_loss(outputs, inputs)
         with torch.no_grad():
             self._pair_stats[0] += float((chosen > rejected).sum())
             self._pair_stats[1] += chosen.numel()
         return (loss, {"rewards_chosen": chosen, "rewards_rejected": rejected}) if return_outputs else loss
+
+    def _criteria_loss(self, outputs: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each criterion's output learns its own ratings (cross-entropy, as thumbs and ratings do; the head's
+        per-output bias is its b) and its own pairs (Bradley–Terry)."""
+        loss = outputs.sum() * 0.0
+        if inputs["crit_row"].numel():
+            rated = outputs[inputs["crit_row"], inputs["crit_col"]]
+            loss = loss + self.pointwise_weight * pointwise_loss(rated, inputs["crit_target"])
+        if inputs["cpair_better"].numel():
+            column = inputs["cpair_col"]
+            loss = loss + bradley_terry_loss(outputs[inputs["cpair_better"], column],
+                                             outputs[inputs["cpair_worse"], column])
+        return loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._pair_stats[1]:
