@@ -22,4 +22,4 @@ def evaluate_variant(
     card = card or read_card(root)
     session = open_session(variant_file(root, card, variant), providers)
     formatter = Formatter(load_tokenizer(root), card.formatting)
-    return evaluate(onnx_scorer(session), formatter, examples, batch_size, progress)
+    return evaluate(onnx_scorer(session), formatter, examples, batch_size, progress, card.criteria)

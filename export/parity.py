@@ -25,13 +25,14 @@ a PPO trainer or a reranker actually relies on.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from export.errors import ParityError
+from export.errors import ExportError, ParityError
 from rewardmodel import PreferenceExample
 from rewardmodel.metrics import pearson, rankdata
 
@@ -76,22 +77,38 @@ class Parity:
         return asdict(self)
 
 
-def pair_index(examples: Sequence[PreferenceExample]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Flat indices (better, worse) of every pair, with completions flattened example by example."""
+def pair_index(examples: Sequence[PreferenceExample], criterion: str = ""
+               ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Flat indices (better, worse) of every pair, with completions flattened example by example: the
+    examples' pairs, or ``criterion``'s; where the data hold none (criteria rated, not ranked), every two
+    completions of one prompt, whose order is what a reranker relies on."""
     better: list[int] = []
     worse: list[int] = []
     offset = 0
     for ex in examples:
-        better.extend(offset + p.better for p in ex.pairs)
-        worse.extend(offset + p.worse for p in ex.pairs)
+        pairs = [(p.better, p.worse) for p in ex.criterion_pairs if p.name == criterion] if criterion else \
+            [(p.better, p.worse) for p in ex.pairs]
+        better.extend(offset + b for b, _ in pairs)
+        worse.extend(offset + w for _, w in pairs)
         offset += len(ex.completions)
+    if not better:
+        offset = 0
+        for ex in examples:
+            for b, w in itertools.combinations(range(len(ex.completions)), 2):
+                better.append(offset + b)
+                worse.append(offset + w)
+            offset += len(ex.completions)
+    if not better:
+        raise ExportError("the calibration data hold no two completions of one prompt: pair agreement cannot be "
+                          "measured; pass --calibration-data with pairs or rankings")
     return np.asarray(better), np.asarray(worse)
 
 
 def measure(reference: npt.NDArray[np.float64], variant: npt.NDArray[np.float64],
-            examples: Sequence[PreferenceExample]) -> Parity:
-    """Parity figures of ``variant`` against ``reference`` (flat scores, completions in example order)."""
-    better, worse = pair_index(examples)
+            examples: Sequence[PreferenceExample], criterion: str = "") -> Parity:
+    """Parity figures of ``variant`` against ``reference`` (flat scores, completions in example order) on the
+    examples' pairs, or ``criterion``'s (see :func:`pair_index`)."""
+    better, worse = pair_index(examples, criterion)
     diff = np.abs(reference - variant)
     agree = np.sign(reference[better] - reference[worse]) == np.sign(variant[better] - variant[worse])
     return Parity(
@@ -100,12 +117,14 @@ def measure(reference: npt.NDArray[np.float64], variant: npt.NDArray[np.float64]
     )
 
 
-def gate(variant: str, parity: Parity, force: bool) -> list[str]:
-    """Raise :class:`ParityError` with the figures unless ``variant`` passes or ``force``; returns failures."""
+def gate(variant: str, parity: Parity, force: bool, output: str = "") -> list[str]:
+    """Raise :class:`ParityError` with the figures unless ``variant`` passes or ``force``; returns failures.
+    ``output`` names the criterion gated (empty: the reward)."""
     failures = parity.failures(THRESHOLDS[variant])
     if failures and not force:
+        what = f"variant's {output} output" if output else "variant"
         raise ParityError(
-            f"{variant} variant failed the parity gate ({'; '.join(failures)}) on {parity.items} scores / "
+            f"{variant} {what} failed the parity gate ({'; '.join(failures)}) on {parity.items} scores / "
             f"{parity.pairs} pairs: {parity.to_dict()}. It was not written; --force writes it anyway."
         )
     return failures

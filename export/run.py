@@ -19,8 +19,9 @@ from export.onnx_export import TWO_GB, export_onnx
 from export.parity import THRESHOLDS, gate, measure
 from rewardmodel import BundleCard, Formatter, PreferenceExample, load_tokenizer, read_card, write_card
 from rewardmodel.card import sha256_file
+from rewardmodel.criteria import Criteria
 from rewardmodel.onnx_model import CPU, CUDA, available_providers, onnx_scorer, open_session
-from rewardmodel.scoring import score_encoded
+from rewardmodel.scoring import outputs_encoded, reward_of, width_of
 from rewardmodel.sources import DEMO_DATA, load_examples
 from rewardmodel.torch_model import load_torch_model, torch_scorer
 
@@ -85,7 +86,8 @@ def export_bundle(bundle: str | Path, settings: ExportSettings) -> BundleCard:
     formatter = Formatter(load_tokenizer(root), card.formatting)
     examples = _calibration(settings)
     encoded = formatter.encode_many([(ex.prompt, c) for ex in examples for c in ex.completions])
-    reference = score_encoded(torch_scorer(model), card.formatting, encoded, settings.batch_size)
+    reference = outputs_encoded(torch_scorer(model), card.formatting, encoded, settings.batch_size,
+                                width=width_of(card.criteria))
     cfg = model.config
     heads, hidden = int(getattr(cfg, "num_attention_heads", 0)), int(getattr(cfg, "hidden_size", 0))
 
@@ -101,7 +103,8 @@ def export_bundle(bundle: str | Path, settings: ExportSettings) -> BundleCard:
             started = time.perf_counter()
             path = staging / Path(FILES[variant]).name
             method = convert[variant](raw, path, card.model_type, heads, hidden, settings.external_data_threshold)
-            records[variant] = _check(variant, path, method, reference, encoded, examples, formatter, settings)
+            records[variant] = _check(variant, path, method, reference, encoded, examples, formatter, settings,
+                                      card.criteria)
             log.info("%s: %s (%.1fs)", variant, records[variant]["parity"], time.perf_counter() - started)
         raw.unlink()
         raw.with_name(raw.name + ".data").unlink(missing_ok=True)
@@ -115,12 +118,19 @@ def export_bundle(bundle: str | Path, settings: ExportSettings) -> BundleCard:
 
 
 def _check(variant: str, path: Path, method: str, reference: np.ndarray, encoded: Sequence[Any],
-           examples: Sequence[PreferenceExample], formatter: Formatter, settings: ExportSettings) -> dict[str, Any]:
+           examples: Sequence[PreferenceExample], formatter: Formatter, settings: ExportSettings,
+           criteria: Criteria | None) -> dict[str, Any]:
+    """Gate the variant on its reward, and a criteria model on each criterion's output too."""
     providers = _check_providers(variant)
     session = open_session(path, providers)
-    scores = score_encoded(onnx_scorer(session), formatter.spec, encoded, settings.batch_size)
-    parity = measure(reference, scores, examples)
+    outputs = outputs_encoded(onnx_scorer(session), formatter.spec, encoded, settings.batch_size,
+                              width=width_of(criteria))
+    parity = measure(reward_of(reference, criteria), reward_of(outputs, criteria), examples)
     failures = gate(variant, parity, settings.force)
+    per_criterion = {}
+    for c, name in enumerate(criteria.names if criteria else ()):
+        per_criterion[name] = measure(reference[:, c], outputs[:, c], examples, name)
+        failures += [f"{name}: {f}" for f in gate(variant, per_criterion[name], settings.force, name)]
     size = path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob(path.name + ".data"))
     return {
         "file": FILES[variant],
@@ -131,6 +141,7 @@ def _check(variant: str, path: Path, method: str, reference: np.ndarray, encoded
         "conversion": method,
         "providers_checked": providers,
         "parity": parity.to_dict(),
+        **({"criteria_parity": {n: p.to_dict() for n, p in per_criterion.items()}} if criteria else {}),
         "thresholds": THRESHOLDS[variant].__dict__,
         "parity_passed": not failures,
         "parity_failures": failures,
