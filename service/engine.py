@@ -17,6 +17,8 @@ from typing import Protocol
 import numpy as np
 
 from rewardmodel import EncodedInput, Formatter, Normalization, Prompt, RewardModelError
+from rewardmodel.criteria import Criteria, check_weights
+from rewardmodel.scoring import reward_of
 from service.errors import InvalidRequest, PayloadTooLarge
 from service.scheduler import Scheduler
 
@@ -59,6 +61,8 @@ class Scored:
     raw_scores: list[float]
     """The model's rewards before normalization (equal to ``scores`` when not normalized)."""
     timings: Timings
+    criteria: list[dict[str, float]] | None = None
+    """A criteria model's per-criterion scores of each item, when asked for."""
 
 
 @dataclass(frozen=True)
@@ -82,16 +86,20 @@ class Engine:
 
     def __init__(self, formatter: Formatter, scheduler: Scheduler, limits: RequestLimits,
                  normalization: Normalization | None, tokenizer_threads: int,
-                 observer: UsageObserver | None = None) -> None:
+                 observer: UsageObserver | None = None, criteria: Criteria | None = None) -> None:
         self.formatter = formatter
+        self._criteria = criteria
         self.scheduler = scheduler
         self._limits = limits
         self._normalization = normalization
         self._observer = observer
         self._pool = ThreadPoolExecutor(tokenizer_threads, thread_name_prefix="rewardserve-tokenize")
 
-    async def score(self, inputs: Sequence[ScoreInput], normalize: bool, field: str = "items") -> Scored:
-        """Scores of ``inputs`` (the request's ``field``) in order; raises the service's typed errors."""
+    async def score(self, inputs: Sequence[ScoreInput], normalize: bool, field: str = "items",
+                    criteria: bool = False, weights: dict[str, float] | None = None) -> Scored:
+        """Scores of ``inputs`` (the request's ``field``) in order, with a criteria model's per-criterion scores
+        when ``criteria``, its reward weighted by ``weights`` when given; raises the service's typed errors."""
+        vector = self._weights(criteria, weights, normalize)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._limits.timeout_s
         if not inputs:
@@ -112,7 +120,8 @@ class Engine:
         unique, index = _dedupe(encoded)
         job = self.scheduler.submit(unique, deadline)
         result = await self.scheduler.wait(job)
-        raw = result.scores[index]
+        outputs = result.scores[index]
+        raw = outputs if self._criteria is None else reward_of(outputs, self._criteria, vector)
         scores = raw
         if normalize:
             assert self._normalization is not None
@@ -120,8 +129,30 @@ class Engine:
         truncated = sum(e.truncated for e in encoded)
         if self._observer:
             self._observer.scored(len(encoded), tokens, truncated)
+        per_criterion = None
+        if criteria and self._criteria is not None:
+            names = self._criteria.names
+            per_criterion = [{n: float(v) for n, v in zip(names, row, strict=True)} for row in outputs]
         return Scored([float(s) for s in scores], normalize, tokens, truncated, [float(r) for r in raw],
-                      Timings(tokenize_s, result.queue_s, result.inference_s))
+                      Timings(tokenize_s, result.queue_s, result.inference_s), per_criterion)
+
+    def _weights(self, criteria: bool, weights: dict[str, float] | None, normalize: bool) -> list[float] | None:
+        """The request's reward weights in output order (None: the card's); 400 for what this model lacks."""
+        if self._criteria is None:
+            if criteria or weights is not None:
+                raise InvalidRequest("this model scores no criteria: it has one output, the reward; leave out "
+                                     "'criteria' and 'weights'", kind="no_criteria")
+            return None
+        if weights is None:
+            return None
+        try:
+            checked = check_weights(weights, self._criteria.names)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), kind="invalid_weights") from None
+        if normalize:
+            raise InvalidRequest("normalize centres the reward of the card's weights (its mean and std); send "
+                                 "normalize=false with your own weights", kind="invalid_weights")
+        return self._criteria.weight_vector(checked)
 
     def _encode(self, inputs: Sequence[ScoreInput]) -> list[EncodedInput]:
         pairs = [(i, x) for i, x in enumerate(inputs) if not isinstance(x, WholeText)]

@@ -66,7 +66,7 @@ def guard(setting: str) -> Any:
 
 
 async def score_for(request: Request, response: Response, inputs: Sequence[ScoreInput], normalize: bool | None,
-                    field: str = "items") -> Scored:
+                    field: str = "items", criteria: bool = False, weights: dict[str, float] | None = None) -> Scored:
     """Score ``inputs`` for this request (``field`` names them in errors) and set the timing headers.
 
     The request is admitted first (503 while loading, draining or unhealthy) and counted until it is
@@ -75,7 +75,7 @@ async def score_for(request: Request, response: Response, inputs: Sequence[Score
     state = service_state(request)
     with state.admit() as engine:
         wanted = state.settings.normalize if normalize is None else normalize
-        work = asyncio.ensure_future(engine.score(inputs, wanted, field))
+        work = asyncio.ensure_future(engine.score(inputs, wanted, field, criteria, weights))
         gone = asyncio.ensure_future(_disconnected(request))
         try:
             await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)

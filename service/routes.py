@@ -36,18 +36,22 @@ scoring = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RES
               summary="Score (prompt, completion) items")
 async def score(body: ScoreRequest, request: Request, response: Response) -> ScoreResponse:
     """One reward per item, in order."""
-    scored = await score_for(request, response, [item.to_input() for item in body.items], body.normalize)
+    scored = await score_for(request, response, [item.to_input() for item in body.items], body.normalize,
+                             criteria=body.criteria, weights=body.weights)
     return ScoreResponse(scores=scored.scores, raw_scores=scored.raw_scores if scored.normalized else None,
-                         normalized=scored.normalized, model=service_state(request).model_name, usage=Usage.of(scored))
+                         normalized=scored.normalized, criteria=scored.criteria,
+                         model=service_state(request).model_name, usage=Usage.of(scored))
 
 
-@scoring.post("/rerank", response_model=RerankResponse, summary="Rank candidate completions of one prompt")
+@scoring.post("/rerank", response_model=RerankResponse, response_model_exclude_none=True,
+              summary="Rank candidate completions of one prompt")
 async def rerank(body: RerankRequest, request: Request, response: Response) -> RerankResponse:
     """Candidates best first; identical candidates are scored once."""
     prompt = as_prompt(body.prompt)
     scored = await score_for(request, response, [(prompt, c) for c in body.completions], body.normalize,
-                             "completions")
-    results = [RerankResult(index=i, score=s) for i, s in ranked(scored.scores, body.top_k)]
+                             "completions", body.criteria, body.weights)
+    results = [RerankResult(index=i, score=s, criteria=scored.criteria[i] if scored.criteria else None)
+               for i, s in ranked(scored.scores, body.top_k)]
     return RerankResponse(results=results, best_index=results[0].index, model=service_state(request).model_name,
                           usage=Usage.of(scored))
 
@@ -68,6 +72,7 @@ async def models(request: Request) -> dict[str, Any]:
             "normalization": None if card.normalization is None else {
                 "mean": card.normalization.mean, "std": card.normalization.std},
             "heldout_accuracy": report.get("accuracy"), "onnx_variants": sorted(card.onnx),
+            "criteria": None if card.criteria is None else card.criteria.to_dict(),
             "limits": {"max_items_per_request": s.max_items_per_request, "max_request_tokens": s.max_request_tokens,
                        "max_body_bytes": s.max_body_bytes},
         },

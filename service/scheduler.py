@@ -64,6 +64,7 @@ class JobResult:
     """A job's scores in item order, and where its time went (the engine passes these on to the HTTP layer)."""
 
     scores: npt.NDArray[np.float64]
+    """``(items,)``, or ``(items, C)`` from a criteria model."""
     queue_s: float
     """Longest time one of its items waited in the queue."""
     inference_s: float
@@ -73,8 +74,8 @@ class JobResult:
 class Job:
     """One request's items on their way through the scheduler; its outcome arrives in :attr:`future`."""
 
-    def __init__(self, size: int, future: asyncio.Future[JobResult]) -> None:
-        self.scores = np.full(size, np.nan)
+    def __init__(self, size: int, future: asyncio.Future[JobResult], width: int = 1) -> None:
+        self.scores = _unscored(size, width)
         self.future = future
         self.unscored = size
         self.queue_s = 0.0
@@ -118,6 +119,11 @@ class _Outcome:
     failed: dict[Job, ServiceError] = field(default_factory=dict)
 
 
+def _unscored(rows: int, width: int) -> npt.NDArray[np.float64]:
+    """NaN scores: one per row, or one per row and criterion."""
+    return np.full(rows if width == 1 else (rows, width), np.nan)
+
+
 def _as_failure(exc: Exception, rows: int) -> ServiceError:
     """A backend's exception as the service error its requests get (a foreign one is a bug below us: logged)."""
     if isinstance(exc, ServiceError):
@@ -144,8 +150,10 @@ class Scheduler:
     """Owns the queue, the batcher task and the backend thread. Start with :meth:`start`, stop with :meth:`close`."""
 
     def __init__(self, backend: Backend, spec: FormatSpec, limits: BatchLimits,
-                 observer: SchedulerObserver | None = None) -> None:
+                 observer: SchedulerObserver | None = None, width: int = 1) -> None:
         self._backend = backend
+        self._width = width
+        """Outputs per item: 1, or a criteria model's C."""
         self._spec = spec
         self._limits = limits
         self._observer = observer
@@ -202,7 +210,7 @@ class Scheduler:
                 f"{self.in_system} items are queued or running and this request adds {len(items)}; the limit is "
                 f"{self._limits.max_queue_items}", self.retry_after_s())
         loop = asyncio.get_running_loop()
-        job = Job(len(items), loop.create_future())
+        job = Job(len(items), loop.create_future(), self._width)
         self._jobs.add(job)
         now = time.perf_counter()  # timings use perf_counter: uvloop's loop.time() has millisecond steps
         self._queue.extend(_Item(job, slot, enc, now) for slot, enc in enumerate(items))
@@ -385,7 +393,7 @@ class Scheduler:
         batch.started = time.perf_counter()
         live = [it for it in batch.items if not it.job.done]
         if not live:
-            return _Outcome(live, np.empty(0), None)
+            return _Outcome(live, _unscored(0, self._width), None)
         padded = pad_batch([it.encoded for it in live], self._spec)
         try:
             return _Outcome(live, self._backend.score(padded), padded)
@@ -395,7 +403,7 @@ class Scheduler:
                 rows.setdefault(item.job, []).append(i)
             if len(rows) == 1:
                 raise
-        scores = np.full(len(live), np.nan)
+        scores = _unscored(len(live), self._width)
         failed: dict[Job, ServiceError] = {}
         for job, index in rows.items():
             try:
@@ -410,7 +418,7 @@ class Scheduler:
             job = item.job
             if job.done:
                 continue
-            if not math.isfinite(score):
+            if not np.isfinite(score).all():
                 self._end(job, BackendFailure("the model produced a non-finite score (NaN/inf) for an item of this "
                                               "request; check the checkpoint, its dtype, and the input"))
                 continue

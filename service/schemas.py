@@ -6,7 +6,7 @@ done. Semantic checks that need the model (empty lists, limits, formatting) happ
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
 
 from rewardmodel import Prompt, RewardModelError
 from rewardmodel.conversation import split_conversation
@@ -58,7 +58,15 @@ class ScoreItem(_Strict):
         return as_prompt(self.prompt), self.completion
 
 
-class ScoreRequest(_Strict):
+class _Criteria(_Strict):
+    criteria: bool = Field(False, description="a criteria model: also return each item's score per criterion")
+    # strict: JSON's true or "0.5" is not a weight
+    weights: dict[str, StrictFloat | StrictInt] | None = Field(
+        None, description="a criteria model: weights of the reward's criteria (names left out keep the card's); "
+                          "finite numbers")
+
+
+class ScoreRequest(_Criteria):
     """``POST /score``."""
 
     items: list[ScoreItem] = Field(description="what to score; order is preserved")
@@ -85,11 +93,13 @@ class ScoreResponse(BaseModel):
     raw_scores: list[float] | None = Field(None, description="the rewards before normalization; only present "
                                                              "when normalized")
     normalized: bool
+    criteria: list[dict[str, float]] | None = Field(None, description="per-criterion scores in item order, when "
+                                                                      "asked for")
     model: str
     usage: Usage
 
 
-class RerankRequest(_Strict):
+class RerankRequest(_Criteria):
     """``POST /rerank``: candidates for one prompt (best-of-n)."""
 
     prompt: PromptValue
@@ -103,6 +113,7 @@ class RerankResult(BaseModel):
 
     index: int = Field(description="position in the request's completions")
     score: float
+    criteria: dict[str, float] | None = Field(None, description="per-criterion scores, when asked for")
 
 
 class RerankResponse(BaseModel):

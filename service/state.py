@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from rewardmodel import BundleCard, Formatter, load_tokenizer, pad_batch
+from rewardmodel.scoring import width_of
 from service.backends import Backend, BackendInfo, load_backend
 from service.batching import BatchLimits
 from service.engine import Engine, RequestLimits
@@ -133,7 +134,7 @@ class ServiceState:
             return
         limits = BatchLimits(s.max_batch_tokens, s.max_batch_items, s.max_queue_items, s.max_wait_ms / 1000,
                              s.sort_window_items, s.max_batch_padding, s.batch_stall_s)
-        scheduler = Scheduler(backend, self.formatter.spec, limits, self.metrics)
+        scheduler = Scheduler(backend, self.formatter.spec, limits, self.metrics, width_of(self.card.criteria))
         scheduler.start()
         self.metrics.track_queue_depth(lambda: scheduler.queue_depth)
         self.metrics.model_info.labels(self.model_name, backend.info.name, backend.info.device,
@@ -141,7 +142,7 @@ class ServiceState:
         self.backend = backend
         self.engine = Engine(self.formatter, scheduler, RequestLimits(s.max_items_per_request, s.max_request_tokens,
                                                                       s.request_timeout_s),
-                             self.card.normalization, s.tokenizer_threads, self.metrics)
+                             self.card.normalization, s.tokenizer_threads, self.metrics, self.card.criteria)
         log.info("serving %s: %s on %s (%s, %s)", self.model_name, backend.info.name, backend.info.device,
                  backend.info.dtype, backend.info.detail)
 

@@ -34,7 +34,8 @@ class Backend(Protocol):
     info: BackendInfo
 
     def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
-        """One score per row of ``batch``, shape ``(rows,)``; may contain NaN (the scheduler checks)."""
+        """One score per row of ``batch``, shape ``(rows,)``, or for a criteria model one per criterion,
+        ``(rows, C)``; may contain NaN (the scheduler checks)."""
         ...
 
     def health(self) -> None:

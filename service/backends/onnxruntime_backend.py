@@ -9,7 +9,7 @@ import numpy.typing as npt
 
 from rewardmodel import BundleCard, PaddedBatch, RewardModelError
 from rewardmodel.onnx_model import CPU, CUDA, TENSORRT, available_providers, onnx_scorer, open_session, variant_file
-from rewardmodel.scoring import one_score_per_row
+from rewardmodel.scoring import model_outputs, width_of
 from service.backends.base import BackendInfo
 from service.errors import BackendFailure
 
@@ -41,6 +41,7 @@ class OnnxBackend:
         except RewardModelError as exc:
             raise BackendFailure(str(exc)) from exc
         self._session = session
+        self._width = width_of(card.criteria)
         self._score = onnx_scorer(session)
         active = session.get_providers()
         if device == "cuda" and CUDA not in active:
@@ -51,7 +52,8 @@ class OnnxBackend:
     def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
         """One score per row."""
         try:
-            return one_score_per_row(self._score(batch), batch.input_ids.shape[0])
+            outputs = model_outputs(self._score(batch), batch.input_ids.shape[0], self._width)
+            return outputs[:, 0] if self._width == 1 else outputs
         except RewardModelError as exc:
             raise BackendFailure(str(exc)) from exc
         except Exception as exc:  # onnxruntime raises untyped RuntimeErrors (e.g. out of memory)

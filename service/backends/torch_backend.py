@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rewardmodel import BundleCard, PaddedBatch, RewardModelError
-from rewardmodel.scoring import one_score_per_row
+from rewardmodel.scoring import model_outputs, width_of
 from service.backends.base import BackendInfo
 from service.errors import BackendFailure
 
@@ -38,6 +38,7 @@ class TorchBackend:
             raise BackendFailure(f"cannot load the checkpoint in {root} on {device} as {variant}: {exc}") from exc
         self._torch = torch
         self._model = model
+        self._width = width_of(card.criteria)
         self._score = torch_scorer(model)
         self._device = torch.device(device)
         attention = getattr(model.config, "_attn_implementation", "sdpa")
@@ -46,7 +47,8 @@ class TorchBackend:
     def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
         """One score per row, computed without autograd."""
         try:
-            return one_score_per_row(self._score(batch), batch.input_ids.shape[0])
+            outputs = model_outputs(self._score(batch), batch.input_ids.shape[0], self._width)
+            return outputs[:, 0] if self._width == 1 else outputs
         except RewardModelError as exc:
             raise BackendFailure(str(exc)) from exc
         except Exception as exc:  # torch raises RuntimeError (CUDA OOM), IndexError (bad ids), ValueError, …
