@@ -3,7 +3,8 @@
 - a choice becomes pairs: ``{"prompt", "chosen", "rejected"}``, one per other completion;
 - a ranking keeps the ranking form, tie groups included: ``{"prompt", "completions", "ranking"}``;
 - ratings on a declared scale become one pointwise record per rated completion: ``{"prompt", "completion",
-  "rating", "scale"}``; training gathers the ratings of one prompt again and makes pairs of them;
+  "rating", "scale"}``, with its per-criterion ratings as ``"criteria"``; training gathers the ratings of
+  one prompt again and makes pairs of them;
 - thumbs become one pointwise record per voted completion: ``{"prompt", "completion", "label": true|false}``.
 
 ``aggregate="majority"`` first pools every annotator's judgements of the same prompt and completions and
@@ -93,6 +94,9 @@ def _pointwise(e: FeedbackEvent, report: ExportReport) -> list[dict[str, Any]]:
             record["label"] = rating > 0
         else:
             record |= {"rating": rating, "scale": list(e.scale)}
+            criteria = {name: values[j] for name, values in (e.criteria or {}).items() if values[j] is not None}
+            if criteria:  # named criteria train a criteria model's outputs (rewardmodel.criteria)
+                record["criteria"] = criteria
         records.append(record)
     if not records:
         report.skipped["nothing rated"] += 1
@@ -171,6 +175,8 @@ def _write_parquet(records: list[dict[str, Any]], path: Path) -> None:
         # a ranking's every entry as a group, so one column type holds ties and single places alike
         ("ranking", pa.list_(pa.list_(pa.int64()))),
         ("completion", pa.string()), ("label", pa.bool_()), ("rating", pa.float64()), ("scale", pa.list_(pa.float64())),
+        # criteria names vary by event: a map column holds any of them
+        ("criteria", pa.map_(pa.string(), pa.float64())),
     ])
     rows = [{**r, "ranking": ranking_groups(r["ranking"], len(r["completions"]))} if "ranking" in r else r
             for r in records]

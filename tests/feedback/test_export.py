@@ -34,8 +34,10 @@ def test_each_form_becomes_the_training_form_of_its_kind(tmp_path: Path) -> None
         {"id": "choice-1#2", "prompt": "question 1", "chosen": "good 1", "rejected": "meh 1"},
         {"id": "ranking-1", "prompt": [{"role": "user", "content": "question 1"}],
          "completions": ["good 1", "bad 1", "meh 1"], "ranking": [0, [1, 2]]},
-        {"id": "ratings-1#0", "prompt": "question 1", "completion": "good 1", "rating": 5.0, "scale": [1.0, 5.0]},
-        {"id": "ratings-1#1", "prompt": "question 1", "completion": "bad 1", "rating": 1.0, "scale": [1.0, 5.0]},
+        {"id": "ratings-1#0", "prompt": "question 1", "completion": "good 1", "rating": 5.0, "scale": [1.0, 5.0],
+         "criteria": {"helpful": 5.0}},
+        {"id": "ratings-1#1", "prompt": "question 1", "completion": "bad 1", "rating": 1.0, "scale": [1.0, 5.0],
+         "criteria": {"helpful": 2.0}},
         {"id": "thumbs-1#0", "prompt": "question 1", "completion": "bad 1", "label": False},
     ]
     assert report.to_dict() == {"events": 4, "records": 6, "by_form": {"choice": 1, "ranking": 1, "ratings": 1,
@@ -47,6 +49,8 @@ def test_each_form_becomes_the_training_form_of_its_kind(tmp_path: Path) -> None
     assert read[3].completions == ("good 1", "bad 1")
     assert [(p.index, p.target, p.kind) for p in read[3].points] == [(0, 1.0, "rating"), (1, 0.0, "rating"),
                                                                    (1, 0.0, "thumbs")]
+    assert [(c.index, c.name, c.target) for c in read[3].criteria] == [(0, "helpful", 1.0), (1, "helpful", 0.25)]
+    assert [(p.name, p.better, p.worse) for p in read[3].criterion_pairs] == [("helpful", 0, 1)]
 
 
 def test_parquet_holds_the_same_preferences(tmp_path: Path) -> None:
