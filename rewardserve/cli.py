@@ -36,7 +36,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("train", help="train a reward model from preference data and write a bundle")
     p.add_argument("--config", help="YAML or JSON file with the settings below (flags override it)")
-    p.add_argument("--preset", choices=["demo"], help="start from a named preset (demo: MiniLM on the demo set)")
+    p.add_argument("--preset", choices=["demo", "demo-criteria"],
+                   help="start from a named preset (demo: MiniLM on the demo set; demo-criteria: a criteria model "
+                        "of on_topic, complete, polite and correct on the same set)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_flags(p, config_fields())
     p.set_defaults(func=_cmd_train)
@@ -72,8 +74,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from training.run import is_main_process, train
 
     overrides = {n: getattr(args, n) for n, *_ in config_fields() if getattr(args, n) is not None}
-    if args.preset == "demo" and "output_dir" not in overrides:
-        overrides["output_dir"] = str(default_home() / DEMO_BUNDLE)
+    if args.preset and "output_dir" not in overrides:
+        overrides["output_dir"] = str(default_home() / (DEMO_BUNDLE if args.preset == "demo" else
+                                                         f"{args.preset}-minilm"))
     file_values = load_config_file(args.config) if args.config else {}
     result = train(build_config(args.preset, file_values, overrides), progress=not args.quiet)
     if is_main_process():  # under torchrun, one result on stdout: rank 0's, whose bundle it describes
@@ -110,7 +113,8 @@ def evaluate_bundle(model_dir: str, data: str, split: str = "train", limit: int 
             hide_progress_bars()
 
         loaded, card = load_bundle(model_dir, device=device)
-        report, truncated = evaluate_model(loaded.model, loaded.formatter, examples, batch_size, progress)
+        report, truncated = evaluate_model(loaded.model, loaded.formatter, examples, batch_size, progress,
+                                           card.criteria)
     else:
         from export.evaluate import evaluate_variant
         from rewardmodel.onnx_model import CPU, CUDA
