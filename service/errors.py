@@ -48,7 +48,8 @@ class InvalidRequest(ServiceError):
 
     kind = "invalid_request"
     status = 400
-    description = "malformed or empty input (invalid_json, invalid_request, invalid_input)"
+    description = ("malformed or empty input (invalid_json, invalid_request, invalid_input), or criteria asked of a "
+                   "model without them (no_criteria, invalid_weights)")
 
 
 class Unauthorized(ServiceError):
