@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
+import numpy as np
 import pytest
 
-from rewardmodel import read_card
+from rewardmodel import Formatter, load_tokenizer, read_card
+from rewardmodel.scoring import score_encoded
+from rewardmodel.torch_model import load_torch_model, torch_scorer
 from rewardserve.cli import evaluate_bundle
 from tests.helpers import rating_rows, thumbs_rows
+from tests.server import running
 from training.config import TrainConfig
 from training.run import train
 
@@ -40,6 +45,17 @@ def test_thumbs_alone_teach_the_pairs_and_the_learned_bias_goes_in_the_card(
     on_thumbs = evaluate_bundle(str(tmp_path / "b"), str(held_thumbs), progress=False)
     assert on_thumbs["pairs"] == 0 and on_thumbs["accuracy"] is None
     assert on_thumbs["pointwise"]["thumbs"] == 64 and on_thumbs["pointwise"]["auc"] >= 0.9
+
+    # served over HTTP, the thumbs-trained bundle gives the scores eval computed
+    rows = thumbs_rows(4, seed=2)
+    model, card = load_torch_model(tmp_path / "b")
+    encoded = Formatter(load_tokenizer(tmp_path / "b"), card.formatting).encode_many(
+        [(r["prompt"], r["completion"]) for r in rows])
+    expected = score_encoded(torch_scorer(model), card.formatting, encoded)
+    with running(model=tmp_path / "b", backend="torch") as live:
+        served = httpx.post(live.url + "/score", json={"items": [
+            {"prompt": r["prompt"], "completion": r["completion"]} for r in rows]}).json()["scores"]
+    np.testing.assert_allclose(served, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("bias", ["learn", "0.5"])
