@@ -42,8 +42,9 @@ def model_outputs(raw: object, rows: int, width: int = 1) -> npt.NDArray[np.floa
     if out.ndim == 1 and width == 1:
         out = out[:, None]
     if out.shape != (rows, width):
+        want = "one score" if width == 1 else f"{width} outputs (one per criterion)"
         head = "a single-output (num_labels=1) score head" if width == 1 else f"a head of {width} criteria"
-        raise BundleError(f"the model must return {width} output(s) per item: {rows} in, shape {out.shape} out; "
+        raise BundleError(f"the model must return {want} per item: {rows} in, shape {out.shape} out; "
                           f"is its head {head}, as its card says?")
     return out
 

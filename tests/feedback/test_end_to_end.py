@@ -49,7 +49,8 @@ def test_post_export_train_evaluate(bert_onnx_bundle: Path, tiny_bert: Path, goo
 
     out = tmp_path / "human.jsonl"
     report = cli("feedback", "export", "--db", str(db), "--out", str(out), "--source", "labeling")
-    assert report["events"] == 192 and report["records"] == 192 and report["skipped"] == {}
+    # 64 choices and 64 rankings give a record each; 64 ratings events give one pointwise record per rated reply
+    assert report["events"] == 192 and report["records"] == 64 + 64 + 128 and report["skipped"] == {}
     assert report["by_form"] == {"choice": 64, "ranking": 64, "ratings": 64}
     # training reads the store directly as well, to the same preferences
     as_pairs = lambda src: sorted(  # noqa: E731
