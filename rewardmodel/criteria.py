@@ -100,15 +100,25 @@ def parse_weights_flag(text: str, names: Sequence[str]) -> dict[str, float]:
     return {**weights, **check_weights(weights, names)}
 
 
-def _finite(value: Any) -> bool:
+def finite(value: Any) -> bool:
+    """A JSON number that is finite (``true`` is not a number here)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _scale(row: Mapping[str, Any]) -> tuple[float, float]:
+def read_scale(row: Mapping[str, Any]) -> tuple[float, float]:
+    """The row's ``scale``: [lo, hi] with lo < hi; raises ``ValueError`` otherwise. Ratings and criteria share it."""
     scale = row.get("scale")
-    if not (isinstance(scale, list) and len(scale) == 2 and all(_finite(v) for v in scale) and scale[0] < scale[1]):
-        raise ValueError(f"criteria ratings need 'scale': [lo, hi] with lo < hi, got {scale!r}")
+    if not (isinstance(scale, list) and len(scale) == 2 and all(finite(v) for v in scale) and scale[0] < scale[1]):
+        raise ValueError(f"field 'scale' must be [lo, hi] with lo < hi, got {scale!r}")
     return float(scale[0]), float(scale[1])
+
+
+def pairs_by_mean(rated: Mapping[int, Sequence[float]]) -> list[tuple[int, int]]:
+    """(better, worse) for every two completions whose mean ratings differ: the one reading of ratings as
+    preferences, for a prompt's overall ratings and for each criterion's."""
+    mean = {i: sum(v) / len(v) for i, v in rated.items()}
+    return [(i, j) if mean[i] > mean[j] else (j, i)
+            for i, j in itertools.combinations(sorted(mean), 2) if mean[i] != mean[j]]
 
 
 def criteria_block(block: Any, field: str) -> Mapping[str, Any]:
@@ -125,7 +135,7 @@ def criterion_labels(row: Mapping[str, Any], k: int) -> list[CriterionLabel]:
     completion, a list of k numbers or nulls for several)."""
     if "criteria" not in row:
         return []
-    scale = _scale(row)
+    scale = read_scale(row)
     labels = []
     for name, values in criteria_block(row["criteria"], "criteria").items():
         ratings = [values] if k == 1 and not isinstance(values, list) else values
@@ -134,7 +144,7 @@ def criterion_labels(row: Mapping[str, Any], k: int) -> list[CriterionLabel]:
         for i, x in enumerate(ratings):
             if x is None:
                 continue
-            if not _finite(x) or not scale[0] <= x <= scale[1]:
+            if not finite(x) or not scale[0] <= x <= scale[1]:
                 raise ValueError(f"criteria.{name}[{i}] must be a number within the scale {list(scale)}, got {x!r}")
             labels.append(CriterionLabel(i, name, (x - scale[0]) / (scale[1] - scale[0]), scale))
     return labels
@@ -145,9 +155,5 @@ def rated_pairs(labels: Iterable[CriterionLabel]) -> list[CriterionPair]:
     by_name: dict[str, dict[int, list[float]]] = {}
     for label in labels:
         by_name.setdefault(label.name, {}).setdefault(label.index, []).append(label.target)
-    pairs: list[CriterionPair] = []
-    for name, rated in by_name.items():
-        mean = {i: sum(v) / len(v) for i, v in rated.items()}
-        pairs.extend(CriterionPair(name, i, j) if mean[i] > mean[j] else CriterionPair(name, j, i)
-                     for i, j in itertools.combinations(sorted(mean), 2) if mean[i] != mean[j])
-    return pairs
+    return [CriterionPair(name, better, worse) for name, rated in by_name.items()
+            for better, worse in pairs_by_mean(rated)]

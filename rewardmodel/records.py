@@ -27,7 +27,16 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rewardmodel.conversation import Prompt, split_conversation, split_transcript_pair, validate_messages
-from rewardmodel.criteria import CriterionLabel, CriterionPair, criteria_block, criterion_labels, rated_pairs
+from rewardmodel.criteria import (
+    CriterionLabel,
+    CriterionPair,
+    criteria_block,
+    criterion_labels,
+    finite,
+    pairs_by_mean,
+    rated_pairs,
+    read_scale,
+)
 from rewardmodel.errors import DataError, FormatError
 
 
@@ -211,10 +220,6 @@ def ranking_pairs(groups: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
     return [(a, b) for hi, lo in itertools.combinations(groups, 2) for a in hi for b in lo]
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _parse_point(row: Mapping[str, Any], where: str) -> PreferenceExample:
     completion = row["completion"]
     if not isinstance(completion, str):
@@ -225,12 +230,10 @@ def _parse_point(row: Mapping[str, Any], where: str) -> PreferenceExample:
             raise DataError(where, f"field 'label' must be true (thumbs up) or false (down), got {label!r}")
         point = PointLabel(0, 1.0 if label else 0.0, "thumbs")
     elif "rating" in row:
-        rating, scale = row["rating"], row.get("scale")
-        if not (isinstance(scale, list) and len(scale) == 2 and all(_finite(v) for v in scale)
-                and scale[0] < scale[1]):
-            raise DataError(where, f"field 'scale' must be [lo, hi] with lo < hi, got {scale!r}")
-        if not _finite(rating) or not scale[0] <= rating <= scale[1]:
-            raise DataError(where, f"field 'rating' must be a number within the scale {scale}, got {rating!r}")
+        rating, scale = row["rating"], read_scale(row)
+        if not finite(rating) or not scale[0] <= rating <= scale[1]:
+            raise DataError(where, f"field 'rating' must be a number within the scale {list(scale)}, "
+                                   f"got {rating!r}")
         point = PointLabel(0, (rating - scale[0]) / (scale[1] - scale[0]), "rating")
     elif "criteria" in row:
         point = None
@@ -273,9 +276,7 @@ def _merged(group: list[PreferenceExample]) -> PreferenceExample:
     for p in points:
         if p.kind == "rating":
             rated.setdefault(p.index, []).append(p.target)
-    mean = {i: sum(v) / len(v) for i, v in rated.items()}
-    pairs = tuple(PreferencePair(i, j) if mean[i] > mean[j] else PreferencePair(j, i)
-                  for i, j in itertools.combinations(sorted(mean), 2) if mean[i] != mean[j])
+    pairs = tuple(PreferencePair(better, worse) for better, worse in pairs_by_mean(rated))
     where = group[0].where + (f" (+{len(group) - 1} rows of the same prompt)")
     return PreferenceExample(group[0].prompt, tuple(completions), pairs, where, tuple(points), tuple(criteria),
                              tuple(rated_pairs(criteria)))
