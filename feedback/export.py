@@ -74,13 +74,18 @@ def _records(e: FeedbackEvent, report: ExportReport) -> list[dict[str, Any]]:
         return _pointwise(e, report)
     if e.choice is not None:
         return [{"id": f"{e.id}#{j}", "prompt": e.prompt, "chosen": e.completions[e.choice], "rejected": c}
-                for j, c in enumerate(e.completions) if j != e.choice]
+                | _source(e) for j, c in enumerate(e.completions) if j != e.choice]
     if e.ranking is not None:
         if len(e.ranking) < 2:
             report.skipped["no preference (every completion tied)"] += 1
             return []
-        return [{"id": e.id, "prompt": e.prompt, "completions": e.completions, "ranking": e.ranking}]
+        return [{"id": e.id, "prompt": e.prompt, "completions": e.completions, "ranking": e.ranking} | _source(e)]
     raise AssertionError(f"event {e.id} holds no judgement")  # the event schema requires one
+
+
+def _source(e: FeedbackEvent) -> dict[str, str]:
+    """The event's source as a record field, when it has one (``rewardserve compare`` breaks results down by it)."""
+    return {"source": e.source} if e.source else {}
 
 
 def _pointwise(e: FeedbackEvent, report: ExportReport) -> list[dict[str, Any]]:
@@ -89,7 +94,7 @@ def _pointwise(e: FeedbackEvent, report: ExportReport) -> list[dict[str, Any]]:
     for j, (completion, rating) in enumerate(zip(e.completions, e.ratings, strict=True)):
         if rating is None:
             continue
-        record: dict[str, Any] = {"id": f"{e.id}#{j}", "prompt": e.prompt, "completion": completion}
+        record: dict[str, Any] = {"id": f"{e.id}#{j}", "prompt": e.prompt, "completion": completion} | _source(e)
         if e.scale is None:
             record["label"] = rating > 0
         else:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from rewardmodel.conversation import Prompt, split_conversation, split_transcript_pair, validate_messages
@@ -73,6 +73,8 @@ class PreferenceExample:
     criteria: tuple[CriterionLabel, ...] = ()
     """Per-criterion ratings (:mod:`rewardmodel.criteria`)."""
     criterion_pairs: tuple[CriterionPair, ...] = ()
+    source: str = ""
+    """Where the judgement came from (a feedback export's ``source``, e.g. chat-ui or labeling), when given."""
 
 
 def parse_record(row: Mapping[str, Any], where: str) -> PreferenceExample:
@@ -81,13 +83,16 @@ def parse_record(row: Mapping[str, Any], where: str) -> PreferenceExample:
         raise DataError(where, f"expected a JSON object, got {type(row).__name__}")
     # Parquet and `datasets` give every row every column, null where a form lacks it.
     row = {k: v for k, v in row.items() if v is not None}
+    source = row.get("source", "")
+    if not isinstance(source, str):
+        raise DataError(where, f"field 'source' must be a string, got {source!r}")
     try:
         if "completions" in row:
-            return _parse_ranking(row, where)
+            return replace(_parse_ranking(row, where), source=source)
         if "completion" in row:
-            return _parse_point(row, where)
+            return replace(_parse_point(row, where), source=source)
         if "chosen" in row and "rejected" in row:
-            return _parse_pair(row, where)
+            return replace(_parse_pair(row, where), source=source)
     except (FormatError, ValueError) as exc:
         raise DataError(where, str(exc)) from exc
     raise DataError(
@@ -279,4 +284,4 @@ def _merged(group: list[PreferenceExample]) -> PreferenceExample:
     pairs = tuple(PreferencePair(better, worse) for better, worse in pairs_by_mean(rated))
     where = group[0].where + (f" (+{len(group) - 1} rows of the same prompt)")
     return PreferenceExample(group[0].prompt, tuple(completions), pairs, where, tuple(points), tuple(criteria),
-                             tuple(rated_pairs(criteria)))
+                             tuple(rated_pairs(criteria)), group[0].source)
