@@ -1,4 +1,4 @@
-"""The ``rewardserve`` command: ``train``, ``eval``, ``export``, ``serve``, ``demo``, ``feedback``.
+"""The ``rewardserve`` command: ``train``, ``eval``, ``export``, ``serve``, ``demo``, ``feedback``, ``compare``.
 
 This module only parses arguments and dispatches; each stage package is imported lazily inside its
 subcommand, so ``rewardserve --help`` is instant and a serving install never imports torch for it.
@@ -20,6 +20,7 @@ from typing import Any
 
 from feedback.errors import FeedbackError
 from rewardmodel import RewardModelError
+from rewardserve.compare_cli import add_compare
 from rewardserve.feedback_cli import add_feedback
 from service.errors import ServiceError
 
@@ -55,7 +56,9 @@ def _add_flags(p: argparse.ArgumentParser, fields: Sequence[Field], defaults: di
         default = (defaults or {}).get(name, default)
         flag = "--" + name.replace("_", "-")
         text = description.replace("%", "%%")  # argparse formats help with %-substitution
-        if isinstance(default, bool):
+        if isinstance(default, tuple):  # a list setting: the flag repeats
+            p.add_argument(flag, dest=name, action="append", default=None, help=f"{text} (default: none; repeatable)")
+        elif isinstance(default, bool):
             p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
                            help=f"{text} (default: {'on' if default else 'off'})")
         else:
@@ -206,7 +209,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retrain", action="store_true", help="train again even if the demo bundle exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-serve", dest="serve", action="store_false", help="stop after the evaluation")
-    _add_setting_flags(p, skip=("model",), feedback_db="$REWARDSERVE_HOME/feedback.db", **DEMO_SERVE)
+    _add_setting_flags(p, skip=("model", "models_file"), feedback_db="$REWARDSERVE_HOME/feedback.db", **DEMO_SERVE)
     p.set_defaults(func=_cmd_demo)
 
 
@@ -256,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_demo(sub)
     add_feedback(sub, _emit)
+    add_compare(sub, _emit)
     return parser
 
 

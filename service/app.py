@@ -1,7 +1,7 @@
-"""``create_app``: the FastAPI application around one bundle: routers, error handlers, middleware, lifespan.
+"""``create_app``: the FastAPI application around the served models: routers, error handlers, middleware, lifespan.
 
-The card and tokenizer are read here, synchronously, so a bad bundle fails before the server listens;
-the backend loads in the background (see :mod:`service.state`). With ``feedback_db`` set, the feedback
+The cards and tokenizers are read here, synchronously, so a bad bundle fails before the server listens;
+the backends load in the background (see :mod:`service.state`). With ``feedback_db`` set, the feedback
 stage's router is mounted too: the one place the service reaches into another stage, as its composer.
 """
 
@@ -11,20 +11,20 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
 from feedback.errors import FeedbackError
-from rewardmodel import read_card
+from service.admin import admin
 from service.backends import load_backend
 from service.compat import compat
 from service.error_handling import install_error_handlers
 from service.errors import InvalidRequest, PayloadTooLarge, ServiceError, Unauthorized, ValidationFailed
 from service.metrics import Metrics
 from service.middleware import RequestContext
+from service.models_file import Entry, entries_from_flags, read_models_file
 from service.plumbing import admit_write, require_feedback_key
 from service.routes import router, scoring
 from service.schemas import ErrorResponse
@@ -39,15 +39,12 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: ServiceSettings, on_fatal: Callable[[str], None] | None = None,
                load: BackendLoader = load_backend) -> FastAPI:
-    """The service for ``settings.model``; ``on_fatal`` is called if the backend then fails to load.
+    """The service for ``settings.model`` (or its models file); ``on_fatal`` is called if a backend then fails to load.
 
     ``load`` builds the backend (the settings' onnxruntime or torch one); tests pass one that wraps it to
     inject faults into a real server."""
-    if settings.model is None:
-        raise ServiceError("no model to serve: pass --model DIR (or set REWARDSERVE_MODEL)")
-    root = Path(settings.model)
     metrics = Metrics()
-    state = ServiceState(settings, root, read_card(root), metrics, on_fatal, load)
+    state = ServiceState(settings, served_entries(settings), metrics, on_fatal, load)
 
     feedback = _feedback(settings, metrics)
 
@@ -74,7 +71,8 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[str], None] | None
     app.include_router(scoring)
     app.include_router(compat)
     app.include_router(router)
-    routers = [scoring, compat, router]
+    app.include_router(admin)
+    routers = [scoring, compat, router, admin]
     if feedback is not None:
         from feedback.errors import DOCUMENTED as FEEDBACK_ERRORS
         from feedback.router import feedback_router
@@ -92,6 +90,15 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[str], None] | None
     app.add_middleware(RequestContext, metrics=metrics, max_body_bytes=settings.max_body_bytes, endpoints=endpoints,
                        draining=lambda: state.draining)
     return app
+
+
+def served_entries(settings: ServiceSettings) -> list[Entry]:
+    """What ``settings`` say to serve: the models file's entries, or the ``--model`` flags'."""
+    if settings.models_file is not None:
+        return read_models_file(settings.models_file)
+    if not settings.model:
+        raise ServiceError("no model to serve: pass --model DIR (or set REWARDSERVE_MODEL), or --models-file FILE")
+    return entries_from_flags(settings.model, settings.model_name)
 
 
 def _feedback(settings: ServiceSettings, metrics: Metrics) -> FeedbackService | None:

@@ -22,6 +22,12 @@ from service.schemas import ERROR_RESPONSES, ranked
 compat = APIRouter(dependencies=[Depends(require_api_key)], tags=["compatibility"], responses=ERROR_RESPONSES)
 
 
+def _served(request: Request, model: str | None) -> str | None:
+    """An adapter's ``model`` when it names a served model, else None (the default model). These clients
+    often send a fixed name of their own (Cohere's requires one), which must not turn into a 404."""
+    return model if model in service_state(request).registry.entries else None
+
+
 class GetRewardRequest(BaseModel):
     """OpenRLHF's remote reward model request."""
 
@@ -60,11 +66,11 @@ async def classify(body: ClassifyRequest, request: Request, response: Response) 
     """Each text is scored whole, as the model sees it: a chat bundle's text must be rendered already."""
     texts = [body.input] if isinstance(body.input, str) else body.input
     inputs = [WholeText(t, body.add_special_tokens) for t in texts]
-    scored = await score_for(request, response, inputs, None, "input")
+    scored = await score_for(request, response, inputs, None, "input", model=_served(request, body.model))
     scores = [0.5 * (1 + math.tanh(s / 2)) if body.activation else s for s in scored.scores]  # overflow-free sigmoid
     data = [{"index": i, "label": "reward", "probs": [s], "num_classes": 1} for i, s in enumerate(scores)]
     return {"id": f"classify-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),
-            "model": service_state(request).model_name, "data": data,
+            "model": scored.model, "data": data,
             "usage": {"prompt_tokens": scored.input_tokens, "total_tokens": scored.input_tokens,
                       "completion_tokens": 0}}
 
@@ -88,7 +94,8 @@ class CohereRerankRequest(BaseModel):
 async def _cohere_rerank(body: CohereRerankRequest, request: Request, response: Response,
                          version: str) -> dict[str, Any]:
     texts = [d if isinstance(d, str) else d.text for d in body.documents]
-    scored = await score_for(request, response, [(body.query, t) for t in texts], None, "documents")
+    scored = await score_for(request, response, [(body.query, t) for t in texts], None, "documents",
+                             model=_served(request, body.model), rerank=True)
     results: list[dict[str, Any]] = []
     for index, score in ranked(scored.scores, body.top_n):
         result: dict[str, Any] = {"index": index, "relevance_score": score}

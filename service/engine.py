@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -63,6 +63,12 @@ class Scored:
     timings: Timings
     criteria: list[dict[str, float]] | None = None
     """A criteria model's per-criterion scores of each item, when asked for."""
+    model: str = ""
+    """The name that scored (a split's target, not the split)."""
+    version: str = ""
+    """The content id of what scored (``x-model-version``)."""
+    details: list[dict[str, Any]] | None = None
+    """An ensemble's per-item member scores and their std, when asked for."""
 
 
 @dataclass(frozen=True)

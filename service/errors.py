@@ -5,9 +5,11 @@ Hierarchy (status in brackets; ``kind`` is the JSON error type, a class default 
     ServiceError                 base
     ├── InvalidRequest     [400] malformed or empty input, or input the card's formatting refuses
     ├── Unauthorized       [401] missing or wrong API key (WWW-Authenticate: Bearer)
-    ├── NotFound           [404] no such path
+    ├── Forbidden          [403] an admin endpoint while no admin key is configured
+    ├── NotFound           [404] no such path, or no model of that name (model_not_found)
     ├── MethodNotAllowed   [405] the path exists, the method does not
     ├── PayloadTooLarge    [413] body, item count or token budget over the limits
+    ├── SwapFailed         [409] a hot swap's new version did not load or failed its checks; the old one serves
     ├── ValidationFailed   [422] the body does not match the endpoint's schema
     ├── Overloaded         [429] too many items in the system (Retry-After: when the work in it is likely done)
     ├── ClientClosed       [499] the client went away; its queued items were dropped (nginx's code)
@@ -15,6 +17,8 @@ Hierarchy (status in brackets; ``kind`` is the JSON error type, a class default 
     ├── InternalError      [500] a bug in the service (logged with the request id)
     ├── NotReady           [503] loading, draining, or unhealthy (Retry-After: 1)
     ├── DeadlineExceeded   [504] the request's deadline passed before its scores were ready
+    ├── InsufficientMemory [507] a hot swap's new version would not fit beside the serving one
+    ├── ModelsError        [500] the models file or --model flags are wrong (at start: the server does not start)
     └── StageError         [its own] a mounted stage's error (feedback: 409 conflict, 503 feedback_unavailable)
 
 Adding an error is adding a class here: the one handler (:mod:`service.error_handling`) reads
@@ -63,12 +67,44 @@ class Unauthorized(ServiceError):
         return {"WWW-Authenticate": "Bearer"}
 
 
+class Forbidden(ServiceError):
+    """The endpoint is switched off by configuration."""
+
+    kind = "forbidden"
+    status = 403
+    description = "the endpoint is off (admin endpoints need REWARDSERVE_ADMIN_KEYS)"
+
+
 class NotFound(ServiceError):
-    """No route has this path."""
+    """No route has this path, or no model this name."""
 
     kind = "not_found"
     status = 404
-    description = "no such path"
+    description = "no such path, or no model of that name (model_not_found)"
+
+
+class SwapFailed(ServiceError):
+    """A hot swap did not happen; the old version keeps serving."""
+
+    kind = "swap_failed"
+    status = 409
+    description = "the new version did not load or failed its checks; the old version keeps serving"
+
+
+class InsufficientMemory(ServiceError):
+    """A swap would not fit beside the serving version."""
+
+    kind = "insufficient_memory"
+    status = 507
+    description = "loading the new version beside the serving one would exceed the memory available"
+
+
+class ModelsError(ServiceError):
+    """The models file or ``--model`` flags are wrong: the server does not start, or a SIGHUP keeps the old ones."""
+
+    kind = "invalid_models"
+    status = 500
+    description = "the models configuration is wrong"
 
 
 class MethodNotAllowed(ServiceError):

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import Depends, Request, Response
 
 from service.engine import Scored, ScoreInput
-from service.errors import ClientClosed, Unauthorized
+from service.errors import ClientClosed, Forbidden, Unauthorized
 from service.state import ServiceState
 
 
@@ -35,6 +35,14 @@ async def require_feedback_key(request: Request) -> None:
     """``/feedback`` takes the feedback keys when they are set (and then only them), else the API keys."""
     settings = service_state(request).settings
     _check_bearer(request, settings.feedback_keys or settings.api_keys)
+
+
+async def require_admin_key(request: Request) -> None:
+    """``/admin`` takes the admin keys only; with none configured it is off (403)."""
+    keys = service_state(request).settings.admin_keys
+    if not keys:
+        raise Forbidden("the admin endpoints are off: set REWARDSERVE_ADMIN_KEYS to use them")
+    _check_bearer(request, keys)
 
 
 async def admit_write(request: Request) -> AsyncIterator[None]:
@@ -66,16 +74,20 @@ def guard(setting: str) -> Any:
 
 
 async def score_for(request: Request, response: Response, inputs: Sequence[ScoreInput], normalize: bool | None,
-                    field: str = "items", criteria: bool = False, weights: dict[str, float] | None = None) -> Scored:
-    """Score ``inputs`` for this request (``field`` names them in errors) and set the timing headers.
+                    field: str = "items", criteria: bool = False, weights: dict[str, float] | None = None,
+                    model: str | None = None, details: bool = False, rerank: bool = False) -> Scored:
+    """Score ``inputs`` for this request on the model it names (``field`` names them in errors) and set the
+    timing and ``x-model-version`` headers.
 
-    The request is admitted first (503 while loading, draining or unhealthy) and counted until it is
-    answered, so a drain finishes it; if the client disconnects first, its queued items are dropped.
+    The request is admitted first (503 while loading, draining or unhealthy; 404 for an unknown model) and
+    counted until it is answered, so a drain or a swap finishes it; if the client disconnects first, its
+    queued items are dropped. A shadow, when the model has one, scores the same inputs afterwards (``rerank``:
+    the request picks a best candidate, whose agreement is recorded too).
     """
     state = service_state(request)
-    with state.admit() as engine:
+    with state.admit(model, request.headers) as resolved:
         wanted = state.settings.normalize if normalize is None else normalize
-        work = asyncio.ensure_future(engine.score(inputs, wanted, field, criteria, weights))
+        work = asyncio.ensure_future(resolved.target.score(inputs, wanted, field, criteria, weights, details))
         gone = asyncio.ensure_future(_disconnected(request))
         try:
             await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -86,7 +98,9 @@ async def score_for(request: Request, response: Response, inputs: Sequence[Score
         if not work.done():
             raise ClientClosed("the client disconnected before its scores were ready")
         scored = work.result()
+    state.shadow(resolved, inputs, scored, rerank)
     response.headers.update(scored.timings.headers())
+    response.headers["x-model-version"] = scored.version
     return scored
 
 

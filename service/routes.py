@@ -10,8 +10,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from service.deployment import Ensemble, Version
 from service.errors import BackendFailure, NotReady
 from service.metrics import CONTENT_TYPE
+from service.models_file import SplitEntry
 from service.plumbing import guard, require_api_key, score_for, service_state
 from service.schemas import (
     ERROR_RESPONSES,
@@ -37,10 +39,10 @@ scoring = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RES
 async def score(body: ScoreRequest, request: Request, response: Response) -> ScoreResponse:
     """One reward per item, in order."""
     scored = await score_for(request, response, [item.to_input() for item in body.items], body.normalize,
-                             criteria=body.criteria, weights=body.weights)
+                             criteria=body.criteria, weights=body.weights, model=body.model, details=body.details)
     return ScoreResponse(scores=scored.scores, raw_scores=scored.raw_scores if scored.normalized else None,
-                         normalized=scored.normalized, criteria=scored.criteria,
-                         model=service_state(request).model_name, usage=Usage.of(scored))
+                         normalized=scored.normalized, criteria=scored.criteria, details=scored.details,
+                         model=scored.model, usage=Usage.of(scored))
 
 
 @scoring.post("/rerank", response_model=RerankResponse, response_model_exclude_none=True,
@@ -49,34 +51,57 @@ async def rerank(body: RerankRequest, request: Request, response: Response) -> R
     """Candidates best first; identical candidates are scored once."""
     prompt = as_prompt(body.prompt)
     scored = await score_for(request, response, [(prompt, c) for c in body.completions], body.normalize,
-                             "completions", body.criteria, body.weights)
-    results = [RerankResult(index=i, score=s, criteria=scored.criteria[i] if scored.criteria else None)
+                             "completions", body.criteria, body.weights, body.model, body.details, rerank=True)
+    results = [RerankResult(index=i, score=s, criteria=scored.criteria[i] if scored.criteria else None,
+                            members=scored.details[i]["members"] if scored.details else None,
+                            std=scored.details[i]["std"] if scored.details else None)
                for i, s in ranked(scored.scores, body.top_k)]
-    return RerankResponse(results=results, best_index=results[0].index, model=service_state(request).model_name,
-                          usage=Usage.of(scored))
+    return RerankResponse(results=results, best_index=results[0].index, model=scored.model, usage=Usage.of(scored))
 
 
-@scoring.get("/v1/models", summary="The served model (OpenAI-style list)")
+@scoring.get("/v1/models", summary="The served models (OpenAI-style list)")
 async def models(request: Request) -> dict[str, Any]:
-    """The card's summary, the backend, and the limits a client should respect."""
+    """Every model a request may name, first the default: its version (a content id), card summary,
+    backend and limits; an ensemble lists its members, a split its targets."""
     state = service_state(request)
-    card, s, info = state.card, state.settings, state.backend_info
+    registry, s = state.registry, state.settings
+    data = []
+    for name, entry in registry.entries.items():
+        target = registry.targets.get(name)
+        about: dict[str, Any]
+        if isinstance(target, Version):
+            about = _version_summary(target)
+        elif isinstance(target, Ensemble):
+            about = {"ensemble": {"aggregate": target.how, "uwo_lambda": target.uwo_lambda,
+                                  "members": {n: _version_summary(m) for n, m in
+                                              zip(target.member_names, target.members, strict=True)}}}
+        else:
+            assert isinstance(entry, SplitEntry)
+            about = {"split": {"weights": entry.split, "sticky_header": entry.sticky_header,
+                               "versions": {t: registry.targets[t].version for t in entry.split}}}
+        about["shadow"] = entry.shadow
+        about["default"] = name == registry.default
+        about["limits"] = {"max_items_per_request": s.max_items_per_request,
+                           "max_request_tokens": s.max_request_tokens, "max_body_bytes": s.max_body_bytes}
+        data.append({"id": name, "object": "model", "created": STARTED, "owned_by": "rewardserve",
+                     "version": None if target is None else target.version, "rewardserve": about})
+    return {"object": "list", "data": data}
+
+
+def _version_summary(v: Version) -> dict[str, Any]:
+    card, s, info = v.card, v.settings, v.backend.info if v.backend else None
     report = card.training.get("result", {}).get("report", {})
-    return {"object": "list", "data": [{
-        "id": state.model_name, "object": "model", "created": STARTED, "owned_by": "rewardserve",
-        "rewardserve": {
-            "base_model": card.base_model, "architecture": card.architecture, "model_type": card.model_type,
-            "backend": s.backend, "variant": s.variant, "device": s.device,
-            "runtime": None if info is None else {"dtype": info.dtype, "detail": info.detail},
-            "max_length": state.formatter.spec.max_length, "template": card.formatting.template,
-            "normalization": None if card.normalization is None else {
-                "mean": card.normalization.mean, "std": card.normalization.std},
-            "heldout_accuracy": report.get("accuracy"), "onnx_variants": sorted(card.onnx),
-            "criteria": None if card.criteria is None else card.criteria.to_dict(),
-            "limits": {"max_items_per_request": s.max_items_per_request, "max_request_tokens": s.max_request_tokens,
-                       "max_body_bytes": s.max_body_bytes},
-        },
-    }]}
+    return {
+        "version": v.version, "path": str(v.root), "card_name": card.name,
+        "base_model": card.base_model, "architecture": card.architecture, "model_type": card.model_type,
+        "backend": s.backend, "variant": s.variant, "device": s.device, "threads": s.threads,
+        "runtime": None if info is None else {"dtype": info.dtype, "detail": info.detail},
+        "max_length": v.formatter.spec.max_length, "template": card.formatting.template,
+        "normalization": None if card.normalization is None else {
+            "mean": card.normalization.mean, "std": card.normalization.std},
+        "heldout_accuracy": report.get("accuracy"), "onnx_variants": sorted(card.onnx),
+        "criteria": None if card.criteria is None else card.criteria.to_dict(),
+    }
 
 
 @router.get("/healthz", summary="Liveness: the process is up and able to serve", dependencies=[guard("protect_health")])
@@ -85,18 +110,19 @@ async def healthz(request: Request) -> dict[str, str]:
     a batch is stuck, or the device failed: restart the process."""
     state = service_state(request)
     state.ensure_alive()
-    if state.backend is not None:
-        try:
-            await asyncio.to_thread(state.backend.health)
-        except BackendFailure as exc:
-            raise NotReady.unhealthy(exc.message) from exc
+    for version in state.registry.versions():
+        if version.backend is not None:
+            try:
+                await asyncio.to_thread(version.backend.health)
+            except BackendFailure as exc:
+                raise NotReady.unhealthy(f"{version.label}: {exc.message}") from exc
     return {"status": "ok"}
 
 
 @router.get("/readyz", summary="Readiness: loaded, warmed up, not draining", dependencies=[guard("protect_health")])
 async def readyz(request: Request) -> dict[str, str]:
     """200 when requests will be served; 503 before and while draining."""
-    service_state(request).require_engine()
+    service_state(request).require_ready()
     return {"status": "ready"}
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model
 from rewardmodel import Prompt, RewardModelError
 from rewardmodel.conversation import split_conversation
 from service.engine import Scored, ScoreInput
-from service.errors import DOCUMENTED, InvalidRequest
+from service.errors import DOCUMENTED, InvalidRequest, NotFound, ServiceError
 
 
 class _Strict(BaseModel):
@@ -59,6 +59,9 @@ class ScoreItem(_Strict):
 
 
 class _Criteria(_Strict):
+    model: str | None = Field(None, description="which served model scores (GET /v1/models lists them); default: "
+                                                "the first")
+    details: bool = Field(False, description="an ensemble: also return each item's member scores and their std")
     criteria: bool = Field(False, description="a criteria model: also return each item's score per criterion")
     # strict: JSON's true or "0.5" is not a weight
     weights: dict[str, StrictFloat | StrictInt] | None = Field(
@@ -95,7 +98,10 @@ class ScoreResponse(BaseModel):
     normalized: bool
     criteria: list[dict[str, float]] | None = Field(None, description="per-criterion scores in item order, when "
                                                                       "asked for")
-    model: str
+    details: list[dict[str, object]] | None = Field(None, description="an ensemble's member scores and their std "
+                                                                      "per item, when asked for")
+    model: str = Field(description="the model that scored (a split's chosen target); its version is in the "
+                                   "x-model-version header")
     usage: Usage
 
 
@@ -114,6 +120,8 @@ class RerankResult(BaseModel):
     index: int = Field(description="position in the request's completions")
     score: float
     criteria: dict[str, float] | None = Field(None, description="per-criterion scores, when asked for")
+    members: dict[str, float] | None = Field(None, description="an ensemble's member scores, when asked for")
+    std: float | None = Field(None, description="their std across members")
 
 
 class RerankResponse(BaseModel):
@@ -121,7 +129,7 @@ class RerankResponse(BaseModel):
 
     results: list[RerankResult]
     best_index: int
-    model: str
+    model: str = Field(description="the model that scored; its version is in the x-model-version header")
     usage: Usage
 
 
@@ -138,8 +146,10 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+_SCORING_ERRORS: tuple[type[ServiceError], ...] = (*DOCUMENTED, NotFound)
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    error.status: {"model": ErrorResponse, "description": error.description} for error in DOCUMENTED}
+    error.status: {"model": ErrorResponse, "description": error.description}
+    for error in _SCORING_ERRORS}
 """The error answers of the scoring endpoints, for the OpenAPI schema."""
 
 

@@ -13,6 +13,8 @@ by a closed socket:
    (each closes after its answer), then uvicorn's own shutdown closes what is left, idle, and the
    lifespan drains the scheduler and releases the model. The exit status is 0.
 
+SIGHUP re-reads ``--models-file`` and hot-swaps the entries that changed (see :mod:`service.registry`).
+
 Steps 1 and 2 together last at most the graceful-shutdown timeout. A second signal forces the exit at
 once (status 1). In Kubernetes a ``preStop`` sleep keeps the pod in the Service's endpoints for a few
 seconds first, so little new traffic reaches a draining pod.
@@ -51,6 +53,7 @@ class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, state: ServiceState) -> None:
         super().__init__(config)
         self._state = state
+        self._reloads: set[asyncio.Task[None]] = set()
         self.fatal: str | None = None
 
     @contextlib.contextmanager
@@ -61,11 +64,23 @@ class DrainingServer(uvicorn.Server):
             yield
             return
         previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self.handle_reload)
         try:
             yield
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup; remembers the event loop, where a SIGHUP's reload must run."""
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_reload(self, sig: int, frame: FrameType | None) -> None:
+        """SIGHUP: re-read the models file on the event loop (swaps what changed)."""
+        loop = getattr(self, "_loop", None)
+        if loop is not None:
+            loop.call_soon_threadsafe(lambda: self._reloads.add(loop.create_task(self._state.reload_file())))
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """First signal: drain; a second one (SIGTERM or SIGINT) forces the exit."""

@@ -23,7 +23,12 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="REWARDSERVE_", frozen=True, extra="forbid")
 
-    model: Path | None = Field(None, description="bundle directory to serve (written by `rewardserve train`)")
+    model: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="bundle directory to serve (written by `rewardserve train`); repeat as NAME=DIR to serve "
+                        "several, each picked by a request's \"model\" (the first answers requests that name none)")
+    models_file: Path | None = Field(None, description="YAML file of the models to serve: bundles, ensembles, "
+                                     "traffic splits and shadows, each with its own backend, variant and limits "
+                                     "(README: Several models). SIGHUP re-reads it and swaps what changed")
     model_name: str = Field("", description="name reported to clients; default: the card's name")
     backend: Backend = Field("onnx", description="onnx: onnxruntime on an exported variant (no torch needed); "
                                                  "torch: the safetensors checkpoint")
@@ -69,6 +74,12 @@ class ServiceSettings(BaseSettings):
         (), repr=False, description="comma-separated Bearer keys for /feedback only. Set: /feedback takes these and "
                                     "not the API keys, and these cannot score. Unset: /feedback takes the API keys "
                                     "(environment only, never a flag)")
+    admin_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), repr=False, description="comma-separated Bearer keys for /admin (hot swap). Unset: /admin is off "
+                                    "(environment only, never a flag)")
+    swap_memory_bytes: int = Field(0, ge=0, description="memory a hot swap may use to load a new version beside "
+                                   "the old one; a bundle whose files need more is refused. 0: what the machine "
+                                   "has available (MemAvailable, or the cgroup limit when lower)")
     protect_metrics: bool = Field(False, description="with API keys set, /metrics needs a key too (Prometheus "
                                                      "then sends it as a bearer token)")
     protect_health: bool = Field(False, description="with API keys set, /healthz and /readyz need a key too (probes "
@@ -81,7 +92,16 @@ class ServiceSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     access_log: bool = Field(False, description="log every request (uvicorn's access log)")
 
-    @field_validator("api_keys", "feedback_keys", mode="before")
+    @field_validator("model", mode="before")
+    @classmethod
+    def _models(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if isinstance(value, (str, Path)):
+            return tuple(v.strip() for v in str(value).split(",") if v.strip())
+        return tuple(str(v) for v in value)
+
+    @field_validator("api_keys", "feedback_keys", "admin_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -96,12 +116,14 @@ class ServiceSettings(BaseSettings):
             raise ValueError("variant int8 is an ONNX export; use --backend onnx (torch serves fp32/fp16/bf16)")
         if self.max_item_tokens and self.max_item_tokens > self.max_batch_tokens:
             raise ValueError("max_item_tokens must not exceed max_batch_tokens, or a long item could never run")
+        if self.model and self.models_file:
+            raise ValueError("give either --model or --models-file, not both")
         if self.max_queue_items < self.max_items_per_request:
             raise ValueError("max_queue_items must be at least max_items_per_request, or a full request always 429s")
         return self
 
 
-SECRET_SETTINGS = ("api_keys", "feedback_keys")
+SECRET_SETTINGS = ("api_keys", "feedback_keys", "admin_keys")
 """Settings taken from the environment only: a flag would show them in ``ps`` and shell history."""
 
 

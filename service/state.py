@@ -1,6 +1,6 @@
-"""The app's lifecycle: load the backend off the event loop, warm it up, serve, drain.
+"""The app's lifecycle: load the models off the event loop, warm them up, serve, shadow, drain.
 
-``/healthz`` is up as soon as the process listens; ``/readyz`` says ready only after the backend is
+``/healthz`` is up as soon as the process listens; ``/readyz`` says ready only after every model is
 loaded and has run warm-up batches (first batches allocate memory arenas and, on GPUs, pick kernels),
 and goes back to 503 the moment draining starts.
 """
@@ -9,99 +9,96 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
-from pathlib import Path
 
-from rewardmodel import BundleCard, Formatter, load_tokenizer, pad_batch
-from rewardmodel.scoring import width_of
-from service.backends import Backend, BackendInfo, load_backend
-from service.batching import BatchLimits
-from service.engine import Engine, RequestLimits
+import numpy as np
+
+from service.backends import Backend, load_backend
+from service.deployment import BackendLoader, Ensemble, Version
+from service.engine import Engine, Scored, ScoreInput
 from service.errors import NotReady, ServiceError
 from service.metrics import Metrics
-from service.scheduler import Scheduler
+from service.models_file import Entry, SplitEntry, read_models_file
+from service.registry import Registry, Resolved
 from service.settings import ServiceSettings
+
+__all__ = ["BackendLoader", "ServiceState"]
 
 log = logging.getLogger(__name__)
 
-BackendLoader = Callable[[Path, BundleCard, ServiceSettings], Backend]
-"""Builds the backend for a bundle (:func:`~service.backends.load_backend`, or a test's wrapper of it)."""
-
-
-def serving_formatter(root: Path, card: BundleCard, settings: ServiceSettings) -> Formatter:
-    """The card's formatter, with ``max_item_tokens`` (when set) lowering its max_length."""
-    spec = card.formatting
-    if settings.max_item_tokens and settings.max_item_tokens < spec.max_length:
-        spec = replace(spec, max_length=settings.max_item_tokens)
-    if spec.max_length > settings.max_batch_tokens:
-        raise ServiceError(f"the card's max_length {spec.max_length} exceeds max_batch_tokens "
-                           f"{settings.max_batch_tokens}: a full-length item could never run. Raise "
-                           "max_batch_tokens or set max_item_tokens.")
-    return Formatter(load_tokenizer(root), spec)
-
 
 class ServiceState:
-    """The model, the engine once loaded, and the readiness flags; one per app."""
+    """The registry of served models and the readiness flags; one per app."""
 
-    def __init__(self, settings: ServiceSettings, root: Path, card: BundleCard, metrics: Metrics,
+    def __init__(self, settings: ServiceSettings, entries: Sequence[Entry], metrics: Metrics,
                  on_fatal: Callable[[str], None] | None = None, load: BackendLoader = load_backend) -> None:
         self.settings = settings
-        self.root = root
-        self.card = card
         self.metrics = metrics
-        self.model_name = settings.model_name or card.name
-        self.formatter = serving_formatter(root, card, settings)
-        self.engine: Engine | None = None
-        self.backend: Backend | None = None
+        self.registry = Registry(entries, settings, metrics, load)
         self.draining = False
+        self.started = False
         self.load_error: str | None = None
         self.admitted = 0
         """Scoring and feedback requests admitted and not yet answered: the drain waits for them."""
         self._on_fatal = on_fatal
-        self._load = load
-        metrics.track_readiness(lambda: self.engine is not None and not self.draining and self.health() is None)
+        self._shadows: set[asyncio.Task[None]] = set()
+        metrics.track_readiness(lambda: self.started and not self.draining and self.health() is None)
+        metrics.track_queue_depth(lambda: self.registry.queue_depth)
 
     @property
-    def backend_info(self) -> BackendInfo | None:
-        """What the loaded backend is."""
-        return self.backend.info if self.backend else None
+    def default(self) -> Version:
+        """The version answering requests that name no model (the first entry; an ensemble's first member)."""
+        entry = self.registry.entries[self.registry.default]
+        name = next(iter(entry.split)) if isinstance(entry, SplitEntry) else entry.name
+        target = self.registry.targets[name]
+        return target.members[0] if isinstance(target, Ensemble) else target
+
+    @property
+    def engine(self) -> Engine | None:
+        """The default version's engine (``None`` until loaded)."""
+        return self.default.engine if self.started else None
+
+    @property
+    def backend(self) -> Backend | None:
+        """The default version's backend."""
+        return self.default.backend
 
     def health(self) -> str | None:
         """Why this process can no longer serve (``/healthz`` answers 503: restart it), or ``None``."""
         if self.load_error:
             return self.load_error
-        return None if self.engine is None else self.engine.scheduler.health()
+        return self.registry.health() if self.started else None
 
     def ensure_alive(self) -> None:
         """Raise :class:`NotReady` (``load_failed`` or ``unhealthy``) if this process can no longer serve."""
         if self.load_error:
             raise NotReady(self.load_error, kind="load_failed")
-        if self.engine is not None and (reason := self.engine.scheduler.health()) is not None:
+        if self.started and (reason := self.registry.health()) is not None:
             raise NotReady.unhealthy(reason)
 
-    def require_engine(self) -> Engine:
-        """The engine, or :class:`NotReady` while draining, after a failed load, unhealthy, or while loading."""
+    def require_ready(self) -> None:
+        """Raise :class:`NotReady` while draining, after a failed load, unhealthy, or while loading."""
         if self.draining:
             raise NotReady("the server is shutting down; retry (another replica will answer)", kind="draining")
         self.ensure_alive()
-        if self.engine is None:
+        if not self.started:
             raise NotReady("the model is still loading; poll /readyz", kind="not_ready")
-        return self.engine
 
     def begin_drain(self) -> None:
         """Refuse new scoring requests (503 draining) and run what is queued without waiting for fuller batches."""
         self.draining = True
-        if self.engine is not None:
-            self.engine.scheduler.flush()
+        if self.started:
+            self.registry.flush()
 
     @contextmanager
-    def admit(self) -> Iterator[Engine]:
-        """Admit one scoring request (or refuse it with :class:`NotReady`); the drain waits for admitted ones."""
-        engine = self.require_engine()
-        with self._counted():
-            yield engine
+    def admit(self, model: str | None, headers: Mapping[str, str]) -> Iterator[Resolved]:
+        """Admit one scoring request to the target its ``model`` names (or refuse it with :class:`NotReady`,
+        404 for an unknown name); both the drain and a swap's release wait for it."""
+        self.require_ready()
+        resolved = self.registry.resolve(model, headers)
+        with self._counted(), resolved.target.admit():
+            yield resolved
 
     @contextmanager
     def admit_write(self) -> Iterator[None]:
@@ -119,46 +116,71 @@ class ServiceState:
         finally:
             self.admitted -= 1
 
-    async def start(self) -> None:
-        """Load and warm up the backend on a thread, then start the scheduler."""
-        s = self.settings
+    def shadow(self, resolved: Resolved, inputs: Sequence[ScoreInput], primary: Scored, rerank: bool) -> None:
+        """Score the same inputs on the request's shadow in the background and record how they agree."""
+        if resolved.shadow is None or self.draining:
+            return
+        task = asyncio.get_running_loop().create_task(
+            compare_shadow(resolved, inputs, primary, rerank, self.metrics))
+        self._shadows.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._shadows.discard)
+
+    async def reload_file(self) -> None:
+        """SIGHUP: re-read the models file and swap what changed; a bad file or a failed load keeps what serves."""
+        if self.settings.models_file is None or not self.started or self.draining:
+            log.warning("SIGHUP ignored: %s", "no --models-file to re-read" if self.settings.models_file is None
+                        else "not serving")
+            return
         try:
-            backend = await asyncio.to_thread(self._load, self.root, self.card, s)
-            if s.warmup:
-                await asyncio.to_thread(self._warm_up, backend)
+            entries = read_models_file(self.settings.models_file)
+            for change in await self.registry.reload(entries):
+                log.info("models file reloaded: %s", change)
+        except ServiceError as exc:
+            log.error("models file reload failed; what was serving still serves: %s", exc.message)
+
+    async def start(self) -> None:
+        """Load and warm up every model (on threads); a failure makes the process unhealthy and says why."""
+        try:
+            await self.registry.start()
         except Exception as exc:  # whatever the cause, the pod must report unhealthy and say why
             self.load_error = f"the model failed to load: {exc}"
-            log.exception("loading %s failed", self.root)
+            log.exception("loading the models failed")
             if self._on_fatal:
                 self._on_fatal(self.load_error)
             return
-        limits = BatchLimits(s.max_batch_tokens, s.max_batch_items, s.max_queue_items, s.max_wait_ms / 1000,
-                             s.sort_window_items, s.max_batch_padding, s.batch_stall_s)
-        scheduler = Scheduler(backend, self.formatter.spec, limits, self.metrics, width_of(self.card.criteria))
-        scheduler.start()
-        self.metrics.track_queue_depth(lambda: scheduler.queue_depth)
-        self.metrics.model_info.labels(self.model_name, backend.info.name, backend.info.device,
-                                       backend.info.dtype).set(1)
-        self.backend = backend
-        self.engine = Engine(self.formatter, scheduler, RequestLimits(s.max_items_per_request, s.max_request_tokens,
-                                                                      s.request_timeout_s),
-                             self.card.normalization, s.tokenizer_threads, self.metrics, self.card.criteria)
-        log.info("serving %s: %s on %s (%s, %s)", self.model_name, backend.info.name, backend.info.device,
-                 backend.info.dtype, backend.info.detail)
-
-    def _warm_up(self, backend: Backend) -> None:
-        """Run the shapes the first requests will bring: one short item, then a full batch of long ones."""
-        s, spec = self.settings, self.formatter.spec
-        long_item = self.formatter.encode_text("warm up " * spec.max_length)
-        rows = max(1, min(s.max_batch_items, s.max_batch_tokens // len(long_item.input_ids)))
-        for batch in ([self.formatter.encode_text("warm up")], [long_item] * rows):
-            backend.score(pad_batch(batch, spec))
+        self.started = True
 
     async def stop(self) -> None:
-        """Drain: refuse new work, finish what is queued, release the model."""
+        """Drain: refuse new work, finish what is queued (shadows included), release the models."""
         self.draining = True
-        if self.engine is not None:
-            await self.engine.scheduler.close()
-            self.engine.close()
-        if self.backend is not None:
-            self.backend.close()
+        if self._shadows:
+            await asyncio.gather(*self._shadows, return_exceptions=True)
+        await self.registry.close()
+
+
+async def compare_shadow(resolved: Resolved, inputs: Sequence[ScoreInput], primary: Scored, rerank: bool,
+                         metrics: Metrics) -> None:
+    """Score ``inputs`` on the shadow and record its agreement with the primary's answer."""
+    shadow = resolved.shadow
+    assert shadow is not None
+    labels = (resolved.entry, shadow.name)
+    try:
+        with shadow.admit():
+            theirs = await shadow.score(inputs, primary.normalized, "items", False, None, False)
+    except Exception as exc:  # a shadow never harms the primary's answer; count it and move on
+        metrics.shadow_failed.labels(*labels).inc()
+        log.debug("shadow %s failed: %s", shadow.name, exc)
+        return
+    if len(inputs) > 1:
+        metrics.shadow_rank.labels(*labels).observe((1 + kendall_tau(primary.scores, theirs.scores)) / 2)
+    if rerank:
+        same = int(np.argmax(primary.scores)) == int(np.argmax(theirs.scores))
+        metrics.shadow_top.labels(*labels, "match" if same else "differ").inc()
+
+
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's tau-a between two score lists (pairs tied in either count as neither)."""
+    x, y = np.asarray(a), np.asarray(b)
+    i, j = np.triu_indices(len(x), 1)
+    concordance = np.sign(x[i] - x[j]) * np.sign(y[i] - y[j])
+    return float(concordance.mean()) if len(i) else 1.0

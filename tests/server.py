@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
 from service.backends import load_backend
@@ -33,12 +34,14 @@ class Running:
 
 
 def scrape(url: str, name: str, **labels: str) -> float:
-    """A sample's value from the server's /metrics (0 when absent)."""
-    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
-    for line in httpx.get(url + "/metrics").text.splitlines():
-        if line.startswith(want + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    """The sum of a metric's samples (from the server's /metrics) whose labels include ``labels`` (0 when none):
+    a metric with a per-model label reads as the server's total unless the test names the model."""
+    total = 0.0
+    for family in text_string_to_metric_families(httpx.get(url + "/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                total += sample.value
+    return total
 
 
 @contextmanager

@@ -37,9 +37,17 @@ def test_rules_check_and_unit_tests_pass(tool: Callable[..., str]) -> None:
 
 @pytest.fixture(scope="module")
 def loaded(bert_onnx_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    """The service, with a background load of good and bad requests running, and feedback coming in."""
-    db = tmp_path_factory.mktemp("feedback") / "feedback.db"
-    with running(model=bert_onnx_bundle, max_items_per_request=16, feedback_db=str(db)) as live:
+    """The service, with a background load of good and bad requests running, and feedback coming in; it serves
+    several models (a shadowed default, a split, an ensemble), so that every per-model panel has data."""
+    work = tmp_path_factory.mktemp("feedback")
+    db = work / "feedback.db"
+    models = work / "models.yaml"
+    models.write_text(yaml.safe_dump({"models": [
+        {"name": "rm", "path": str(bert_onnx_bundle), "shadow": "rm-int8"},
+        {"name": "rm-int8", "path": str(bert_onnx_bundle), "variant": "int8"},
+        {"name": "chat", "split": {"rm": 1, "rm-int8": 1}},
+        {"name": "ens", "members": [str(bert_onnx_bundle), str(bert_onnx_bundle)], "aggregate": "min"}]}))
+    with running(models_file=models, max_items_per_request=16, feedback_db=str(db)) as live:
         stop = threading.Event()
 
         def load() -> None:
@@ -51,13 +59,16 @@ def loaded(bert_onnx_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> 
                     client.post("/score", json={"items": items})
                     candidates = [" good", " bad", " good good"]
                     reranked = client.post("/rerank", json={"prompt": "q?", "completions": candidates})
+                    client.post("/rerank", json={"prompt": "q?", "completions": candidates, "model": "chat"},
+                                headers={"x-session-id": f"s{k}"})
+                    client.post("/score", json={"items": items, "model": "ens"})
                     assert reranked.status_code == 200, reranked.text  # the load must exercise /rerank for real
                     client.post("/score", json={"items": []})  # 400/422: a client mistake
                     client.post("/score", json={"items": items * 3})  # 413: over max_items_per_request
                     scores = reranked.json()["results"]
                     judged = {"id": f"load-{k}", "prompt": "q?", "completions": candidates, "choice": 0,
                               "scores": [next(r["score"] for r in scores if r["index"] == i) for i in range(3)],
-                              "reward_model": live.state.model_name}
+                              "reward_model": live.state.default.name}
                     assert client.post("/feedback", json={"events": [judged]}).status_code == 200
                     time.sleep(0.05)
 
@@ -75,7 +86,7 @@ def test_live_metrics_pass_promtool(loaded: Running, tool: Callable[..., str]) -
     deadline = time.monotonic() + 30  # until requests of every kind have been counted
     while loaded.metric("rewardserve_requests_total", endpoint="/rerank", code="200") < 1 or \
             loaded.metric("rewardserve_requests_total", endpoint="/score", code="413") < 1 or \
-            loaded.metric("rewardserve_feedback_agreement_pairs", model=loaded.state.model_name) < 1:
+            loaded.metric("rewardserve_feedback_agreement_pairs", model=loaded.state.default.name) < 1:
         assert time.monotonic() < deadline, "the background load did not reach /rerank and the 413 path"
         time.sleep(0.05)
     exposition = httpx.get(loaded.url + "/metrics").text
@@ -190,15 +201,15 @@ def test_dashboard_variables_list_the_pod_and_model(prometheus: str, loaded: Run
         assert series and series.group(2) == label
         selector = series.group(1).replace("$model", ".*")
         values = httpx.get(prometheus + f"/api/v1/label/{label}/values", params={"match[]": selector}).json()["data"]
-        expected = loaded.state.model_name if name == "model" else TARGET_LABELS["pod"]
-        assert values == [expected]
+        expected = ["ens", "rm", "rm-int8"] if name == "model" else [TARGET_LABELS["pod"]]
+        assert values == expected
     targets = [t for p in dashboard["panels"] for t in p.get("targets", [])]
     assert all(t["datasource"]["uid"] == "${datasource}" for t in targets)
 
 
 def test_every_alert_and_autoscaler_query_returns_data(prometheus: str) -> None:
     queries = {**alert_signals(), **autoscaler_queries()}
-    assert len(queries) == 9
+    assert len(queries) == 10
     empty = {name: q for name, q in queries.items() if not _has_data(prometheus, q)}
     assert not empty, f"queries without data: {empty}"
     # the signals read the state of a healthy, loaded service

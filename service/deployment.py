@@ -1,0 +1,231 @@
+"""What answers a request: one loaded bundle version (:class:`Version`) or an :class:`Ensemble` of them.
+
+A version owns its backend, scheduler and engine, and counts the requests admitted to it. When a swap
+replaces it, it is :meth:`~Version.release` d: it waits until every admitted request has its answer,
+lets the scheduler finish what is queued, then frees the model. Requests hold the version they were
+admitted to, never the name, so a swap never moves a request between versions halfway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from rewardmodel import BundleCard, Formatter, load_tokenizer, pad_batch, read_card
+from rewardmodel.scoring import width_of
+from service.backends import Backend
+from service.batching import BatchLimits
+from service.engine import Engine, RequestLimits, Scored, ScoreInput, Timings
+from service.errors import InvalidRequest, NotReady, ServiceError
+from service.metrics import Metrics
+from service.scheduler import Scheduler
+from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+BackendLoader = Callable[[Path, BundleCard, ServiceSettings], Backend]
+"""Builds the backend for a bundle (:func:`~service.backends.load_backend`, or a test's wrapper of it)."""
+
+Aggregate = Literal["mean", "min", "uwo"]
+
+
+def version_id(card: BundleCard, backend: str, variant: str) -> str:
+    """A content id: the card's file hashes and what is run of them (fp32 and int8 of one bundle differ)."""
+    text = "\n".join([f"{backend}:{variant}", *(f"{k}={v}" for k, v in sorted(card.files.items()))])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def serving_formatter(root: Path, card: BundleCard, settings: ServiceSettings) -> Formatter:
+    """The card's formatter, with ``max_item_tokens`` (when set) lowering its max_length."""
+    spec = card.formatting
+    if settings.max_item_tokens and settings.max_item_tokens < spec.max_length:
+        spec = replace(spec, max_length=settings.max_item_tokens)
+    if spec.max_length > settings.max_batch_tokens:
+        raise ServiceError(f"the card's max_length {spec.max_length} exceeds max_batch_tokens "
+                           f"{settings.max_batch_tokens}: a full-length item could never run. Raise "
+                           "max_batch_tokens or set max_item_tokens.")
+    return Formatter(load_tokenizer(root), spec)
+
+
+class Version:
+    """One bundle loaded under one name: backend, scheduler and engine (after :meth:`start`)."""
+
+    def __init__(self, name: str, root: Path, settings: ServiceSettings, metrics: Metrics,
+                 card: BundleCard | None = None) -> None:
+        self.name = name
+        self.root = root
+        self.settings = settings
+        self.card = card or read_card(root)
+        self.formatter = serving_formatter(root, self.card, settings)
+        self.version = version_id(self.card, settings.backend, settings.variant)
+        self.backend: Backend | None = None
+        self.engine: Engine | None = None
+        self.admitted = 0
+        self.released = False
+        self._metrics = metrics.for_model(name, self.version)
+
+    @property
+    def label(self) -> str:
+        """``name@version``, for logs and answers."""
+        return f"{self.name}@{self.version}"
+
+    async def start(self, load: BackendLoader) -> None:
+        """Load and warm up the backend on a thread, then start the scheduler (raises what loading raised)."""
+        s = self.settings
+        backend = await asyncio.to_thread(load, self.root, self.card, s)
+        try:
+            if s.warmup:
+                await asyncio.to_thread(self._warm_up, backend)
+        except BaseException:
+            backend.close()
+            raise
+        limits = BatchLimits(s.max_batch_tokens, s.max_batch_items, s.max_queue_items, s.max_wait_ms / 1000,
+                             s.sort_window_items, s.max_batch_padding, s.batch_stall_s)
+        scheduler = Scheduler(backend, self.formatter.spec, limits, self._metrics, width_of(self.card.criteria))
+        scheduler.start()
+        self.backend = backend
+        self.engine = Engine(self.formatter, scheduler, RequestLimits(s.max_items_per_request, s.max_request_tokens,
+                                                                      s.request_timeout_s),
+                             self.card.normalization, s.tokenizer_threads, self._metrics, self.card.criteria)
+        self._metrics.loaded(backend.info.name, backend.info.device, backend.info.dtype)
+        log.info("serving %s from %s: %s on %s (%s, %s)", self.label, self.root, backend.info.name,
+                 backend.info.device, backend.info.dtype, backend.info.detail)
+
+    def _warm_up(self, backend: Backend) -> None:
+        """Run the shapes the first requests will bring: one short item, then a full batch of long ones."""
+        s, spec = self.settings, self.formatter.spec
+        long_item = self.formatter.encode_text("warm up " * spec.max_length)
+        rows = max(1, min(s.max_batch_items, s.max_batch_tokens // len(long_item.input_ids)))
+        for batch in ([self.formatter.encode_text("warm up")], [long_item] * rows):
+            backend.score(pad_batch(batch, spec))
+
+    def health(self) -> str | None:
+        """Why this version cannot serve, or ``None``."""
+        return None if self.engine is None else self.engine.scheduler.health()
+
+    @property
+    def queue_depth(self) -> int:
+        """Items waiting for a batch."""
+        return 0 if self.engine is None else self.engine.scheduler.queue_depth
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Count one request until it is answered; a released version admits none."""
+        if self.released or self.engine is None:
+            raise NotReady(f"{self.label} is not serving (it was swapped out); retry", kind="not_ready")
+        self.admitted += 1
+        try:
+            yield
+        finally:
+            self.admitted -= 1
+
+    async def score(self, inputs: Sequence[ScoreInput], normalize: bool, field: str = "items",
+                    criteria: bool = False, weights: dict[str, float] | None = None,
+                    details: bool = False) -> Scored:
+        """Scores of ``inputs`` by this version (``details`` is for ensembles: a lone model has no members)."""
+        assert self.engine is not None, "admit() before score()"
+        scored = await self.engine.score(inputs, normalize, field, criteria, weights)
+        return replace(scored, model=self.name, version=self.version)
+
+    def flush(self) -> None:
+        """Stop waiting for fuller batches (the process is draining)."""
+        if self.engine is not None:
+            self.engine.scheduler.flush()
+
+    async def release(self, timeout_s: float) -> int:
+        """Wait for the requests admitted to this version (up to ``timeout_s``), finish the queue, free the model.
+
+        Returns how many requests were still being answered when the release began."""
+        self.released = True  # admits nothing new
+        waiting = self.admitted
+        deadline = time.monotonic() + timeout_s
+        while self.admitted and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        if self.engine is not None:
+            await self.engine.scheduler.close()
+            self.engine.close()
+        if self.backend is not None:
+            await asyncio.to_thread(self.backend.close)
+        self._metrics.forget()
+        log.info("released %s after its last %d requests", self.label, waiting)
+        return waiting
+
+
+def aggregate(members: npt.NDArray[np.float64], how: Aggregate, uwo_lambda: float) -> npt.NDArray[np.float64]:
+    """The ensemble reward of ``(members, items)`` standardized rewards: mean, min (worst case), or uwo
+    (uncertainty-weighted: mean − λ·variance across members, Coste et al. 2023)."""
+    if how == "mean":
+        return members.mean(axis=0)
+    if how == "min":
+        return members.min(axis=0)
+    return members.mean(axis=0) - uwo_lambda * members.var(axis=0)
+
+
+class Ensemble:
+    """Several versions scoring every item; the reward aggregates their rewards standardized by each card."""
+
+    def __init__(self, name: str, members: Sequence[Version], how: Aggregate, uwo_lambda: float,
+                 metrics: Metrics) -> None:
+        missing = [m.root for m in members if m.card.normalization is None]
+        if missing:
+            raise ServiceError(f"ensemble {name!r}: members {missing} record no normalization in their card; "
+                               "ensemble members are standardized by it before aggregating (retrain them)")
+        self.name = name
+        self.members = list(members)
+        self.how = how
+        self.uwo_lambda = uwo_lambda
+        parts = "|".join([how, f"{uwo_lambda:g}", *(m.version for m in members)])
+        self.version = hashlib.sha256(parts.encode()).hexdigest()[:12]
+        self.member_names = _unique([m.root.name or m.name for m in members])
+        self._disagreement = metrics.ensemble_std.labels(name)
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Admit the request to every member (each member's release waits for it)."""
+        with ExitStack() as stack:
+            for member in self.members:
+                stack.enter_context(member.admit())
+            yield
+
+    async def score(self, inputs: Sequence[ScoreInput], normalize: bool, field: str = "items",
+                    criteria: bool = False, weights: dict[str, float] | None = None,
+                    details: bool = False) -> Scored:
+        """Every member scores (their schedulers run side by side); the aggregate is the reward."""
+        if criteria or weights is not None:
+            raise InvalidRequest("an ensemble answers one aggregate reward; leave out 'criteria' and 'weights'",
+                                 kind="no_criteria")
+        results = await asyncio.gather(*(m.score(inputs, True, field) for m in self.members))
+        z = np.asarray([r.scores for r in results], dtype=np.float64)
+        reward = aggregate(z, self.how, self.uwo_lambda)
+        std = z.std(axis=0)
+        for s in std:
+            self._disagreement.observe(float(s))
+        first = results[0]
+        per_member = None
+        if details:
+            per_member = [{"members": {n: float(z[j, i]) for j, n in enumerate(self.member_names)},
+                           "std": float(std[i])} for i in range(len(inputs))]
+        scores = [float(r) for r in reward]
+        return Scored(scores, True, first.input_tokens, first.truncated_items, scores,
+                      Timings(max(r.timings.tokenize_s for r in results), max(r.timings.queue_s for r in results),
+                              max(r.timings.inference_s for r in results)),
+                      model=self.name, version=self.version, details=per_member)
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    return out

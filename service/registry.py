@@ -1,0 +1,291 @@
+"""The one owner of what is served: name → version or ensemble, splits, shadows, and hot swaps.
+
+Entries (:mod:`service.models_file`) become targets. A request resolves its name to a target once and
+keeps it (see :mod:`service.deployment`). A swap loads the new target beside the old one, warms it up,
+switches the name in one assignment on the event loop (atomic for every request after it), then
+releases the old target once its admitted requests are answered. A load that fails, or a card that
+fails its check, leaves the old target serving and says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from rewardmodel import BundleCard, RewardModelError, read_card
+from service.deployment import BackendLoader, Ensemble, Version
+from service.errors import InsufficientMemory, ModelsError, NotFound, ServiceError, SwapFailed
+from service.metrics import Metrics
+from service.models_file import BundleEntry, EnsembleEntry, Entry, SplitEntry, check
+from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+MEMORY_OVERHEAD = 1.5
+"""A loaded model takes about this many times its weight files (runtime arenas, tokenizer, warm-up)."""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What one request is answered by, and what shadows it."""
+
+    target: Version | Ensemble
+    shadow: Version | Ensemble | None
+    entry: str
+    """The name the request asked for (a split's name, not its target's)."""
+
+
+class Registry:
+    """Named targets; the event loop is the only writer (swaps are serialized by a lock)."""
+
+    def __init__(self, entries: Sequence[Entry], settings: ServiceSettings, metrics: Metrics,
+                 load: BackendLoader) -> None:
+        self.settings = settings
+        self._metrics = metrics
+        self._load = load
+        self._lock = asyncio.Lock()
+        self.entries: dict[str, Entry] = {e.name: e for e in entries}
+        self.default = entries[0].name
+        self._threads = thread_budget(entries, settings)
+        self.targets: dict[str, Version | Ensemble] = {}
+        for e in entries:  # exported at 0 from the start, so the swap alert reads 0 rather than no data
+            if isinstance(e, BundleEntry):
+                for result in ("ok", "failed"):
+                    metrics.swaps.labels(e.name, result)
+        for e in entries:  # cards and tokenizers now, so a bad bundle fails before the server listens
+            if not isinstance(e, SplitEntry):
+                self.targets[e.name] = self._build(e)
+
+    # -- building ---------------------------------------------------------------------------------------------
+
+    def _settings_for(self, entry: BundleEntry | EnsembleEntry) -> ServiceSettings:
+        values = {**self.settings.model_dump(), "threads": self._threads, **entry.overrides()}
+        try:
+            return ServiceSettings.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(e["msg"] for e in exc.errors())
+            raise ModelsError(f"model {entry.name!r}: {problems}") from None
+
+    def _build(self, entry: BundleEntry | EnsembleEntry) -> Version | Ensemble:
+        s = self._settings_for(entry)
+        if isinstance(entry, BundleEntry):
+            name = self.settings.model_name if len(self.entries) == 1 and self.settings.model_name else entry.name
+            return Version(name, entry.path, s, self._metrics)
+        members = [Version(entry.name, Path(p), s, self._metrics) for p in entry.members]
+        return Ensemble(entry.name, members, entry.aggregate, entry.uwo_lambda, self._metrics)
+
+    async def _start(self, target: Version | Ensemble) -> None:
+        versions = target.members if isinstance(target, Ensemble) else [target]
+        try:
+            for v in versions:
+                await v.start(self._load)
+        except BaseException:
+            for v in versions:
+                await v.release(0)
+            raise
+
+    async def start(self) -> None:
+        """Load every target (raises the first failure; the caller reports it)."""
+        for target in self.targets.values():
+            await self._start(target)
+
+    # -- serving ----------------------------------------------------------------------------------------------
+
+    def resolve(self, name: str | None, headers: Mapping[str, str]) -> Resolved:
+        """The target for a request naming ``name`` (None: the default); 404 for an unknown name."""
+        asked = name or self.default
+        entry = self.entries.get(asked)
+        if entry is None:
+            raise NotFound(f"no model named {asked!r}; this server serves {sorted(self.entries)} (GET /v1/models)",
+                           kind="model_not_found")
+        chosen = asked
+        if isinstance(entry, SplitEntry):
+            chosen = pick(entry.split, headers.get(entry.sticky_header))
+        target = self.targets[chosen]
+        if isinstance(entry, SplitEntry):
+            self._metrics.split.labels(asked, chosen, target.version).inc()
+        shadow = self.targets[entry.shadow] if entry.shadow else None
+        return Resolved(target, shadow, asked)
+
+    def versions(self) -> list[Version]:
+        """Every loaded version (ensemble members included)."""
+        out: list[Version] = []
+        for t in self.targets.values():
+            out.extend(t.members if isinstance(t, Ensemble) else [t])
+        return out
+
+    def health(self) -> str | None:
+        """Why some version cannot serve (the process must restart), or ``None``."""
+        for v in self.versions():
+            if (reason := v.health()) is not None:
+                return f"{v.label}: {reason}"
+        return None
+
+    @property
+    def loaded(self) -> bool:
+        """Every version has its engine."""
+        return all(v.engine is not None for v in self.versions())
+
+    @property
+    def queue_depth(self) -> int:
+        """Items waiting for a batch, every version summed."""
+        return sum(v.queue_depth for v in self.versions())
+
+    def flush(self) -> None:
+        """Draining: no version waits for fuller batches."""
+        for v in self.versions():
+            v.flush()
+
+    async def close(self) -> None:
+        """Release every version (the drain)."""
+        for v in self.versions():
+            await v.release(self.settings.request_timeout_s)
+
+    # -- swapping ---------------------------------------------------------------------------------------------
+
+    async def swap(self, name: str, path: Path) -> dict[str, Any]:
+        """Serve bundle ``path`` under ``name`` (a bundle entry), replacing its version without dropping a request."""
+        entry = self.entries.get(name)
+        if entry is None:
+            raise NotFound(f"no model named {name!r}; this server serves {sorted(self.entries)}",
+                           kind="model_not_found")
+        if not isinstance(entry, BundleEntry):
+            raise SwapFailed(f"{name!r} is {'a split' if isinstance(entry, SplitEntry) else 'an ensemble'}; PUT "
+                             "swaps a bundle entry (edit the models file and send SIGHUP for the others)")
+        return await self.apply_entry(entry.model_copy(update={"path": path}))
+
+    async def apply_entry(self, entry: Entry) -> dict[str, Any]:
+        """Make ``entry`` what its name serves: load, switch, release the old (raises :class:`SwapFailed`)."""
+        async with self._lock:
+            check([*(e for n, e in self.entries.items() if n != entry.name), entry])
+            if isinstance(entry, SplitEntry):
+                self.entries[entry.name] = entry
+                return {"model": entry.name, "split": entry.split}
+            old = self.targets.get(entry.name)
+            try:
+                self._check_memory(entry)
+                new = await asyncio.to_thread(self._build, entry)
+                await self._start(new)
+            except InsufficientMemory:
+                self._metrics.swaps.labels(entry.name, "failed").inc()
+                raise
+            except (ServiceError, RewardModelError, OSError) as exc:
+                self._metrics.swaps.labels(entry.name, "failed").inc()
+                log.warning("swap of %s failed; the old version keeps serving: %s", entry.name, exc)
+                raise SwapFailed(f"{entry.name!r} was not swapped, the old version keeps serving: {exc}") from None
+            except Exception as exc:  # a backend's own failure: the old version must keep serving all the same
+                self._metrics.swaps.labels(entry.name, "failed").inc()
+                log.exception("swap of %s failed", entry.name)
+                raise SwapFailed(f"{entry.name!r} was not swapped, the old version keeps serving: "
+                                 f"{type(exc).__name__}: {exc}") from None
+            self.targets[entry.name] = new  # the switch: one assignment, every later request sees the new one
+            self.entries[entry.name] = entry
+            self._metrics.swaps.labels(entry.name, "ok").inc()
+        answered = 0
+        if old is not None:
+            olds = old.members if isinstance(old, Ensemble) else [old]
+            for v in olds:
+                answered += await v.release(self.settings.request_timeout_s + 5)
+        log.info("%s now serves version %s", entry.name, new.version)
+        return {"model": entry.name, "version": new.version,
+                "previous": None if old is None else {"version": old.version, "answered_after_switch": answered,
+                                                      "released": True}}
+
+    async def reload(self, entries: Sequence[Entry]) -> list[dict[str, Any]]:
+        """Apply an edited models file: swap changed entries, add new ones, release removed ones."""
+        check(list(entries))
+        if entries[0].name != self.default:
+            raise ModelsError(f"the first model (the default) must stay {self.default!r}")
+        out = []
+        wanted = {e.name: e for e in entries}
+        for e in entries:
+            if self.entries.get(e.name) != e:
+                out.append(await self.apply_entry(e))
+        for name in [n for n in self.entries if n not in wanted]:
+            async with self._lock:
+                self.entries.pop(name)
+                gone = self.targets.pop(name, None)
+            if gone is not None:
+                for v in gone.members if isinstance(gone, Ensemble) else [gone]:
+                    await v.release(self.settings.request_timeout_s + 5)
+            out.append({"model": name, "removed": True})
+        return out
+
+    def _check_memory(self, entry: Entry) -> None:
+        paths = [entry.path] if isinstance(entry, BundleEntry) else list(getattr(entry, "members", []))
+        s = self._settings_for(entry) if isinstance(entry, (BundleEntry, EnsembleEntry)) else self.settings
+        need = int(MEMORY_OVERHEAD * sum(weights_bytes(Path(p), read_card(p), s.backend, s.variant) for p in paths))
+        have = self.settings.swap_memory_bytes or available_memory()
+        if have and need > have:
+            raise InsufficientMemory(f"{entry.name!r}: loading it needs about {need / 2**20:.0f} MiB beside the "
+                                     f"serving version, and {have / 2**20:.0f} MiB are available; the old version "
+                                     "keeps serving. Free memory, or restart the pod with the new bundle")
+
+
+def pick(split: Mapping[str, float], sticky: str | None) -> str:
+    """A split's target: by weight, the same for the same sticky value (uniform hash), random without one."""
+    u = (int.from_bytes(hashlib.sha256(sticky.encode()).digest()[:8], "big") / 2**64 if sticky is not None
+         else random.random())
+    total = sum(split.values())
+    edge = 0.0
+    for name, weight in split.items():
+        edge += weight / total
+        if u < edge:
+            return name
+    return next(n for n, w in list(split.items())[::-1] if w > 0)
+
+
+def thread_budget(entries: Sequence[Entry], settings: ServiceSettings) -> int:
+    """Intra-op threads per model when the settings leave it to us: the cores split between the models
+    that run on the CPU, so that two models do not each take every core (0: one model, the library decides)."""
+    if settings.threads:
+        return settings.threads
+    models = sum(len(e.members) if isinstance(e, EnsembleEntry) else 1 for e in entries
+                 if not isinstance(e, SplitEntry) and (e.device or settings.device) == "cpu")
+    if models <= 1:
+        return 0
+    return max(1, cpu_count() // models)
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (its affinity mask, which containers' cpusets set)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def weights_bytes(root: Path, card: BundleCard, backend: str, variant: str) -> int:
+    """Bytes of the weight files a backend loads for ``variant``."""
+    if backend == "onnx":
+        record = card.onnx.get(variant, {})
+        files = [root / record["file"]] if "file" in record else []
+        files += [p for p in (root / "onnx").glob("*.data")] if files else []
+    else:
+        files = list(root.glob("*.safetensors"))
+    return sum(p.stat().st_size for p in files if p.is_file())
+
+
+def available_memory() -> int:
+    """Bytes free for a new model: MemAvailable, or what the cgroup limit leaves when that is lower (0: unknown)."""
+    have = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                have = int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            have = min(have, int(limit) - used) if have else int(limit) - used
+    except (OSError, ValueError):
+        pass
+    return max(have, 0)
