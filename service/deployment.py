@@ -174,8 +174,8 @@ def aggregate(members: npt.NDArray[np.float64], how: Aggregate, uwo_lambda: floa
 class Ensemble:
     """Several versions scoring every item; the reward aggregates their rewards standardized by each card."""
 
-    def __init__(self, name: str, members: Sequence[Version], how: Aggregate, uwo_lambda: float,
-                 metrics: Metrics) -> None:
+    def __init__(self, name: str, members: Sequence[Version], member_names: Sequence[str], how: Aggregate,
+                 uwo_lambda: float, metrics: Metrics) -> None:
         missing = [m.root for m in members if m.card.normalization is None]
         if missing:
             raise ServiceError(f"ensemble {name!r}: members {missing} record no normalization in their card; "
@@ -186,7 +186,7 @@ class Ensemble:
         self.uwo_lambda = uwo_lambda
         parts = "|".join([how, f"{uwo_lambda:g}", *(m.version for m in members)])
         self.version = hashlib.sha256(parts.encode()).hexdigest()[:12]
-        self.member_names = _unique([m.root.name or m.name for m in members])
+        self.member_names = list(member_names)
         self._disagreement = metrics.ensemble_std.labels(name)
 
     @contextmanager
@@ -220,12 +220,3 @@ class Ensemble:
                       Timings(max(r.timings.tokenize_s for r in results), max(r.timings.queue_s for r in results),
                               max(r.timings.inference_s for r in results)),
                       model=self.name, version=self.version, details=per_member)
-
-
-def _unique(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for n in names:
-        seen[n] = seen.get(n, 0) + 1
-        out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
-    return out

@@ -22,6 +22,7 @@ and a new file's entries says what a SIGHUP must swap.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -131,14 +132,19 @@ def read_models_file(path: Path) -> list[Entry]:
         row = dict(row)
         # relative bundle paths are relative to the file, so a file and its bundles can move together
         if "path" in row:
-            row["path"] = str(base / str(row["path"]))
+            row["path"] = _located(base, row["path"])
         if isinstance(row.get("members"), list):
-            row["members"] = [str(base / str(m)) for m in row["members"]]
+            row["members"] = [_located(base, m) for m in row["members"]]
         entries.append(_parse(row, f"{path}: models[{i}]"))
     try:
         return check(entries)
     except ModelsError as exc:
         raise ModelsError(f"{path}: {exc.message}") from None
+
+
+def _located(base: Path, value: Any) -> str:
+    """A bundle path of the file: ``~`` and ``$VARS`` expanded, relative to the file's directory."""
+    return str(base / os.path.expandvars(os.path.expanduser(str(value))))
 
 
 def _parse(row: dict[str, Any], where: str) -> Entry:

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import random
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +81,10 @@ class Registry:
         if isinstance(entry, BundleEntry):
             name = self.settings.model_name if len(self.entries) == 1 and self.settings.model_name else entry.name
             return Version(name, entry.path, s, self._metrics)
-        members = [Version(entry.name, Path(p), s, self._metrics) for p in entry.members]
-        return Ensemble(entry.name, members, entry.aggregate, entry.uwo_lambda, self._metrics)
+        names = member_names([Path(p) for p in entry.members])
+        members = [Version(f"{entry.name}/{n}", Path(p), s, self._metrics)
+                   for n, p in zip(names, entry.members, strict=True)]
+        return Ensemble(entry.name, members, names, entry.aggregate, entry.uwo_lambda, self._metrics)
 
     async def _start(self, target: Version | Ensemble) -> None:
         versions = target.members if isinstance(target, Ensemble) else [target]
@@ -113,7 +116,8 @@ class Registry:
         target = self.targets[chosen]
         if isinstance(entry, SplitEntry):
             self._metrics.split.labels(asked, chosen, target.version).inc()
-        shadow = self.targets[entry.shadow] if entry.shadow else None
+        # during a reload, a shadow named by a new entry starts once that entry has loaded
+        shadow = self.targets.get(entry.shadow) if entry.shadow else None
         return Resolved(target, shadow, asked)
 
     def versions(self) -> list[Version]:
@@ -164,9 +168,9 @@ class Registry:
         return await self.apply_entry(entry.model_copy(update={"path": path}))
 
     async def apply_entry(self, entry: Entry) -> dict[str, Any]:
-        """Make ``entry`` what its name serves: load, switch, release the old (raises :class:`SwapFailed`)."""
+        """Make ``entry`` what its name serves: load, switch, release the old (raises :class:`SwapFailed`).
+        The caller has checked the entries as a whole (names it refers to exist or load before it)."""
         async with self._lock:
-            check([*(e for n, e in self.entries.items() if n != entry.name), entry])
             if isinstance(entry, SplitEntry):
                 self.entries[entry.name] = entry
                 return {"model": entry.name, "split": entry.split}
@@ -207,7 +211,8 @@ class Registry:
             raise ModelsError(f"the first model (the default) must stay {self.default!r}")
         out = []
         wanted = {e.name: e for e in entries}
-        for e in entries:
+        # what loads models first, so that the splits switched next find their targets
+        for e in sorted(entries, key=lambda e: isinstance(e, SplitEntry)):
             if self.entries.get(e.name) != e:
                 out.append(await self.apply_entry(e))
         for name in [n for n in self.entries if n not in wanted]:
@@ -229,6 +234,16 @@ class Registry:
             raise InsufficientMemory(f"{entry.name!r}: loading it needs about {need / 2**20:.0f} MiB beside the "
                                      f"serving version, and {have / 2**20:.0f} MiB are available; the old version "
                                      "keeps serving. Free memory, or restart the pod with the new bundle")
+
+
+def member_names(paths: Sequence[Path]) -> list[str]:
+    """Ensemble members' names: their directories' names, numbered where two are the same."""
+    seen: Counter[str] = Counter()
+    out = []
+    for p in paths:
+        seen[p.name] += 1
+        out.append(p.name if seen[p.name] == 1 else f"{p.name}#{seen[p.name]}")
+    return out
 
 
 def pick(split: Mapping[str, float], sticky: str | None) -> str:

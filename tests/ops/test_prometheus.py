@@ -201,7 +201,7 @@ def test_dashboard_variables_list_the_pod_and_model(prometheus: str, loaded: Run
         assert series and series.group(2) == label
         selector = series.group(1).replace("$model", ".*")
         values = httpx.get(prometheus + f"/api/v1/label/{label}/values", params={"match[]": selector}).json()["data"]
-        expected = ["ens", "rm", "rm-int8"] if name == "model" else [TARGET_LABELS["pod"]]
+        expected = ["ens/bert", "ens/bert#2", "rm", "rm-int8"] if name == "model" else [TARGET_LABELS["pod"]]
         assert values == expected
     targets = [t for p in dashboard["panels"] for t in p.get("targets", [])]
     assert all(t["datasource"]["uid"] == "${datasource}" for t in targets)

@@ -57,6 +57,14 @@ def test_a_wrong_models_file_says_what_and_where(tmp_path: Path, models: list[di
     assert says in caught.value.message
 
 
+def test_the_example_models_file_reads_with_home_expanded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    entries = read_models_file(Path(__file__).resolve().parents[2] / "examples" / "models.yaml")
+    assert [e.name for e in entries] == ["demo-int8", "demo-fp32", "chat", "seeds"]
+    first = entries[0]
+    assert isinstance(first, BundleEntry) and first.path == tmp_path / ".cache/rewardserve/demo-minilm"
+
+
 def test_model_flags_name_bundles_by_name_or_by_card(trained_bert_bundle: Path) -> None:
     named, = entries_from_flags((f"rm={trained_bert_bundle}",))
     assert named.name == "rm"
