@@ -6,6 +6,7 @@
 * 429, 502, 503 and 504 answers and connection failures are retried with exponential backoff and jitter;
   a ``Retry-After`` header is honoured. Scoring is idempotent, so a retry is always safe.
 * One connection pool per client (keep-alive); use it as a context manager or call ``close()``.
+* ``model="NAME"`` sends every request to that served model (a server may serve several).
 
 Example (PPO reward step)::
 
@@ -56,11 +57,12 @@ class RetryPolicy:
 class _Protocol:
     """What the sync and async clients share: request bodies, chunking, the retry decision, parsing."""
 
-    def __init__(self, max_items_per_request: int, retry: RetryPolicy) -> None:
+    def __init__(self, max_items_per_request: int, retry: RetryPolicy, model: str | None) -> None:
         if max_items_per_request < 1:
             raise ValueError("max_items_per_request must be at least 1")
         self.max_items = max_items_per_request
         self.retry = retry
+        self._model = {} if model is None else {"model": model}
 
     @staticmethod
     def _headers(api_key: str | None) -> dict[str, str]:
@@ -68,7 +70,7 @@ class _Protocol:
 
     def _score_bodies(self, items: Sequence[Item], normalize: bool | None) -> list[dict[str, Any]]:
         wire = [it if isinstance(it, dict) else {"prompt": it[0], "completion": it[1]} for it in items]
-        extra = {} if normalize is None else {"normalize": normalize}
+        extra = {**self._model, **({} if normalize is None else {"normalize": normalize})}
         return [{"items": wire[i:i + self.max_items], **extra} for i in range(0, len(wire), self.max_items)]
 
     @staticmethod
@@ -106,8 +108,8 @@ class RewardClient(_Protocol):
 
     def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 120.0,
                  max_items_per_request: int = 256, retry: RetryPolicy | None = None,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        super().__init__(max_items_per_request, retry or RetryPolicy())
+                 transport: httpx.BaseTransport | None = None, model: str | None = None) -> None:
+        super().__init__(max_items_per_request, retry or RetryPolicy(), model)
         self._http = httpx.Client(base_url=base_url, headers=self._headers(api_key), timeout=timeout_s,
                                   transport=transport)
 
@@ -122,7 +124,8 @@ class RewardClient(_Protocol):
 
     def rerank(self, prompt: Any, completions: Sequence[str], top_k: int | None = None) -> dict[str, Any]:
         """``/rerank``'s answer: ``results`` best first and ``best_index``."""
-        return self._post("/rerank", {"prompt": prompt, "completions": list(completions), "top_k": top_k})
+        return self._post("/rerank", {"prompt": prompt, "completions": list(completions), "top_k": top_k,
+                                      **self._model})
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         attempt = 0
@@ -155,8 +158,8 @@ class AsyncRewardClient(_Protocol):
 
     def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 120.0,
                  max_items_per_request: int = 256, concurrency: int = 4, retry: RetryPolicy | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        super().__init__(max_items_per_request, retry or RetryPolicy())
+                 transport: httpx.AsyncBaseTransport | None = None, model: str | None = None) -> None:
+        super().__init__(max_items_per_request, retry or RetryPolicy(), model)
         self._http = httpx.AsyncClient(base_url=base_url, headers=self._headers(api_key), timeout=timeout_s,
                                        transport=transport)
         self._slots = asyncio.Semaphore(concurrency)
@@ -173,7 +176,8 @@ class AsyncRewardClient(_Protocol):
 
     async def rerank(self, prompt: Any, completions: Sequence[str], top_k: int | None = None) -> dict[str, Any]:
         """``/rerank``'s answer."""
-        return await self._post("/rerank", {"prompt": prompt, "completions": list(completions), "top_k": top_k})
+        return await self._post("/rerank", {"prompt": prompt, "completions": list(completions), "top_k": top_k,
+                                      **self._model})
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         attempt = 0

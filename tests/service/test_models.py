@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from rewardmodel import read_card
+from rewardserve.client import RewardClient
 from service.deployment import aggregate
 from service.registry import cpu_count
 from tests.server import error_of, running
@@ -53,8 +54,11 @@ def test_two_named_models_each_answer_with_their_version_and_the_first_is_the_de
         classify = httpx.post(live.url + "/classify", json={"model": "some-hub/name", "input": "hello world"})
         assert classify.status_code == 200 and classify.json()["model"] == "bert"
         assert httpx.post(live.url + "/classify", json={"model": "llama", "input": "x"}).json()["model"] == "llama"
+        with RewardClient(live.url, model="llama") as client:  # the client names the model on every request
+            np.testing.assert_allclose(client.score(ITEMS), offline(llama_onnx_bundle, ITEMS), atol=1e-5)
+            assert client.rerank("how are you ?", ["a", "b"])["model"] == "llama"
         # per-model series: each version's items are counted under its own labels
-        assert live.metric("rewardserve_items_total", model="llama", version=versions["llama"]) == len(ITEMS) + 1
+        assert live.metric("rewardserve_items_total", model="llama", version=versions["llama"]) == 2 * len(ITEMS) + 3
 
 
 def test_the_same_bundle_as_fp32_and_int8_is_two_versions_with_their_own_scores(bert_onnx_bundle: Path,
