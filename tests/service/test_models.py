@@ -132,9 +132,11 @@ def test_a_swap_under_load_drops_nothing_and_every_answer_comes_from_exactly_one
                 item = ITEMS[i % 4]
                 want = offline(expected[version], [item, ("hello", f" {client_id}")])
                 np.testing.assert_allclose(scores, want, atol=1e-4)
-        # the old version answered its last requests before it was released (the PUT answers after that),
-        # and nothing sent after the swap reached it
-        assert max(received for _, received, _, v, _ in flat if v == old) <= swapped_at
+        # the switch is one step: each client sees the old version, then only the new one; nothing sent after
+        # the PUT's answer (which comes once the old version is released) reached the old version
+        for per_client in answers:
+            seen = [v for _, _, _, v, _ in per_client]
+            assert seen == sorted(seen, key=lambda v: v == new), seen
         assert all(v == new for sent, _, _, v, _ in flat if sent > swapped_at)
         assert live.metric("rewardserve_model_swaps_total", model="rm", result="ok") == 1
         assert live.metric("rewardserve_model_info", version=old) == 0  # released: its series is gone
