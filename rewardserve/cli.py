@@ -1,4 +1,5 @@
-"""The ``rewardserve`` command: ``train``, ``eval``, ``export``, ``serve``, ``demo``, ``feedback``, ``compare``.
+"""The ``rewardserve`` command: ``train``, ``eval``, ``export``, ``serve``, ``demo``, ``feedback``, ``compare``,
+``monitor``.
 
 This module only parses arguments and dispatches; each stage package is imported lazily inside its
 subcommand, so ``rewardserve --help`` is instant and a serving install never imports torch for it.
@@ -22,6 +23,7 @@ from feedback.errors import FeedbackError
 from rewardmodel import RewardModelError
 from rewardserve.compare_cli import add_compare
 from rewardserve.feedback_cli import add_feedback
+from rewardserve.monitor_cli import add_monitor
 from service.errors import ServiceError
 
 DEMO_BUNDLE = "demo-minilm"
@@ -260,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     add_feedback(sub, _emit)
     add_compare(sub, _emit)
+    add_monitor(sub)
     return parser
 
 

@@ -219,4 +219,5 @@ class Ensemble:
         return Scored(scores, True, first.input_tokens, first.truncated_items, scores,
                       Timings(max(r.timings.tokenize_s for r in results), max(r.timings.queue_s for r in results),
                               max(r.timings.inference_s for r in results)),
-                      model=self.name, version=self.version, details=per_member)
+                      model=self.name, version=self.version, details=per_member, lengths=first.lengths,
+                      truncated_flags=first.truncated_flags, disagreement=[float(s) for s in std])

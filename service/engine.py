@@ -69,6 +69,12 @@ class Scored:
     """The content id of what scored (``x-model-version``)."""
     details: list[dict[str, Any]] | None = None
     """An ensemble's per-item member scores and their std, when asked for."""
+    lengths: list[int] | None = None
+    """Completion tokens of each item (the monitors read them)."""
+    truncated_flags: list[bool] | None = None
+    """Whether each item was cut to the token limit."""
+    disagreement: list[float] | None = None
+    """An ensemble's per-item std across members."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,8 @@ class Engine:
             names = self._criteria.names
             per_criterion = [{n: float(v) for n, v in zip(names, row, strict=True)} for row in outputs]
         return Scored([float(s) for s in scores], normalize, tokens, truncated, [float(r) for r in raw],
-                      Timings(tokenize_s, result.queue_s, result.inference_s), per_criterion)
+                      Timings(tokenize_s, result.queue_s, result.inference_s), per_criterion,
+                      lengths=[e.completion_tokens for e in encoded], truncated_flags=[e.truncated for e in encoded])
 
     def _weights(self, criteria: bool, weights: dict[str, float] | None, normalize: bool) -> list[float] | None:
         """The request's reward weights in output order (None: the card's); 400 for what this model lacks."""

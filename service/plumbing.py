@@ -17,6 +17,9 @@ from service.engine import Scored, ScoreInput
 from service.errors import ClientClosed, Forbidden, Unauthorized
 from service.state import ServiceState
 
+MAX_RUN_ID = 64
+"""``x-run-id`` becomes a metric label: cut to this many characters."""
+
 
 def service_state(request: Request) -> ServiceState:
     """The app's :class:`ServiceState`."""
@@ -98,6 +101,7 @@ async def score_for(request: Request, response: Response, inputs: Sequence[Score
         if not work.done():
             raise ClientClosed("the client disconnected before its scores were ready")
         scored = work.result()
+    state.monitor(resolved, request.headers.get("x-run-id", "")[:MAX_RUN_ID], inputs, scored)
     state.shadow(resolved, inputs, scored, rerank)
     response.headers.update(scored.timings.headers())
     response.headers["x-model-version"] = scored.version

@@ -15,7 +15,7 @@ import logging
 import os
 import random
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,8 +49,10 @@ class Registry:
     """Named targets; the event loop is the only writer (swaps are serialized by a lock)."""
 
     def __init__(self, entries: Sequence[Entry], settings: ServiceSettings, metrics: Metrics,
-                 load: BackendLoader) -> None:
+                 load: BackendLoader, released: Callable[[str, str], None] = lambda name, version: None) -> None:
         self.settings = settings
+        self._released = released
+        """Told (name, version) of each target released, so its monitors go with it."""
         self._metrics = metrics
         self._load = load
         self._lock = asyncio.Lock()
@@ -199,6 +201,7 @@ class Registry:
             olds = old.members if isinstance(old, Ensemble) else [old]
             for v in olds:
                 answered += await v.release(self.settings.request_timeout_s + 5)
+            self._released(old.name, old.version)
         log.info("%s now serves version %s", entry.name, new.version)
         return {"model": entry.name, "version": new.version,
                 "previous": None if old is None else {"version": old.version, "answered_after_switch": answered,
@@ -222,6 +225,7 @@ class Registry:
             if gone is not None:
                 for v in gone.members if isinstance(gone, Ensemble) else [gone]:
                     await v.release(self.settings.request_timeout_s + 5)
+                self._released(gone.name, gone.version)
             out.append({"model": name, "removed": True})
         return out
 

@@ -87,6 +87,12 @@ class ServiceSettings(BaseSettings):
                                                     "must then send it)")
     normalize: bool = Field(False, description="default for requests that do not say: centre scores with the "
                                                "card's normalization, (r - mean) / std")
+    monitors: bool = Field(True, description="serve-time reward-hacking monitors (rewardserve_monitor_*): rolling "
+                           "windows of what each model scores, per x-run-id; figures are computed at scrape time")
+    monitor_window_items: int = Field(10_000, ge=10, description="items each monitor keeps (per model version "
+                                      "and run): the window=items figures, and the bound on the window=5m ones")
+    monitor_max_runs: int = Field(32, ge=1, description="x-run-id values monitored at once; the least recently "
+                                  "used is dropped beyond it (a label per run: bounded series)")
     tokenizer_threads: int = Field(2, ge=1, description="threads that tokenize requests off the event loop")
     warmup: bool = Field(True, description="run a few batches before /readyz says ready")
     trust_remote_code: bool = Field(False, description="torch backend: allow a checkpoint's own Python code")

@@ -16,10 +16,11 @@ import numpy as np
 
 from service.backends import Backend, load_backend
 from service.deployment import BackendLoader, Ensemble, Version
-from service.engine import Engine, Scored, ScoreInput
+from service.engine import Engine, Scored, ScoreInput, WholeText
 from service.errors import NotReady, ServiceError
 from service.metrics import Metrics
 from service.models_file import Entry, SplitEntry, read_models_file
+from service.monitors import Monitors, Observed
 from service.registry import Registry, Resolved
 from service.settings import ServiceSettings
 
@@ -35,7 +36,10 @@ class ServiceState:
                  on_fatal: Callable[[str], None] | None = None, load: BackendLoader = load_backend) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.registry = Registry(entries, settings, metrics, load)
+        self.monitors = (Monitors(metrics.registry, settings.monitor_window_items, settings.monitor_max_runs)
+                         if settings.monitors else None)
+        self.registry = Registry(entries, settings, metrics, load,
+                                 self.monitors.forget if self.monitors else lambda name, version: None)
         self.draining = False
         self.started = False
         self.load_error: str | None = None
@@ -115,6 +119,17 @@ class ServiceState:
             yield
         finally:
             self.admitted -= 1
+
+    def monitor(self, resolved: Resolved, run: str, inputs: Sequence[ScoreInput], scored: Scored) -> None:
+        """Feed the reward-hacking monitors one request's items (raw rewards; see :mod:`service.monitors`)."""
+        if self.monitors is None or scored.lengths is None or scored.truncated_flags is None:
+            return
+        target = resolved.target
+        reference = target.card.normalization if isinstance(target, Version) else None
+        texts = [x.text if isinstance(x, WholeText) else x[1] for x in inputs]
+        self.monitors.observe(target.name, target.version, run, reference,
+                              Observed(scored.raw_scores, scored.lengths, scored.truncated_flags, texts,
+                                       scored.disagreement))
 
     def shadow(self, resolved: Resolved, inputs: Sequence[ScoreInput], primary: Scored, rerank: bool) -> None:
         """Score the same inputs on the request's shadow in the background and record how they agree."""

@@ -209,7 +209,7 @@ def test_dashboard_variables_list_the_pod_and_model(prometheus: str, loaded: Run
 
 def test_every_alert_and_autoscaler_query_returns_data(prometheus: str) -> None:
     queries = {**alert_signals(), **autoscaler_queries()}
-    assert len(queries) == 10
+    assert len(queries) == 14
     empty = {name: q for name, q in queries.items() if not _has_data(prometheus, q)}
     assert not empty, f"queries without data: {empty}"
     # the signals read the state of a healthy, loaded service
