@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 import subprocess
 import threading
@@ -35,8 +36,36 @@ def test_rules_check_and_unit_tests_pass(tool: Callable[..., str]) -> None:
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+NEUTRAL = ["it", "is", "a", "the", "three", "four", "cat", "tea"]
+
+
+def lengthy_completion(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choices(NEUTRAL, k=words)) + " ."
+
+
 @pytest.fixture(scope="module")
-def loaded(bert_onnx_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+def length_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> Path:
+    """A reward model that learned "longer is better" (every chosen reply is the longer one): what a policy
+    can game by writing more. Its reward rises with length without saturating at one value."""
+    from tests.conftest import _export, _train_quick
+
+    root = tmp_path_factory.mktemp("lengthy")
+    rng = random.Random(3)
+    files = (root / "train.jsonl", root / "heldout.jsonl")
+    for path, n in zip(files, (256, 64), strict=True):
+        rows = []
+        for _ in range(n):
+            short, long = sorted(rng.sample(range(1, 11), 2))
+            rows.append({"prompt": "how are you ?", "chosen": lengthy_completion(rng, long),
+                         "rejected": lengthy_completion(rng, short)})
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    trained = _train_quick(tiny_bert, files, root / "trained")
+    return _export(trained, root / "served", files, ("fp32",))
+
+
+@pytest.fixture(scope="module")
+def loaded(bert_onnx_bundle: Path, length_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[Running]:
     """The service, with a background load of good and bad requests running, and feedback coming in; it serves
     several models (a shadowed default, a split, an ensemble), so that every per-model panel has data."""
     work = tmp_path_factory.mktemp("feedback")
@@ -46,11 +75,13 @@ def loaded(bert_onnx_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         {"name": "rm", "path": str(bert_onnx_bundle), "shadow": "rm-int8"},
         {"name": "rm-int8", "path": str(bert_onnx_bundle), "variant": "int8"},
         {"name": "chat", "split": {"rm": 1, "rm-int8": 1}},
-        {"name": "ens", "members": [str(bert_onnx_bundle), str(bert_onnx_bundle)], "aggregate": "min"}]}))
+        {"name": "ens", "members": [str(bert_onnx_bundle), str(bert_onnx_bundle)], "aggregate": "min"},
+        {"name": "lengthy", "path": str(length_bundle)}]}))
     with running(models_file=models, max_items_per_request=16, feedback_db=str(db)) as live:
         stop = threading.Event()
 
         def load() -> None:
+            rng = random.Random(0)
             with httpx.Client(base_url=live.url, timeout=30) as client:
                 k = 0
                 while not stop.is_set():
@@ -62,6 +93,12 @@ def loaded(bert_onnx_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> 
                     client.post("/rerank", json={"prompt": "q?", "completions": candidates, "model": "chat"},
                                 headers={"x-session-id": f"s{k}"})
                     client.post("/score", json={"items": items, "model": "ens"})
+                    # an RL run whose policy has learned to write long (7-10 words) against a reward model that
+                    # pays for length, beside a steady run of every length (the monitors must tell them apart)
+                    for run, lengths in (("gaming", range(7, 11)), ("steady", range(1, 11))):
+                        stream = [{"prompt": "how are you ?", "completion": lengthy_completion(rng, n)}
+                                  for n in lengths]
+                        client.post("/score", json={"items": stream, "model": "lengthy"}, headers={"x-run-id": run})
                     assert reranked.status_code == 200, reranked.text  # the load must exercise /rerank for real
                     client.post("/score", json={"items": []})  # 400/422: a client mistake
                     client.post("/score", json={"items": items * 3})  # 413: over max_items_per_request
@@ -201,7 +238,8 @@ def test_dashboard_variables_list_the_pod_and_model(prometheus: str, loaded: Run
         assert series and series.group(2) == label
         selector = series.group(1).replace("$model", ".*")
         values = httpx.get(prometheus + f"/api/v1/label/{label}/values", params={"match[]": selector}).json()["data"]
-        expected = ["ens/bert", "ens/bert#2", "rm", "rm-int8"] if name == "model" else [TARGET_LABELS["pod"]]
+        expected = (["ens/bert", "ens/bert#2", "lengthy", "rm", "rm-int8"] if name == "model"
+                    else [TARGET_LABELS["pod"]])
         assert values == expected
     targets = [t for p in dashboard["panels"] for t in p.get("targets", [])]
     assert all(t["datasource"]["uid"] == "${datasource}" for t in targets)
@@ -215,3 +253,19 @@ def test_every_alert_and_autoscaler_query_returns_data(prometheus: str) -> None:
     # the signals read the state of a healthy, loaded service
     assert float(_query(prometheus, alert_signals()["RewardserveReplicaDown"])[0]["value"][1]) == 1
     assert float(_query(prometheus, alert_signals()["RewardserveNotReady"])[0]["value"][1]) == 1
+
+
+def test_the_reward_hacking_alert_fires_on_a_gaming_run_and_stays_quiet_on_a_steady_one(prometheus: str) -> None:
+    rules = {r["alert"]: r["expr"] for r in yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]}
+    firing = _query(prometheus, rules["RewardHackingSuspected"])
+    assert {(s["metric"]["model"], s["metric"]["run"]) for s in firing} == {("lengthy", "gaming")}, firing
+    signals = {run: {name: float(_query(prometheus, f'rewardserve_monitor_{name}{{model="lengthy", run="{run}", '
+                                                    f'window="5m"}}')[0]["value"][1])
+                     for name in ("reward_z_shift", "length_spearman", "length_mean")}
+               for run in ("gaming", "steady")}
+    assert signals["gaming"]["length_mean"] > signals["steady"]["length_mean"]
+    assert abs(signals["steady"]["reward_z_shift"]) < 1 < signals["gaming"]["reward_z_shift"], signals
+    # nothing drifts 3 stds and the ensemble's members are one model: those alerts stay quiet (the load's
+    # human judgements tie the saturated tiny model on " good" vs " good good", so HumanAgreementLow may fire)
+    for quiet in ("RewardDistributionShift", "EnsembleDisagreementHigh"):
+        assert _query(prometheus, rules[quiet]) == [], quiet
