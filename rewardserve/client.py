@@ -6,7 +6,8 @@
 * 429, 502, 503 and 504 answers and connection failures are retried with exponential backoff and jitter;
   a ``Retry-After`` header is honoured. Scoring is idempotent, so a retry is always safe.
 * One connection pool per client (keep-alive); use it as a context manager or call ``close()``.
-* ``model="NAME"`` sends every request to that served model (a server may serve several).
+* ``model="NAME"`` sends every request to that served model (a server may serve several);
+  ``run_id="ppo-7"`` sends ``x-run-id``, so the server's reward-health monitors keep this RL run apart.
 
 Example (PPO reward step)::
 
@@ -65,8 +66,9 @@ class _Protocol:
         self._model = {} if model is None else {"model": model}
 
     @staticmethod
-    def _headers(api_key: str | None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    def _headers(api_key: str | None, run_id: str | None = None) -> dict[str, str]:
+        return {**({"Authorization": f"Bearer {api_key}"} if api_key else {}),
+                **({"x-run-id": run_id} if run_id else {})}
 
     def _score_bodies(self, items: Sequence[Item], normalize: bool | None) -> list[dict[str, Any]]:
         wire = [it if isinstance(it, dict) else {"prompt": it[0], "completion": it[1]} for it in items]
@@ -108,9 +110,10 @@ class RewardClient(_Protocol):
 
     def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 120.0,
                  max_items_per_request: int = 256, retry: RetryPolicy | None = None,
-                 transport: httpx.BaseTransport | None = None, model: str | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, model: str | None = None,
+                 run_id: str | None = None) -> None:
         super().__init__(max_items_per_request, retry or RetryPolicy(), model)
-        self._http = httpx.Client(base_url=base_url, headers=self._headers(api_key), timeout=timeout_s,
+        self._http = httpx.Client(base_url=base_url, headers=self._headers(api_key, run_id), timeout=timeout_s,
                                   transport=transport)
 
     def score(self, items: Sequence[Item], normalize: bool | None = None) -> list[float]:
@@ -158,9 +161,10 @@ class AsyncRewardClient(_Protocol):
 
     def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 120.0,
                  max_items_per_request: int = 256, concurrency: int = 4, retry: RetryPolicy | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None, model: str | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, model: str | None = None,
+                 run_id: str | None = None) -> None:
         super().__init__(max_items_per_request, retry or RetryPolicy(), model)
-        self._http = httpx.AsyncClient(base_url=base_url, headers=self._headers(api_key), timeout=timeout_s,
+        self._http = httpx.AsyncClient(base_url=base_url, headers=self._headers(api_key, run_id), timeout=timeout_s,
                                        transport=transport)
         self._slots = asyncio.Semaphore(concurrency)
 

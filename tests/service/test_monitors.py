@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rewardmodel import Normalization
 from rewardmodel.metrics import pearson, rankdata
+from rewardserve.client import RewardClient
 from service.monitors import Monitors, Observed
 from tests.rewardserve.test_cli import run_cli
 from tests.server import running
@@ -110,6 +111,8 @@ def test_a_served_model_exports_its_monitors_per_run(bert_onnx_bundle: Path, tmp
     with running(models_file=path) as live:
         for _ in range(3):
             assert httpx.post(live.url + "/score", json=body, headers={"x-run-id": "ppo-7"}).status_code == 200
+        with RewardClient(live.url, run_id="grpo-1") as client:  # the client sends x-run-id for the trainer
+            client.score_pairs([p for p, _ in items], [c for _, c in items])
         assert httpx.post(live.url + "/score", json=body).status_code == 200
         assert httpx.post(live.url + "/score", json={**body, "model": "ens"}).status_code == 200
         version = httpx.get(live.url + "/v1/models").json()["data"][0]["version"]
@@ -119,6 +122,7 @@ def test_a_served_model_exports_its_monitors_per_run(bert_onnx_bundle: Path, tmp
         labels = {"model": "rm", "version": version, "run": "ppo-7", "window": "items"}
         assert _monitor(live.url, "items", **labels) == 12
         assert _monitor(live.url, "items", **{**labels, "run": ""}) == 4
+        assert _monitor(live.url, "items", **{**labels, "run": "grpo-1"}) == 4
         assert _monitor(live.url, "reward_mean", **labels) == pytest.approx(raw.mean(), abs=1e-5)
         assert _monitor(live.url, "reward_z_shift", **labels) == pytest.approx((raw.mean() - norm.mean) / norm.std,
                                                                               abs=1e-5)
