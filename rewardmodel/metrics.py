@@ -66,16 +66,18 @@ def _bucket_name(i: int) -> str:
 
 
 def rankdata(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Ranks starting at 1, ties given their average rank (as ``scipy.stats.rankdata``)."""
+    """Ranks starting at 1, ties given their average rank (as ``scipy.stats.rankdata``), vectorized: the
+    monitors rank 10k-item windows at every scrape."""
+    values = np.asarray(values)
+    n = len(values)
     order = np.argsort(values, kind="mergesort")
-    sorted_vals = values[order]
-    ranks = np.empty(len(values), dtype=np.float64)
-    start = 0
-    for end in range(1, len(values) + 1):
-        if end == len(values) or sorted_vals[end] != sorted_vals[start]:
-            ranks[order[start:end]] = (start + end + 1) / 2.0
-            start = end
-    return ranks
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n)
+    ordered = values[order]
+    starts = np.r_[True, ordered[1:] != ordered[:-1]] if n else np.zeros(0, dtype=bool)
+    group = np.cumsum(starts)[position]  # 1-based tie group of each value
+    edges = np.r_[np.nonzero(starts)[0], n]  # where each group starts, and the end
+    return 0.5 * (edges[group - 1] + edges[group] + 1).astype(np.float64)
 
 
 def pearson(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> float:

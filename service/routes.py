@@ -130,4 +130,5 @@ async def readyz(request: Request) -> dict[str, str]:
             response_class=Response, responses={200: {"content": {"text/plain": {}}, "description": "exposition"}})
 async def metrics(request: Request) -> Response:
     """The exposition text of DESIGN §6's metrics."""
-    return Response(service_state(request).metrics.render(), media_type=CONTENT_TYPE)
+    # on a thread: the monitors compute their windows' figures during the scrape, off the event loop
+    return Response(await asyncio.to_thread(service_state(request).metrics.render), media_type=CONTENT_TYPE)
