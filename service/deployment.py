@@ -142,10 +142,11 @@ class Version:
         if self.engine is not None:
             self.engine.scheduler.flush()
 
-    async def release(self, timeout_s: float) -> int:
+    async def release(self, timeout_s: float, forget: bool = True) -> int:
         """Wait for the requests admitted to this version (up to ``timeout_s``), finish the queue, free the model.
 
-        Returns how many requests were still being answered when the release began."""
+        ``forget``: drop its metric series too (not when the same version was reloaded: they are the new
+        one's). Returns how many requests were still being answered when the release began."""
         self.released = True  # admits nothing new
         waiting = self.admitted
         deadline = time.monotonic() + timeout_s
@@ -156,7 +157,8 @@ class Version:
             self.engine.close()
         if self.backend is not None:
             await asyncio.to_thread(self.backend.close)
-        self._metrics.forget()
+        if forget:
+            self._metrics.forget()
         log.info("released %s after its last %d requests", self.label, waiting)
         return waiting
 

@@ -199,9 +199,11 @@ class Registry:
         answered = 0
         if old is not None:
             olds = old.members if isinstance(old, Ensemble) else [old]
-            for v in olds:
-                answered += await v.release(self.settings.request_timeout_s + 5)
-            self._released(old.name, old.version)
+            kept = {v.version for v in (new.members if isinstance(new, Ensemble) else [new])}
+            for v in olds:  # a reload of the same files keeps its series: they are the new version's now
+                answered += await v.release(self.settings.request_timeout_s + 5, forget=v.version not in kept)
+            if old.version != new.version:
+                self._released(old.name, old.version)
         log.info("%s now serves version %s", entry.name, new.version)
         return {"model": entry.name, "version": new.version,
                 "previous": None if old is None else {"version": old.version, "answered_after_switch": answered,

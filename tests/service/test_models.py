@@ -141,6 +141,13 @@ def test_a_swap_under_load_drops_nothing_and_every_answer_comes_from_exactly_one
         assert live.metric("rewardserve_model_swaps_total", model="rm", result="ok") == 1
         assert live.metric("rewardserve_model_info", version=old) == 0  # released: its series is gone
         assert live.metric("rewardserve_model_info", version=new) == 1
+        # a reload of the same bundle is a swap to the same version: its series stay and keep counting
+        again = httpx.put(live.url + "/admin/models/rm", json={"path": str(llama_onnx_bundle)}, headers=ADMIN)
+        assert again.status_code == 200 and again.json()["version"] == new
+        before = live.metric("rewardserve_items_total", model="rm", version=new)
+        assert httpx.post(live.url + "/score", json=BODY).headers["x-model-version"] == new
+        assert live.metric("rewardserve_items_total", model="rm", version=new) == before + len(ITEMS)
+        assert live.metric("rewardserve_model_info", version=new) == 1
 
 
 def test_a_failed_swap_keeps_the_old_version_serving_and_says_why(bert_onnx_bundle: Path, llama_onnx_bundle: Path,
