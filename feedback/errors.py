@@ -4,6 +4,7 @@ Hierarchy (status in brackets)::
 
     FeedbackError                base (a bug if it escapes untranslated: 500)
     ├── InvalidFeedback    [422] an event breaks the event rules (names the event's index and field)
+    ├── UnknownTask        [404] no labeling task with that id
     ├── Conflict           [409] an event id is already stored with different content
     └── FeedbackUnavailable [503] the database cannot be reached or is busy (Retry-After)
 
@@ -40,6 +41,14 @@ class InvalidFeedback(FeedbackError):
     kind = "validation_error"
     status = 422
     description = "an event breaks the event rules (the message names its index and field)"
+
+
+class UnknownTask(FeedbackError):
+    """A labeling submission names a task the queue does not hold."""
+
+    kind = "unknown_task"
+    status = 404
+    description = "no labeling task with that id"
 
 
 class Conflict(FeedbackError):

@@ -39,6 +39,8 @@ from rewardmodel.records import ranking_groups
 MAX_EVENTS = 1000
 """Events in one ``POST /feedback``; a client with more sends several batches."""
 MAX_COMPLETIONS = 64
+MAX_LABEL_COMPLETIONS = 9
+"""Completions of one labeling task: the page ranks them with the keys 1-9."""
 MAX_METADATA_BYTES = 16 * 1024
 Form = Literal["choice", "ranking", "ratings", "thumbs"]
 FORMS: tuple[Form, ...] = ("choice", "ranking", "ratings", "thumbs")

@@ -1,4 +1,4 @@
-"""``POST /feedback`` and ``GET /feedback/stats``: the router the service mounts.
+"""``POST /feedback``, ``GET /feedback/stats`` and the labeling routes: the routers the service mounts.
 
 The database work runs on this stage's own threads (:class:`FeedbackService`), never on the event loop
 or the threads scoring uses, so a slow or absent database delays only feedback. The service gives the
@@ -10,20 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Query, params
+from fastapi import APIRouter, Depends, Query, params
+from fastapi.responses import HTMLResponse
 from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
+from feedback.errors import InvalidFeedback
 from feedback.events import FeedbackAccepted, FeedbackBatch, utc_now
 from feedback.metrics import FeedbackMetrics
+from feedback.queue import LabelQueue, LabelTask
 from feedback.stats import feedback_stats
 from feedback.store import FeedbackStore, Filters
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 WRITER_THREADS = 4
 """Concurrent database transactions of one process (SQLite serializes writers anyway; PostgreSQL takes them)."""
@@ -52,6 +59,10 @@ class FeedbackService:
         # counts and ids only: stored text never reaches the logs
         log.debug("stored %d feedback events (%d duplicates)", len(new), len(batch.events) - len(new))
         return FeedbackAccepted(accepted=len(new), duplicates=len(batch.events) - len(new))
+
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(*args)`` on a writer thread (the queue's reads and writes)."""
+        return await asyncio.get_running_loop().run_in_executor(self._writers, lambda: work(*args))
 
     async def stats(self, filters: Filters) -> dict[str, Any]:
         """:func:`~feedback.stats.feedback_stats` on the reader thread."""
@@ -82,5 +93,70 @@ def feedback_router(service: FeedbackService, dependencies: Sequence[params.Depe
                         ) -> dict[str, Any]:
         """What ``rewardserve feedback stats`` prints, for the events in the window."""
         return await service.stats(Filters(since=since, until=until, source=source))
+
+    return router
+
+
+MAX_TASKS_PER_REQUEST = 1000
+PAGE = Path(__file__).parent / "static" / "label.html"
+
+
+class TaskBatch(BaseModel):
+    """``POST /label/tasks``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[LabelTask] = Field(min_length=1, max_length=MAX_TASKS_PER_REQUEST)
+
+
+class Judgement(BaseModel):
+    """``POST /label/submit``: one annotator's ranking (ties as nested lists) or choice of one task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: str = Field(min_length=1, max_length=64)
+    ranking: list[StrictInt | list[StrictInt]] | None = None
+    choice: StrictInt | None = None
+
+
+def label_router(service: FeedbackService, queue: LabelQueue, push: Sequence[params.Depends],
+                 judge: Sequence[params.Depends], annotator: Callable[..., Awaitable[str]],
+                 responses: dict[int | str, dict[str, Any]]) -> APIRouter:
+    """The labeling routes: the page, tasks pushed behind ``push`` (the feedback keys), and the annotator's
+    next task and submission behind ``judge`` (the drain's accounting), whose ``annotator`` dependency
+    names who is judging (from their own key)."""
+    router = APIRouter(responses=responses, tags=["labeling"])
+    who = Depends(annotator)  # a default, not an Annotated alias: this module's annotations are strings
+
+    @router.get("/label", response_class=HTMLResponse, summary="The labeling page", include_in_schema=True)
+    async def page() -> HTMLResponse:
+        """One self-contained page (no build step, no external assets)."""
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    @router.post("/label/tasks", dependencies=list(push), summary="Queue items for annotators")
+    async def push_tasks(body: TaskBatch) -> dict[str, int]:
+        """``{"queued", "duplicates"}``: an item (the same prompt and completions) is queued once."""
+        queued = await service.run(queue.add, body.tasks, utc_now())
+        return {"queued": queued, "duplicates": len(body.tasks) - queued}
+
+    @router.get("/label/next", dependencies=list(judge), summary="The next task for this annotator")
+    async def next_task(skip: Annotated[list[str] | None, Query(max_length=100)] = None,
+                        name: str = who) -> dict[str, Any]:
+        """``{"annotator", "judged", "task": {"id", "prompt", "completions", …} | null}``."""
+        task = await service.run(queue.next, name, skip or [])
+        return {"annotator": name, "judged": await service.run(queue.annotator_count, name), "task": task}
+
+    @router.post("/label/submit", dependencies=list(judge), summary="Store this annotator's judgement of a task")
+    async def submit(body: Judgement, name: str = who) -> dict[str, Any]:
+        """The judgement becomes a feedback event (source ``labeling``, this annotator) in the same
+        transaction that counts it; resubmitting is a duplicate, never a second vote."""
+        judgement = {k: v for k, v in (("ranking", body.ranking), ("choice", body.choice)) if v is not None}
+        if len(judgement) != 1:
+            raise InvalidFeedback("send exactly one of 'ranking' or 'choice'")
+        try:
+            event_id = await service.run(queue.submit, body.task_id, name, judgement, utc_now())
+        except ValidationError as exc:  # the event rules (a ranking that is not a permutation, …)
+            raise InvalidFeedback("; ".join(e["msg"] for e in exc.errors())) from None
+        return {"event_id": event_id, "judged": await service.run(queue.annotator_count, name)}
 
     return router

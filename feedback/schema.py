@@ -1,4 +1,5 @@
-"""The store's one table, ``feedback_events``: an event per row, its client id the primary key.
+"""The store's tables: ``feedback_events`` (an event per row, its client id the primary key), and the
+labeling queue's ``label_tasks`` and ``label_assignments`` (revision 0002).
 
 The columns filters and counts need are real columns (indexed where a query selects on them); the rest of
 the event (prompt, completions, judgement, scores, metadata) is one JSON document, ``body``, exactly
@@ -11,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, MetaData, String
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -41,3 +42,32 @@ class EventRow(Base):
     body: Mapped[dict[str, Any]] = mapped_column(JSON())
 
     __table_args__ = (Index("ix_feedback_events_form_created_at", "form", "created_at"),)
+
+
+class TaskRow(Base):
+    """One item waiting for human judgement: a prompt and k completions, with a priority."""
+
+    __tablename__ = "label_tasks"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """The item key (hash of prompt and completions): the same item is queued once."""
+    prompt: Mapped[Any] = mapped_column(JSON())
+    completions: Mapped[list[str]] = mapped_column(JSON())
+    source: Mapped[str] = mapped_column(String(64))
+    priority: Mapped[float] = mapped_column(Float())
+    done: Mapped[int] = mapped_column(Integer())
+    """Annotators who have judged it."""
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+
+    __table_args__ = (Index("ix_label_tasks_done_priority", "done", "priority"),)
+
+
+class AssignmentRow(Base):
+    """One annotator's judgement of one task (the event it became is in ``feedback_events``)."""
+
+    __tablename__ = "label_assignments"
+
+    task_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    annotator: Mapped[str] = mapped_column(String(256), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(128))
+    done_at: Mapped[datetime] = mapped_column(DateTime())

@@ -164,7 +164,7 @@ class FeedbackStore:
 
         config = Config()
         config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-        with self._translating("migrating"), self.engine.connect() as conn:
+        with self.translating("migrating"), self.engine.connect() as conn:
             self._lock_for_migration(conn)
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
@@ -177,7 +177,8 @@ class FeedbackStore:
         else:
             conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock: another process's migration waits
 
-    def _ready(self) -> None:
+    def ready(self) -> None:
+        """Migrate the schema on first use (see the class docstring)."""
         if not self._migrated:
             with self._migrate_lock:
                 if not self._migrated:
@@ -190,31 +191,39 @@ class FeedbackStore:
 
         Raises :class:`Conflict` (nothing stored) when an id is stored already, or repeated in the batch,
         with other content."""
+        self.ready()
+        with self.translating("storing feedback"), self.engine.begin() as conn:
+            return self.insert(conn, events, now)
+
+    def insert(self, conn: Connection, events: Sequence[FeedbackEvent], now: datetime) -> set[str]:
+        """:meth:`add` inside the caller's transaction (the labeling queue records an assignment with it)."""
         rows: dict[str, dict[str, Any]] = {}
         for i, e in enumerate(events):
             row = _row(e, now)
             seen = rows.setdefault(e.id, row)
             if seen["content_hash"] != row["content_hash"]:
                 raise Conflict(f"events[{i}]: id {e.id!r} appears twice in the batch with different content")
-        self._ready()
-        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
-        with self._translating("storing feedback"), self.engine.begin() as conn:
-            # one cached statement run over the rows (SQLAlchemy batches them into multi-row INSERTs): a
-            # statement built with .values(rows) compiles anew for every batch, ~0.5 ms per event
-            stmt = insert(EVENTS).on_conflict_do_nothing(index_elements=["id"]).returning(EVENTS.c.id)
-            # in id order: two PostgreSQL transactions inserting shared ids then lock them in the same
-            # order and never deadlock
-            inserted = set(conn.execute(stmt, [rows[i] for i in sorted(rows)]).scalars())
-            others = [i for i in rows if i not in inserted]
-            if others:
-                query = select(EventRow.id, EventRow.content_hash).where(EventRow.id.in_(others))
-                stored = {i: h for i, h in conn.execute(query)}
-                clash = [i for i in others if stored.get(i) != rows[i]["content_hash"]]
-                if clash:  # leaving the block rolls the whole batch back
-                    shown = ", ".join(repr(i) for i in clash[:5])
-                    raise Conflict(f"{len(clash)} event id(s) are stored already with different content: {shown} "
-                                   "(an id names one event: send a new id for a new judgement)")
+        # one cached statement run over the rows (SQLAlchemy batches them into multi-row INSERTs): a
+        # statement built with .values(rows) compiles anew for every batch, ~0.5 ms per event
+        stmt = self.insert_ignoring(EVENTS, ["id"]).returning(EVENTS.c.id)
+        # in id order: two PostgreSQL transactions inserting shared ids then lock them in the same
+        # order and never deadlock
+        inserted = set(conn.execute(stmt, [rows[i] for i in sorted(rows)]).scalars())
+        others = [i for i in rows if i not in inserted]
+        if others:
+            query = select(EventRow.id, EventRow.content_hash).where(EventRow.id.in_(others))
+            stored = {i: h for i, h in conn.execute(query)}
+            clash = [i for i in others if stored.get(i) != rows[i]["content_hash"]]
+            if clash:  # raising out of the caller's block rolls the whole transaction back
+                shown = ", ".join(repr(i) for i in clash[:5])
+                raise Conflict(f"{len(clash)} event id(s) are stored already with different content: {shown} "
+                               "(an id names one event: send a new id for a new judgement)")
         return inserted
+
+    def insert_ignoring(self, table: Table, keys: list[str]) -> Any:
+        """``INSERT … ON CONFLICT (keys) DO NOTHING`` in this database's dialect."""
+        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        return insert(table).on_conflict_do_nothing(index_elements=keys)
 
     def prune(self, before: datetime | None = None, annotator: str | None = None, user: str | None = None) -> int:
         """Delete events created before ``before``, or by ``annotator``, or about ``user`` (metadata.user);
@@ -224,35 +233,35 @@ class FeedbackStore:
                                    None if user is None else EventRow.user_id == user) if cond is not None]
         if not where:
             raise InvalidFeedback("say what to delete: --before, --annotator or --user")
-        self._ready()
-        with self._translating("deleting feedback"), self.engine.begin() as conn:
+        self.ready()
+        with self.translating("deleting feedback"), self.engine.begin() as conn:
             return int(conn.execute(delete(EventRow).where(*where)).rowcount)
 
     # reading
 
     def events(self, filters: Filters = EVERYTHING) -> Iterator[StoredEvent]:
         """Events matching ``filters``, oldest first, streamed from the database."""
-        self._ready()
+        self.ready()
         query = select(EventRow.body, EventRow.created_at).where(*filters.where()).order_by(EventRow.created_at,
                                                                                              EventRow.id)
-        with self._translating("reading feedback"), self.engine.connect() as conn:
+        with self.translating("reading feedback"), self.engine.connect() as conn:
             for body, created in conn.execution_options(yield_per=1000).execute(query):
                 yield StoredEvent(FeedbackEvent.model_validate(body), created.replace(tzinfo=UTC))
 
     def counts(self, column: str, filters: Filters = EVERYTHING, limit: int = 0) -> dict[str, int]:
         """Events per value of ``column`` (form, source, annotator, reward_model or day), most first."""
-        self._ready()
+        self.ready()
         key = func.date(EventRow.created_at) if column == "day" else getattr(EventRow, column)
         n = func.count()
         query = select(key, n).where(*filters.where()).group_by(key).order_by(n.desc(), key)
         if limit:
             query = query.limit(limit)
-        with self._translating("counting feedback"), self.engine.connect() as conn:
+        with self.translating("counting feedback"), self.engine.connect() as conn:
             return {("none" if k is None else str(k)): int(v) for k, v in conn.execute(query)}
 
     def ping(self) -> None:
         """Raise :class:`FeedbackUnavailable` unless the database answers."""
-        with self._translating("checking the database"), self.engine.connect() as conn:
+        with self.translating("checking the database"), self.engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
 
     def close(self) -> None:
@@ -260,7 +269,7 @@ class FeedbackStore:
         self.engine.dispose()
 
     @contextlib.contextmanager
-    def _translating(self, doing: str) -> Iterator[None]:
+    def translating(self, doing: str) -> Iterator[None]:
         """The boundary: a database failure becomes :class:`FeedbackUnavailable`. Messages name the
         driver's error only: with ``hide_parameters`` no stored text reaches them, or the logs; nor does
         the database's address reach HTTP clients (the CLI adds it to its own messages)."""

@@ -19,19 +19,21 @@ from fastapi_offline import FastAPIOffline
 from feedback.errors import FeedbackError
 from service.admin import admin
 from service.backends import load_backend
+from service.collect import LiveSampler, Push
 from service.compat import compat
 from service.error_handling import install_error_handlers
-from service.errors import InvalidRequest, PayloadTooLarge, ServiceError, Unauthorized, ValidationFailed
+from service.errors import Forbidden, InvalidRequest, PayloadTooLarge, ServiceError, Unauthorized, ValidationFailed
 from service.metrics import Metrics
 from service.middleware import RequestContext
 from service.models_file import Entry, entries_from_flags, read_models_file
-from service.plumbing import admit_write, require_feedback_key
+from service.plumbing import admit_write, require_annotator, require_feedback_key
 from service.routes import router, scoring
 from service.schemas import ErrorResponse
 from service.settings import ServiceSettings
 from service.state import BackendLoader, ServiceState
 
 if TYPE_CHECKING:
+    from feedback.queue import LabelQueue
     from feedback.router import FeedbackService
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,8 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[str], None] | None
     routers = [scoring, compat, router, admin]
     if feedback is not None:
         from feedback.errors import DOCUMENTED as FEEDBACK_ERRORS
-        from feedback.router import feedback_router
+        from feedback.queue import LabelQueue
+        from feedback.router import feedback_router, label_router
 
         documented: list[type[ServiceError] | type[FeedbackError]] = [
             InvalidRequest, Unauthorized, PayloadTooLarge, ValidationFailed, *FEEDBACK_ERRORS]
@@ -83,6 +86,13 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[str], None] | None
             e.status: {"model": ErrorResponse, "description": e.description} for e in documented}
         routers.append(feedback_router(feedback, [Depends(require_feedback_key), Depends(admit_write)], responses))
         app.include_router(routers[-1])
+        queue = LabelQueue(feedback.store, settings.label_annotations)
+        label_responses = {**responses, 403: {"model": ErrorResponse, "description": Forbidden.description}}
+        routers.append(label_router(feedback, queue, [Depends(require_feedback_key), Depends(admit_write)],
+                                    [Depends(admit_write)], require_annotator, label_responses))
+        app.include_router(routers[-1])
+        if settings.collect_for_labeling:
+            state.sampler = LiveSampler(settings.collect_rate, settings.collect_per_hour, _queueing(feedback, queue))
     install_error_handlers(app, metrics)
     # metric labels: known paths only, so that scanners probing random URLs cannot explode cardinality
     paths = {getattr(r, "path", "") for rt in routers for r in rt.routes}
@@ -109,6 +119,36 @@ def _feedback(settings: ServiceSettings, metrics: Metrics) -> FeedbackService | 
     from feedback.store import FeedbackStore
 
     return FeedbackService(FeedbackStore(settings.feedback_db), metrics.registry)
+
+
+def _queueing(feedback: FeedbackService, queue: LabelQueue) -> Push:
+    """Queue a live item in the background: answering the request never waits for the database, and a
+    failure only loses that sample (it is logged without its text)."""
+    from pydantic import ValidationError
+
+    from feedback.events import utc_now
+    from feedback.queue import LabelTask
+
+    pending: set[asyncio.Task[int]] = set()
+
+    def push(prompt: Any, completions: list[str], priority: float) -> None:
+        try:
+            task = LabelTask(prompt=prompt, completions=completions, source="live", priority=priority)
+        except ValidationError:
+            return  # e.g. a prompt the event rules refuse: not worth a human's time
+        job = asyncio.get_running_loop().create_task(feedback.run(queue.add, [task], utc_now()))
+        pending.add(job)
+        job.add_done_callback(_logged(pending))
+
+    return push
+
+
+def _logged(pending: set[asyncio.Task[int]]) -> Callable[[asyncio.Task[int]], None]:
+    def done(job: asyncio.Task[int]) -> None:
+        pending.discard(job)
+        if not job.cancelled() and job.exception() is not None:
+            log.warning("a live item was not queued for labeling: %s", type(job.exception()).__name__)
+    return done
 
 
 async def _prepare(feedback: FeedbackService) -> None:

@@ -48,6 +48,22 @@ async def require_admin_key(request: Request) -> None:
     _check_bearer(request, keys)
 
 
+async def require_annotator(request: Request) -> str:
+    """The annotator whose own key the request carries (``Authorization: Bearer <key>``); 403 while labeling
+    is off, 401 for a wrong key. Keys are compared in constant time, every one of them."""
+    pairs = [k.split(":", 1) for k in service_state(request).settings.annotator_keys]
+    if not pairs:
+        raise Forbidden("labeling is off: set REWARDSERVE_ANNOTATOR_KEYS=name:key,… to let annotators in")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    found = None
+    for name, key in pairs:
+        if hmac.compare_digest(token.strip().encode(), key.encode()):
+            found = name
+    if scheme.lower() != "bearer" or found is None:
+        raise Unauthorized("an annotator key is required: log in on /label with yours")
+    return found
+
+
 async def admit_write(request: Request) -> AsyncIterator[None]:
     """Count a feedback request until it is answered (the drain waits for it); refuse it while draining."""
     with service_state(request).admit_write():
@@ -102,6 +118,7 @@ async def score_for(request: Request, response: Response, inputs: Sequence[Score
             raise ClientClosed("the client disconnected before its scores were ready")
         scored = work.result()
     state.monitor(resolved, request.headers.get("x-run-id", "")[:MAX_RUN_ID], inputs, scored)
+    state.collect(inputs, scored)
     state.shadow(resolved, inputs, scored, rerank)
     response.headers.update(scored.timings.headers())
     response.headers["x-model-version"] = scored.version

@@ -75,6 +75,18 @@ class ServiceSettings(BaseSettings):
         (), repr=False, description="comma-separated Bearer keys for /feedback only. Set: /feedback takes these and "
                                     "not the API keys, and these cannot score. Unset: /feedback takes the API keys "
                                     "(environment only, never a flag)")
+    collect_for_labeling: bool = Field(False, description="queue live /rerank requests (and /score requests with "
+                                       "several completions of one prompt) for human labeling, the ones the "
+                                       "model is least sure of first. Off by default: it stores live user text in "
+                                       "the feedback database")
+    collect_rate: float = Field(0.05, ge=0, le=1, description="share of eligible live requests sampled for labeling")
+    collect_per_hour: int = Field(1000, ge=0, description="most live items queued for labeling per hour")
+    annotator_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), repr=False, description="comma-separated NAME:KEY pairs, one per annotator: the labeling page and "
+                                    "/label/next|submit take these, and the name is recorded with each judgement. "
+                                    "Unset: labeling is off (environment only, never a flag)")
+    label_annotations: int = Field(2, ge=1, le=50, description="different annotators each labeling task goes "
+                                   "to (agreement needs at least 2)")
     admin_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         (), repr=False, description="comma-separated Bearer keys for /admin (hot swap). Unset: /admin is off "
                                     "(environment only, never a flag)")
@@ -108,7 +120,7 @@ class ServiceSettings(BaseSettings):
             return tuple(v.strip() for v in str(value).split(",") if v.strip())
         return tuple(str(v) for v in value)
 
-    @field_validator("api_keys", "feedback_keys", "admin_keys", mode="before")
+    @field_validator("api_keys", "feedback_keys", "admin_keys", "annotator_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -123,6 +135,10 @@ class ServiceSettings(BaseSettings):
             raise ValueError("variant int8 is an ONNX export; use --backend onnx (torch serves fp32/fp16/bf16)")
         if self.max_item_tokens and self.max_item_tokens > self.max_batch_tokens:
             raise ValueError("max_item_tokens must not exceed max_batch_tokens, or a long item could never run")
+        if any(":" not in k or not k.split(":", 1)[0] or not k.split(":", 1)[1] for k in self.annotator_keys):
+            raise ValueError("annotator_keys are NAME:KEY pairs, e.g. alice:s3cret,bob:t0psecret")
+        if self.collect_for_labeling and not self.feedback_db:
+            raise ValueError("collect_for_labeling queues items in the feedback database: set feedback_db too")
         if self.model and self.models_file:
             raise ValueError("give either --model or --models-file, not both")
         if self.max_queue_items < self.max_items_per_request:
@@ -130,7 +146,7 @@ class ServiceSettings(BaseSettings):
         return self
 
 
-SECRET_SETTINGS = ("api_keys", "feedback_keys", "admin_keys")
+SECRET_SETTINGS = ("api_keys", "feedback_keys", "admin_keys", "annotator_keys")
 """Settings taken from the environment only: a flag would show them in ``ps`` and shell history."""
 
 

@@ -8,13 +8,16 @@ and goes back to 503 the moment draining starts.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
 from service.backends import Backend, load_backend
+from service.collect import LiveSampler
 from service.deployment import BackendLoader, Ensemble, Version
 from service.engine import Engine, Scored, ScoreInput, WholeText
 from service.errors import NotReady, ServiceError
@@ -47,6 +50,8 @@ class ServiceState:
         """Scoring and feedback requests admitted and not yet answered: the drain waits for them."""
         self._on_fatal = on_fatal
         self._shadows: set[asyncio.Task[None]] = set()
+        self.sampler: LiveSampler | None = None
+        """Set by the composer when live traffic is collected for labeling."""
         metrics.track_readiness(lambda: self.started and not self.draining and self.health() is None)
         metrics.track_queue_depth(lambda: self.registry.queue_depth)
 
@@ -130,6 +135,24 @@ class ServiceState:
         self.monitors.observe(target.name, target.version, run, reference,
                               Observed(scored.raw_scores, scored.lengths, scored.truncated_flags, texts,
                                        scored.disagreement))
+
+    def collect(self, inputs: Sequence[ScoreInput], scored: Scored) -> None:
+        """Offer each prompt with several scored completions to the labeling sampler (when collecting)."""
+        if self.sampler is None:
+            return
+        groups: dict[str, tuple[Any, list[str], list[float], list[float]]] = {}
+        for i, x in enumerate(inputs):
+            if isinstance(x, WholeText):
+                continue
+            prompt, completion = x
+            group = groups.setdefault(json.dumps(prompt, sort_keys=True), (prompt, [], [], []))
+            group[1].append(completion)
+            group[2].append(scored.raw_scores[i])
+            if scored.disagreement is not None:
+                group[3].append(scored.disagreement[i])
+        for prompt, completions, scores, disagreement in groups.values():
+            if len(completions) > 1:
+                self.sampler.offer(prompt, completions, scores, disagreement or None)
 
     def shadow(self, resolved: Resolved, inputs: Sequence[ScoreInput], primary: Scored, rerank: bool) -> None:
         """Score the same inputs on the request's shadow in the background and record how they agree."""
