@@ -104,13 +104,14 @@ def test_an_annotator_ranks_with_the_keyboard_and_the_store_holds_the_ranking(
             page.wait_for_selector(".completion")
             seen[name] = page.locator(".completion").all_inner_texts()
             assert "User: How do I boil an egg?" in page.locator("#prompt").inner_text()
-            page.locator("body").click()  # focus leaves the key field: the page's keys apply
-            for key in ("2", "3", "1"):
+            for key, ranked in (("2", 1), ("3", 2), ("Backspace", 1), ("3", 2), ("1", 3)):  # keyboard only
                 page.keyboard.press(key)
-            assert page.locator(".completion.ranked").count() == 3
+                assert page.locator(".completion.ranked").count() == ranked, key
+            assert page.locator(".completion .rank").all_inner_texts() == ["#3", "#1", "#2"]
             page.keyboard.press("Enter")
             page.wait_for_selector("text=Nothing to judge right now.")
             assert f"{name} · judged 1" in page.locator("#me").inner_text()
+            assert page.evaluate("sessionStorage.length") == 1
             if name == "alice":
                 page.screenshot(path=str(tmp_path / "label.png"))
             page.close()
