@@ -19,7 +19,8 @@ from tests.server import error_of, running
 TEAM = {"Authorization": "Bearer team-key"}
 ALICE = {"Authorization": "Bearer alice-key"}
 BOB = {"Authorization": "Bearer bob-key"}
-KEYS = {"annotator_keys": ("alice:alice-key", "bob:bob-key", "carol:carol-key"), "feedback_keys": ("team-key",)}
+KEYS: dict[str, Any] = {"annotator_keys": ("alice:alice-key", "bob:bob-key", "carol:carol-key"),
+                        "feedback_keys": ("team-key",)}
 TASK = {"prompt": [{"role": "user", "content": "How do I boil an egg?"}],
         "completions": ["Put it in boiling water for 8 minutes.", "Eggs are laid by hens.", "Microwave it whole."]}
 
@@ -129,8 +130,8 @@ def test_live_reranks_are_queued_least_certain_first_within_the_hourly_cap(bert_
     close = ("the sun", [" i am good .", " i am fine ."])  # two good replies: a near tie
     margins = {p: abs(float(np.diff(offline(bert_onnx_bundle, [(p, c) for c in cs]))[0])) for p, cs in (clear, close)}
     assert margins["the sun"] < margins["how are you ?"]
-    settings = dict(model=bert_onnx_bundle, feedback_db=str(tmp_path / "f.db"), collect_for_labeling=True,
-                    collect_rate=1.0, collect_per_hour=3, **KEYS)
+    settings: dict[str, Any] = dict(model=bert_onnx_bundle, feedback_db=str(tmp_path / "f.db"),
+                                    collect_for_labeling=True, collect_rate=1.0, collect_per_hour=3, **KEYS)
     with running(**settings) as live:
         for prompt, completions in (clear, close):
             assert httpx.post(live.url + "/rerank", json={"prompt": prompt, "completions": completions}
@@ -140,7 +141,7 @@ def test_live_reranks_are_queued_least_certain_first_within_the_hourly_cap(bert_
                                                          {"prompt": "hello", "completion": " rain"},
                                                          {"prompt": "alone", "completion": " one"}]})
         httpx.post(live.url + "/rerank", json={"prompt": "over the cap", "completions": ["a", "b"]})
-        order = []
+        order: list[dict[str, Any]] = []
         deadline = time.monotonic() + 10
         while len(order) < 3 and time.monotonic() < deadline:
             task = httpx.get(live.url + "/label/next", params={"skip": [t["id"] for t in order]},
