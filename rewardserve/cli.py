@@ -245,9 +245,44 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     home = args.home or default_home()
     settings = service_settings(args, model=bundle, feedback_db=str(home / "feedback.db"), **DEMO_SERVE)
+    if settings.host in LOOPBACK:  # a known annotator key, on this machine only
+        settings = service_settings(args, model=bundle, feedback_db=str(home / "feedback.db"),
+                                    annotator_keys=DEMO_ANNOTATOR, **DEMO_SERVE)
+    queued = seed_labeling(str(settings.feedback_db), f"{DEMO_DATA}:heldout", settings.label_annotations)
     print(f"serving {bundle} on http://{settings.host}:{settings.port} (docs at /docs; feedback into "
           f"{settings.feedback_db}; Ctrl-C stops)", file=sys.stderr)
+    if settings.annotator_keys == DEMO_ANNOTATOR:
+        print(f"label at http://{settings.host}:{settings.port}/label with the annotator key 'demo' "
+              f"({queued} demo items newly queued)", file=sys.stderr)
     return serve(settings)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DEMO_ANNOTATOR = ("demo:demo",)
+"""The demo's annotator (NAME:KEY), unless REWARDSERVE_ANNOTATOR_KEYS says otherwise; loopback only."""
+DEMO_LABEL_ITEMS = 40
+
+
+def seed_labeling(db: str, data: str, per_task: int, limit: int = DEMO_LABEL_ITEMS) -> int:
+    """Queue the first ``limit`` examples of ``data`` for labeling (their completions in a shuffled order, so
+    the preferred one is not always first); returns how many were new (a restart queues nothing twice)."""
+    import random
+
+    from feedback.events import utc_now
+    from feedback.queue import LabelQueue, LabelTask
+    from feedback.store import FeedbackStore
+    from rewardmodel.sources import load_examples
+
+    tasks = []
+    for ex in load_examples(data, limit=limit):
+        completions = list(ex.completions)
+        random.Random(str(ex.prompt)).shuffle(completions)
+        tasks.append(LabelTask(prompt=ex.prompt, completions=completions, source="demo"))
+    store = FeedbackStore(db, pool_size=1)
+    try:
+        return LabelQueue(store, per_task).add(tasks, utc_now())
+    finally:
+        store.close()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -87,12 +87,23 @@ def test_demo_trains_minilm_to_90_percent_then_uses_the_cache(tmp_path: Path) ->
         event = {"id": "demo-1", "prompt": egg, "completions": ["Boil it for nine minutes.", "no idea lol"],
                  "choice": 0, "scores": scores, "reward_model": "rewardserve-demo-minilm"}
         assert httpx.post(url + "/feedback", json={"events": [event]}).json() == {"accepted": 1, "duplicates": 0}
+        # and it queues demo items for labeling, with the annotator key 'demo' (the newcomer flow)
+        demo = {"Authorization": "Bearer demo"}
+        task = httpx.get(url + "/label/next", headers=demo).json()["task"]
+        assert task["source"] == "demo" and len(task["completions"]) == 2
+        judged = httpx.post(url + "/label/submit", json={"task_id": task["id"], "ranking": [1, 0]}, headers=demo)
+        assert judged.json()["judged"] == 1, judged.text
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(60)
     assert "using the cached demo model" in (second.stderr.read() if second.stderr else "")
     stats = run_cli("feedback", "stats", "--db", str(tmp_path / "feedback.db"))
     assert json.loads(stats.stdout)["live_accuracy"] == {"rewardserve-demo-minilm": {"pairs": 1, "accuracy": 1.0}}
+    exported = run_cli("feedback", "export", "--db", str(tmp_path / "feedback.db"), "--out", str(tmp_path / "x.jsonl"))
+    assert exported.returncode == 0, exported.stderr
+    labeled = [r for r in map(json.loads, (tmp_path / "x.jsonl").read_text().splitlines()) if r.get("source") ==
+               "labeling"]
+    assert len(labeled) == 1 and labeled[0]["ranking"] == [1, 0]
 
 
 def _read_json(stream: IO[str]) -> str:
