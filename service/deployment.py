@@ -223,3 +223,8 @@ class Ensemble:
                               max(r.timings.inference_s for r in results)),
                       model=self.name, version=self.version, details=per_member, lengths=first.lengths,
                       truncated_flags=first.truncated_flags, disagreement=[float(s) for s in std])
+
+
+def versions_of(target: Version | Ensemble) -> list[Version]:
+    """The loaded versions behind a target: itself, or an ensemble's members."""
+    return target.members if isinstance(target, Ensemble) else [target]

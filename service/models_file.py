@@ -105,9 +105,7 @@ def entries_from_flags(values: tuple[str, ...], default_name: str = "") -> list[
     out: list[Entry] = []
     for value in values:
         name, sep, path = value.partition("=")
-        if not sep or not Path(path).name:  # "a=b" could be a directory's name: a bare path wins when it exists
-            name, path = "", value
-        if sep and Path(value).is_dir():
+        if not sep or not Path(path).name or Path(value).is_dir():  # "a=b" may be a directory's own name
             name, path = "", value
         if not name:
             name = default_name or read_card(path, verify=False).name

@@ -51,17 +51,16 @@ async def require_admin_key(request: Request) -> None:
 async def require_annotator(request: Request) -> str:
     """The annotator whose own key the request carries (``Authorization: Bearer <key>``); 403 while labeling
     is off, 401 for a wrong key. Keys are compared in constant time, every one of them."""
-    pairs = [k.split(":", 1) for k in service_state(request).settings.annotator_keys]
-    if not pairs:
+    names: dict[str, str] = {}  # key → annotator
+    for pair in service_state(request).settings.annotator_keys:
+        name, _, key = pair.partition(":")
+        names[key] = name
+    if not names:
         raise Forbidden("labeling is off: set REWARDSERVE_ANNOTATOR_KEYS=name:key,… to let annotators in")
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    found = None
-    for name, key in pairs:
-        if hmac.compare_digest(token.strip().encode(), key.encode()):
-            found = name
-    if scheme.lower() != "bearer" or found is None:
+    matched = _bearer_key(request, tuple(names))
+    if matched is None:
         raise Unauthorized("an annotator key is required: log in on /label with yours")
-    return found
+    return names[matched]
 
 
 async def admit_write(request: Request) -> AsyncIterator[None]:
@@ -71,15 +70,19 @@ async def admit_write(request: Request) -> AsyncIterator[None]:
 
 
 def _check_bearer(request: Request, keys: tuple[str, ...]) -> None:
-    if not keys:
-        return
+    if keys and _bearer_key(request, keys) is None:
+        raise Unauthorized("a valid API key is required: send 'Authorization: Bearer <key>'")
+
+
+def _bearer_key(request: Request, keys: tuple[str, ...]) -> str | None:
+    """The one of ``keys`` the request's ``Authorization: Bearer`` carries, or None."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     # compare against every key without stopping early: the time taken says nothing about the keys
-    matched = False
+    matched = None
     for key in keys:
-        matched |= hmac.compare_digest(token.strip().encode(), key.encode())
-    if scheme.lower() != "bearer" or not matched:
-        raise Unauthorized("a valid API key is required: send 'Authorization: Bearer <key>'")
+        if hmac.compare_digest(token.strip().encode(), key.encode()):
+            matched = key
+    return matched if scheme.lower() == "bearer" else None
 
 
 def guard(setting: str) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from rewardmodel import BundleCard, RewardModelError, read_card
-from service.deployment import BackendLoader, Ensemble, Version
+from service.deployment import BackendLoader, Ensemble, Version, versions_of
 from service.errors import InsufficientMemory, ModelsError, NotFound, ServiceError, SwapFailed
 from service.metrics import Metrics
 from service.models_file import BundleEntry, EnsembleEntry, Entry, SplitEntry, check
@@ -89,7 +89,7 @@ class Registry:
         return Ensemble(entry.name, members, names, entry.aggregate, entry.uwo_lambda, self._metrics)
 
     async def _start(self, target: Version | Ensemble) -> None:
-        versions = target.members if isinstance(target, Ensemble) else [target]
+        versions = versions_of(target)
         try:
             for v in versions:
                 await v.start(self._load)
@@ -105,13 +105,18 @@ class Registry:
 
     # -- serving ----------------------------------------------------------------------------------------------
 
+    def _entry(self, name: str) -> Entry:
+        """The entry called ``name``, or 404 ``model_not_found`` naming the served ones."""
+        entry = self.entries.get(name)
+        if entry is None:
+            raise NotFound(f"no model named {name!r}; this server serves {sorted(self.entries)} (GET /v1/models)",
+                           kind="model_not_found")
+        return entry
+
     def resolve(self, name: str | None, headers: Mapping[str, str]) -> Resolved:
         """The target for a request naming ``name`` (None: the default); 404 for an unknown name."""
         asked = name or self.default
-        entry = self.entries.get(asked)
-        if entry is None:
-            raise NotFound(f"no model named {asked!r}; this server serves {sorted(self.entries)} (GET /v1/models)",
-                           kind="model_not_found")
+        entry = self._entry(asked)
         chosen = asked
         if isinstance(entry, SplitEntry):
             chosen = pick(entry.split, headers.get(entry.sticky_header))
@@ -124,10 +129,7 @@ class Registry:
 
     def versions(self) -> list[Version]:
         """Every loaded version (ensemble members included)."""
-        out: list[Version] = []
-        for t in self.targets.values():
-            out.extend(t.members if isinstance(t, Ensemble) else [t])
-        return out
+        return [v for t in self.targets.values() for v in versions_of(t)]
 
     def health(self) -> str | None:
         """Why some version cannot serve (the process must restart), or ``None``."""
@@ -135,11 +137,6 @@ class Registry:
             if (reason := v.health()) is not None:
                 return f"{v.label}: {reason}"
         return None
-
-    @property
-    def loaded(self) -> bool:
-        """Every version has its engine."""
-        return all(v.engine is not None for v in self.versions())
 
     @property
     def queue_depth(self) -> int:
@@ -160,10 +157,7 @@ class Registry:
 
     async def swap(self, name: str, path: Path) -> dict[str, Any]:
         """Serve bundle ``path`` under ``name`` (a bundle entry), replacing its version without dropping a request."""
-        entry = self.entries.get(name)
-        if entry is None:
-            raise NotFound(f"no model named {name!r}; this server serves {sorted(self.entries)}",
-                           kind="model_not_found")
+        entry = self._entry(name)
         if not isinstance(entry, BundleEntry):
             raise SwapFailed(f"{name!r} is {'a split' if isinstance(entry, SplitEntry) else 'an ensemble'}; PUT "
                              "swaps a bundle entry (edit the models file and send SIGHUP for the others)")
@@ -196,14 +190,8 @@ class Registry:
             self.targets[entry.name] = new  # the switch: one assignment, every later request sees the new one
             self.entries[entry.name] = entry
             self._metrics.swaps.labels(entry.name, "ok").inc()
-        answered = 0
-        if old is not None:
-            olds = old.members if isinstance(old, Ensemble) else [old]
-            kept = {v.version for v in (new.members if isinstance(new, Ensemble) else [new])}
-            for v in olds:  # a reload of the same files keeps its series: they are the new version's now
-                answered += await v.release(self.settings.request_timeout_s + 5, forget=v.version not in kept)
-            if old.version != new.version:
-                self._released(old.name, old.version)
+        serving_on = {new.version, *(v.version for v in versions_of(new))}
+        answered = 0 if old is None else await self._release(old, keep=serving_on)
         log.info("%s now serves version %s", entry.name, new.version)
         return {"model": entry.name, "version": new.version,
                 "previous": None if old is None else {"version": old.version, "answered_after_switch": answered,
@@ -225,16 +213,26 @@ class Registry:
                 self.entries.pop(name)
                 gone = self.targets.pop(name, None)
             if gone is not None:
-                for v in gone.members if isinstance(gone, Ensemble) else [gone]:
-                    await v.release(self.settings.request_timeout_s + 5)
-                self._released(gone.name, gone.version)
+                await self._release(gone)
             out.append({"model": name, "removed": True})
         return out
 
-    def _check_memory(self, entry: Entry) -> None:
-        paths = [entry.path] if isinstance(entry, BundleEntry) else list(getattr(entry, "members", []))
-        s = self._settings_for(entry) if isinstance(entry, (BundleEntry, EnsembleEntry)) else self.settings
-        need = int(MEMORY_OVERHEAD * sum(weights_bytes(Path(p), read_card(p), s.backend, s.variant) for p in paths))
+    async def _release(self, target: Version | Ensemble, keep: set[str] | frozenset[str] = frozenset()) -> int:
+        """Release a replaced or removed target once its admitted requests are answered; returns how many were.
+        ``keep``: versions that serve on (a reload of the same files), whose series and monitors stay."""
+        answered = 0
+        for v in versions_of(target):
+            answered += await v.release(self.settings.request_timeout_s + 5, forget=v.version not in keep)
+        if target.version not in keep:
+            self._released(target.name, target.version)
+        return answered
+
+    def _check_memory(self, entry: BundleEntry | EnsembleEntry) -> None:
+        paths = [entry.path] if isinstance(entry, BundleEntry) else list(entry.members)
+        s = self._settings_for(entry)
+        # the card's file list only: its hashes are checked once, when the version is built (off the event loop)
+        need = int(MEMORY_OVERHEAD * sum(weights_bytes(Path(p), read_card(p, verify=False), s.backend, s.variant)
+                                         for p in paths))
         have = self.settings.swap_memory_bytes or available_memory()
         if have and need > have:
             raise InsufficientMemory(f"{entry.name!r}: loading it needs about {need / 2**20:.0f} MiB beside the "

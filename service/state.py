@@ -18,7 +18,7 @@ import numpy as np
 
 from service.backends import Backend, load_backend
 from service.collect import LiveSampler
-from service.deployment import BackendLoader, Ensemble, Version
+from service.deployment import BackendLoader, Version, versions_of
 from service.engine import Engine, Scored, ScoreInput, WholeText
 from service.errors import NotReady, ServiceError
 from service.metrics import Metrics
@@ -60,8 +60,7 @@ class ServiceState:
         """The version answering requests that name no model (the first entry; an ensemble's first member)."""
         entry = self.registry.entries[self.registry.default]
         name = next(iter(entry.split)) if isinstance(entry, SplitEntry) else entry.name
-        target = self.registry.targets[name]
-        return target.members[0] if isinstance(target, Ensemble) else target
+        return versions_of(self.registry.targets[name])[0]
 
     @property
     def engine(self) -> Engine | None:
