@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -53,6 +54,13 @@ Number = Annotated[float, Strict()]
 Rating = Number | None
 
 
+def distinct(completions: list[str]) -> list[str]:
+    """``completions`` when no text repeats (events and labeling tasks): one text cannot be judged two ways."""
+    if len(set(completions)) != len(completions):
+        raise ValueError("completions must be distinct: the same text cannot be judged two ways")
+    return completions
+
+
 class FeedbackEvent(BaseModel):
     """One judgement of ``completions`` for ``prompt`` (see the module docstring for the forms)."""
 
@@ -61,7 +69,8 @@ class FeedbackEvent(BaseModel):
     id: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
         description="the client's key for this event: retrying with the same id never stores it twice")
     prompt: str | list[dict[str, Any]] = Field(description="a string, or chat messages ending before the reply")
-    completions: list[str] = Field(min_length=1, max_length=MAX_COMPLETIONS, description="k distinct replies")
+    completions: Annotated[list[str], AfterValidator(distinct)] = Field(
+        min_length=1, max_length=MAX_COMPLETIONS, description="k distinct replies")
     choice: StrictInt | None = Field(None, description="index of the preferred completion")
     ranking: list[StrictInt | list[StrictInt]] | None = Field(None, description="indices best first; a nested "
                                                                                 "list is a tie group")
@@ -94,12 +103,6 @@ class FeedbackEvent(BaseModel):
         # one spelling per instant, so a retry that writes the time in another zone hashes the same
         return None if moment is None else moment.astimezone(UTC)
 
-    @field_validator("completions")
-    @classmethod
-    def _distinct(cls, completions: list[str]) -> list[str]:
-        if len(set(completions)) != len(completions):
-            raise ValueError("completions must be distinct: the same text cannot be judged two ways")
-        return completions
 
     @field_validator("scores")
     @classmethod

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import Table, func, select, update
 
 from feedback.errors import UnknownTask
-from feedback.events import MAX_LABEL_COMPLETIONS, FeedbackEvent, SourceName, item_key
+from feedback.events import MAX_LABEL_COMPLETIONS, FeedbackEvent, SourceName, distinct, item_key
 from feedback.schema import AssignmentRow, TaskRow
 from feedback.store import FeedbackStore, naive_utc
 
@@ -32,17 +32,11 @@ class LabelTask(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str | list[dict[str, Any]] = Field(description="a string, or chat messages ending before the replies")
-    completions: list[str] = Field(min_length=2, max_length=MAX_LABEL_COMPLETIONS, description="distinct replies")
+    completions: Annotated[list[str], AfterValidator(distinct)] = Field(
+        min_length=2, max_length=MAX_LABEL_COMPLETIONS, description="distinct replies")
     source: SourceName = Field("api", description="where the item came from, e.g. api, live-rerank")
     priority: float = Field(0.0, allow_inf_nan=False, description="higher is shown first (live items: the "
                                                                   "model's uncertainty)")
-
-    @field_validator("completions")
-    @classmethod
-    def _distinct(cls, completions: list[str]) -> list[str]:
-        if len(set(completions)) != len(completions):
-            raise ValueError("completions must be distinct")
-        return completions
 
     @property
     def id(self) -> str:
