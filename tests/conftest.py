@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,19 +158,29 @@ def criteria_onnx_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_llama: P
     return _export(out, tmp_path_factory.mktemp("served") / "criteria", criteria_files, ("fp32", "int8"))
 
 
+def edited_bundle(source: Path, target: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of ``source`` at ``target`` whose weights ``edit`` changed in place, with a card that matches."""
+    from safetensors.torch import load_file, save_file
+
+    from rewardmodel import read_card, write_card
+
+    shutil.copytree(source, target)
+    weights = load_file(target / "model.safetensors")
+    edit(weights)
+    save_file(weights, target / "model.safetensors", metadata={"format": "pt"})
+    write_card(target, read_card(target, verify=False))
+    return target
+
+
 @pytest.fixture(scope="session")
 def poisoned_bundle(tmp_path_factory: pytest.TempPathFactory, trained_bert_bundle: Path) -> Path:
     """The tiny BERT whose embedding of one word is NaN: any input with that word scores NaN."""
-    from safetensors.torch import load_file, save_file
+    from rewardmodel import load_tokenizer
 
-    from rewardmodel import load_tokenizer, read_card, write_card
+    token = load_tokenizer(trained_bert_bundle).token_to_id("rain")
 
-    root = tmp_path_factory.mktemp("poison") / "bundle"
-    shutil.copytree(trained_bert_bundle, root)
-    weights = load_file(root / "model.safetensors")
-    token = load_tokenizer(root).token_to_id("rain")
-    key = next(k for k in weights if k.endswith("word_embeddings.weight"))
-    weights[key][token] = float("nan")
-    save_file(weights, root / "model.safetensors", metadata={"format": "pt"})
-    write_card(root, read_card(root, verify=False))
-    return root
+    def poison(weights: dict[str, Any]) -> None:
+        key = next(k for k in weights if k.endswith("word_embeddings.weight"))
+        weights[key][token] = float("nan")
+
+    return edited_bundle(trained_bert_bundle, tmp_path_factory.mktemp("poison") / "bundle", poison)

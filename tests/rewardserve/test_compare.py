@@ -3,32 +3,27 @@
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from rewardmodel.compare import compare, paired_bootstrap
+from tests.conftest import edited_bundle
 from tests.rewardserve.test_cli import run_cli
 
 
 @pytest.fixture(scope="module")
 def reversed_bundle(tmp_path_factory: pytest.TempPathFactory, trained_bert_bundle: Path) -> Path:
     """The trained tiny BERT with its score head negated: it orders every pair the other way round."""
-    from safetensors.torch import load_file, save_file
 
-    from rewardmodel import read_card, write_card
+    def negate_head(weights: dict[str, Any]) -> None:
+        for key in [k for k in weights if k.startswith("classifier.")]:
+            weights[key] = -weights[key]
 
-    root = tmp_path_factory.mktemp("reversed") / "bundle"
-    shutil.copytree(trained_bert_bundle, root)
-    weights = load_file(root / "model.safetensors")
-    for key in [k for k in weights if k.startswith("classifier.")]:
-        weights[key] = -weights[key]
-    save_file(weights, root / "model.safetensors", metadata={"format": "pt"})
-    write_card(root, read_card(root, verify=False))
-    return root
+    return edited_bundle(trained_bert_bundle, tmp_path_factory.mktemp("reversed") / "bundle", negate_head)
 
 
 def test_compare_passes_a_better_candidate_and_fails_a_worse_one(trained_bert_bundle: Path, reversed_bundle: Path,
