@@ -70,14 +70,12 @@ class LabelQueue:
         self.store.ready()
         with self.store.translating("reading the queue"), self.store.engine.connect() as conn:
             row = conn.execute(query).first()
-        if row is None:
-            return None
-        return {"id": row.id, "prompt": row.prompt, "completions": row.completions, "source": row.source,
-                "judged_by": row.done, "wanted": self.per_task}
+        return None if row is None else self._task(row)
 
     def submit(self, task_id: str, annotator: str, judgement: dict[str, Any], now: datetime) -> str:
-        """Store ``annotator``'s judgement of the task (``{"ranking": …}`` or ``{"choice": …}``) as a feedback
-        event and count it; a resubmission is a duplicate, not a second vote. Returns the event id."""
+        """Store ``annotator``'s judgement of the task (``{"ranking": …}``, ``{"choice": …}`` or ``{"ratings": …}``
+        with its ``scale`` and ``criteria``) as a feedback event and count it; a resubmission is a duplicate,
+        not a second vote. Returns the event id."""
         self.store.ready()
         with self.store.translating("storing a judgement"), self.store.engine.begin() as conn:
             task = conn.execute(select(TaskRow.prompt, TaskRow.completions).where(TaskRow.id == task_id)).first()
@@ -95,6 +93,21 @@ class LabelQueue:
             if assigned is not None:
                 conn.execute(update(TaskRow).where(TaskRow.id == task_id).values(done=TaskRow.done + 1))
         return event_id
+
+    def pending(self, limit: int = 0) -> list[dict[str, Any]]:
+        """The tasks that still need judgements, in the order annotators get them (``limit`` 0: all), for
+        labeling elsewhere (``feedback export --to label-studio``)."""
+        query = (select(TaskRow.id, TaskRow.prompt, TaskRow.completions, TaskRow.source, TaskRow.done)
+                 .where(TaskRow.done < self.per_task)
+                 .order_by(TaskRow.priority.desc(), TaskRow.created_at, TaskRow.id))
+        self.store.ready()
+        with self.store.translating("reading the queue"), self.store.engine.connect() as conn:
+            rows = conn.execute(query.limit(limit) if limit else query).all()
+        return [self._task(r) for r in rows]
+
+    def _task(self, row: Any) -> dict[str, Any]:
+        return {"id": row.id, "prompt": row.prompt, "completions": row.completions, "source": row.source,
+                "judged_by": row.done, "wanted": self.per_task}
 
     def annotator_count(self, annotator: str) -> int:
         """How many tasks ``annotator`` has judged."""

@@ -1,4 +1,4 @@
-"""``rewardserve feedback export | stats | prune | migrate``: the feedback store from the command line.
+"""``rewardserve feedback export | import | stats | prune | migrate``: the feedback store from the command line.
 
 Every subcommand takes ``--db`` (a SQLite path, ``sqlite:///…`` or ``postgresql://…``; default
 ``$REWARDSERVE_FEEDBACK_DB``) and prints its result as JSON on stdout.
@@ -30,12 +30,32 @@ def add_feedback(sub: argparse._SubParsersAction, emit: Any) -> None:
         c.add_argument("--source", help="only events from this source (e.g. chat-ui, labeling)")
         c.add_argument("--annotator", help="only this annotator's events")
 
-    e = command("export", "write the stored judgements as training data (.jsonl or .parquet)")
-    e.add_argument("--out", required=True, type=Path, help="FILE.jsonl or FILE.parquet")
+    e = command("export", "write the stored judgements as training data (.jsonl or .parquet), or the labeling "
+                          "queue as Label Studio tasks (--to label-studio)")
+    e.add_argument("--out", required=True, type=Path, help="FILE.jsonl or FILE.parquet; with --to label-studio "
+                                                           "FILE.json (its labeling config is written beside it)")
+    e.add_argument("--to", choices=["training", "label-studio"], default="training",
+                   help="training: judgements as training data (default); label-studio: the queue's tasks that "
+                        "still need judgements, for a Label Studio project (List + Ranker)")
+    e.add_argument("--label-annotations", type=int, default=2, metavar="N",
+                   help="with --to label-studio: judgements each task should get (the server's "
+                        "--label-annotations; default 2)")
     e.add_argument("--aggregate", choices=["all", "majority"], default="all",
                    help="all: every event as it was judged; majority: one verdict per pair of completions over "
                         "all annotators of the same prompt and completions (default: all)")
     window(e)
+    i = command("import", "store the pairwise and ranking judgements of a Label Studio or Argilla export")
+    i.add_argument("file", type=Path, help="the tool's JSON export (a list of tasks or records) or JSON Lines")
+    i.add_argument("--from", dest="tool", required=True, choices=["label-studio", "argilla"])
+    i.add_argument("--prompt-field", help="the data field holding the prompt (default: the first of prompt, "
+                                          "instruction, input, question, query)")
+    i.add_argument("--completion-fields", default="",
+                   help="comma-separated fields holding the completions: Label Studio pairwise (default "
+                        "text1,text2); Argilla label questions (required there), rankings (default: the ranked "
+                        "fields)")
+    i.add_argument("--items-field", default="items", help="Label Studio: the List of a ranker (default items)")
+    i.add_argument("--question", help="Argilla: the question holding the judgements (default: the one ranking "
+                                      "question)")
     s = command("stats", "counts, inter-annotator agreement, and each reward model's live accuracy")
     window(s)
     r = command("prune", "delete events: older than --before (retention), or by annotator, or about a user "
@@ -49,6 +69,7 @@ def add_feedback(sub: argparse._SubParsersAction, emit: Any) -> None:
 
 def _run(args: argparse.Namespace, emit: Any) -> int:
     from feedback.errors import FeedbackError, InvalidFeedback
+    from feedback.events import utc_now
     from feedback.export import export, parse_time
     from feedback.stats import feedback_stats
     from feedback.store import FeedbackStore, Filters, redact
@@ -56,11 +77,24 @@ def _run(args: argparse.Namespace, emit: Any) -> int:
     if not args.db:
         raise InvalidFeedback("say which database: --db PATH_OR_URL (or set REWARDSERVE_FEEDBACK_DB)")
     cmd = args.feedback_command
-    store = FeedbackStore(args.db, pool_size=1, must_exist=cmd != "migrate")
+    # an import reads and checks the whole file before it opens (or creates) the database
+    imported = _read_import(args) if cmd == "import" else None
+    store = FeedbackStore(args.db, pool_size=1, must_exist=cmd not in ("migrate", "import"))
     try:
         if cmd == "migrate":
             store.migrate()
             result: dict[str, Any] = {"database": redact(store.url), "migrated": True}
+        elif imported is not None:
+            from feedback.interop import store_imported
+
+            result = {"database": redact(store.url), **store_imported(store, imported, utc_now())}
+        elif cmd == "export" and args.to == "label-studio":
+            from feedback.labelstudio import write_label_studio
+            from feedback.queue import LabelQueue
+
+            if args.label_annotations < 1:
+                raise InvalidFeedback("--label-annotations must be at least 1")
+            result = write_label_studio(LabelQueue(store, args.label_annotations).pending(), args.out)
         elif cmd == "prune":
             deleted = store.prune(parse_time(args.before, "--before"), args.annotator, args.user)
             result = {"database": redact(store.url), "deleted": deleted}
@@ -78,3 +112,15 @@ def _run(args: argparse.Namespace, emit: Any) -> int:
         store.close()
     emit(args, result)
     return 0
+
+
+def _read_import(args: argparse.Namespace) -> Any:
+    """The events of the file to import (:class:`feedback.interop.Imported`)."""
+    fields = tuple(f.strip() for f in args.completion_fields.split(",") if f.strip())
+    if args.tool == "label-studio":
+        from feedback.labelstudio import read_label_studio
+
+        return read_label_studio(args.file, args.prompt_field, args.items_field, fields or ("text1", "text2"))
+    from feedback.argilla import read_argilla
+
+    return read_argilla(args.file, args.prompt_field, args.question, fields)
