@@ -22,10 +22,10 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from feedback.errors import InvalidFeedback
-from feedback.events import FeedbackAccepted, FeedbackBatch, utc_now
+from feedback.events import FeedbackAccepted, FeedbackBatch, Rating, utc_now
 from feedback.metrics import FeedbackMetrics
 from feedback.queue import LabelQueue, LabelTask
-from feedback.stats import feedback_stats
+from feedback.stats import annotator_agreement, feedback_stats
 from feedback.store import FeedbackStore, Filters
 
 log = logging.getLogger(__name__)
@@ -110,21 +110,34 @@ class TaskBatch(BaseModel):
 
 
 class Judgement(BaseModel):
-    """``POST /label/submit``: one annotator's ranking (ties as nested lists) or choice of one task."""
+    """``POST /label/submit``: one annotator's judgement of one task: a ranking (ties as nested lists), a choice,
+    or ratings (thumbs, or on a ``scale`` with per-criterion ``criteria``), checked by the event rules."""
 
     model_config = ConfigDict(extra="forbid")
 
     task_id: str = Field(min_length=1, max_length=64)
     ranking: list[StrictInt | list[StrictInt]] | None = None
     choice: StrictInt | None = None
+    ratings: list[Rating] | None = None
+    scale: tuple[float, float] | None = None
+    criteria: dict[str, list[Rating]] | None = None
+
+    def judgement(self) -> dict[str, Any]:
+        """The event fields it sets; exactly one of ranking, choice or ratings."""
+        given = {k: v for k, v in self.model_dump(exclude={"task_id"}).items() if v is not None}
+        if sum(k in given for k in ("ranking", "choice", "ratings")) != 1:
+            raise InvalidFeedback("send exactly one of 'ranking', 'choice' or 'ratings'")
+        return given
 
 
 def label_router(service: FeedbackService, queue: LabelQueue, push: Sequence[params.Depends],
                  judge: Sequence[params.Depends], annotator: Callable[..., Awaitable[str]],
-                 responses: dict[int | str, dict[str, Any]]) -> APIRouter:
+                 responses: dict[int | str, dict[str, Any]],
+                 criteria: Callable[[], dict[str, Any] | None] = lambda: None) -> APIRouter:
     """The labeling routes: the page, tasks pushed behind ``push`` (the feedback keys), and the annotator's
     next task and submission behind ``judge`` (the drain's accounting), whose ``annotator`` dependency
-    names who is judging (from their own key)."""
+    names who is judging (from their own key). ``criteria`` gives the served model's criteria
+    (``{"names", "scale"}``, or None) for the page's sliders."""
     router = APIRouter(responses=responses, tags=["labeling"])
     who = Depends(annotator)  # a default, not an Annotated alias: this module's annotations are strings
 
@@ -142,19 +155,20 @@ def label_router(service: FeedbackService, queue: LabelQueue, push: Sequence[par
     @router.get("/label/next", dependencies=list(judge), summary="The next task for this annotator")
     async def next_task(skip: Annotated[list[str] | None, Query(max_length=100)] = None,
                         name: str = who) -> dict[str, Any]:
-        """``{"annotator", "judged", "task": {"id", "prompt", "completions", …} | null}``."""
+        """``{"annotator", "judged", "agreement", "criteria", "task": {"id", "prompt", "completions", …} |
+        null}``: ``agreement`` is how often this annotator's preferences matched other annotators' on the same
+        items (``ratio`` null before any shared item)."""
         task = await service.run(queue.next, name, skip or [])
-        return {"annotator": name, "judged": await service.run(queue.annotator_count, name), "task": task}
+        return {"annotator": name, "judged": await service.run(queue.annotator_count, name),
+                "agreement": await service.run(annotator_agreement, queue.store, name), "criteria": criteria(),
+                "task": task}
 
     @router.post("/label/submit", dependencies=list(judge), summary="Store this annotator's judgement of a task")
     async def submit(body: Judgement, name: str = who) -> dict[str, Any]:
         """The judgement becomes a feedback event (source ``labeling``, this annotator) in the same
         transaction that counts it; resubmitting is a duplicate, never a second vote."""
-        judgement = {k: v for k, v in (("ranking", body.ranking), ("choice", body.choice)) if v is not None}
-        if len(judgement) != 1:
-            raise InvalidFeedback("send exactly one of 'ranking' or 'choice'")
         try:
-            event_id = await service.run(queue.submit, body.task_id, name, judgement, utc_now())
+            event_id = await service.run(queue.submit, body.task_id, name, body.judgement(), utc_now())
         except ValidationError as exc:  # the event rules (a ranking that is not a permutation, …)
             raise InvalidFeedback("; ".join(e["msg"] for e in exc.errors())) from None
         return {"event_id": event_id, "judged": await service.run(queue.annotator_count, name)}

@@ -66,14 +66,18 @@ class Judged:
             by_annotator = self.verdicts.setdefault(item_key(event.prompt, event.completions), {})
             by_annotator[event.annotator] = mine
 
-    def agreement(self) -> dict[str, Any]:
-        """Items judged by two or more annotators, the comparisons between them, and the share that agreed."""
+    def agreement(self, annotator: str | None = None) -> dict[str, Any]:
+        """Items judged by two or more annotators, the comparisons between them, and the share that agreed;
+        with ``annotator``, only the comparisons of that annotator with the others (what the labeling page
+        shows each annotator)."""
         items = comparisons = agreed = 0
         for by_annotator in self.verdicts.values():
-            if len(by_annotator) < 2:
+            if len(by_annotator) < 2 or (annotator is not None and annotator not in by_annotator):
                 continue
             items += 1
-            for mine, theirs in itertools.combinations(by_annotator.values(), 2):
+            for (a, mine), (b, theirs) in itertools.combinations(by_annotator.items(), 2):
+                if annotator is not None and annotator not in (a, b):
+                    continue
                 for pair in mine.keys() & theirs.keys():
                     comparisons += 1
                     agreed += mine[pair] == theirs[pair]
@@ -87,6 +91,11 @@ def judged(events: Iterable[StoredEvent]) -> Judged:
     for stored in events:
         out.add(stored.event)
     return out
+
+
+def annotator_agreement(store: FeedbackStore, annotator: str) -> dict[str, Any]:
+    """How often ``annotator`` agreed with the others who judged the same items (see :meth:`Judged.agreement`)."""
+    return judged(store.events(Filters(items_of=annotator))).agreement(annotator)
 
 
 def feedback_stats(store: FeedbackStore, filters: Filters = EVERYTHING) -> dict[str, Any]:

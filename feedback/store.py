@@ -68,12 +68,14 @@ def redact(url: str) -> str:
 
 @dataclass(frozen=True)
 class Filters:
-    """Which events a read takes: created in [since, until), from one source or annotator."""
+    """Which events a read takes: created in [since, until), from one source or annotator, and about the items
+    (prompt and completions) that annotator ``items_of`` judged."""
 
     since: datetime | None = None
     until: datetime | None = None
     source: str | None = None
     annotator: str | None = None
+    items_of: str | None = None
 
     def where(self) -> list[Any]:
         """SQLAlchemy conditions."""
@@ -86,6 +88,8 @@ class Filters:
             out.append(EventRow.source == self.source)
         if self.annotator is not None:
             out.append(EventRow.annotator == self.annotator)
+        if self.items_of is not None:
+            out.append(EventRow.item_key.in_(select(EventRow.item_key).where(EventRow.annotator == self.items_of)))
         return out
 
 

@@ -89,7 +89,8 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[str], None] | None
         queue = LabelQueue(feedback.store, settings.label_annotations)
         label_responses = {**responses, 403: {"model": ErrorResponse, "description": Forbidden.description}}
         routers.append(label_router(feedback, queue, [Depends(require_feedback_key), Depends(admit_write)],
-                                    [Depends(admit_write)], require_annotator, label_responses))
+                                    [Depends(admit_write)], require_annotator, label_responses,
+                                    lambda: _page_criteria(state)))
         app.include_router(routers[-1])
         if settings.collect_for_labeling:
             state.sampler = LiveSampler(settings.collect_rate, settings.collect_per_hour, _queueing(feedback, queue))
@@ -119,6 +120,18 @@ def _feedback(settings: ServiceSettings, metrics: Metrics) -> FeedbackService | 
     from feedback.store import FeedbackStore
 
     return FeedbackService(FeedbackStore(settings.feedback_db), metrics.registry)
+
+
+def _page_criteria(state: ServiceState) -> dict[str, Any] | None:
+    """The default model's criteria for the labeling page's sliders: their names and one rating scale (the
+    card's, when its criteria share one; else 1-5), or None for a one-output model or before it loaded."""
+    if not state.started:
+        return None
+    criteria = state.default.card.criteria
+    if criteria is None:
+        return None
+    scales = {s for s in criteria.scales.values() if s is not None}
+    return {"names": list(criteria.names), "scale": list(scales.pop() if len(scales) == 1 else (1, 5))}
 
 
 def _queueing(feedback: FeedbackService, queue: LabelQueue) -> Push:

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from feedback.events import FeedbackEvent
 from feedback.metrics import MAX_LABEL_VALUES, WINDOW_S, FeedbackMetrics
-from feedback.stats import feedback_stats
+from feedback.stats import annotator_agreement, feedback_stats
 from feedback.store import FeedbackStore
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -34,6 +34,23 @@ def test_agreement_counts_shared_pairs_between_annotators(store_url: str) -> Non
     assert stats["agreement"] == {"items": 1, "comparisons": 7, "ratio": 6 / 7}
     assert stats["events"] == 5 and stats["by_form"] == {"choice": 3, "ranking": 2}
     assert stats["by_annotator"] == {"x": 2, "none": 1, "y": 1, "z": 1}
+
+
+def test_each_annotator_sees_their_own_agreement(store_url: str) -> None:
+    """What the labeling page shows: only the comparisons of that annotator with the others."""
+    store = FeedbackStore(store_url)
+    store.add([
+        ev(id="1", annotator="x", ranking=[0, 1, 2]),
+        ev(id="2", annotator="y", ranking=[0, 2, 1]),
+        ev(id="3", annotator="z", choice=0),
+        ev(id="4", annotator="x", prompt="other", choice=1),  # judged by x alone: nothing to compare
+        ev(id="5", annotator="w", prompt="elsewhere", choice=1),
+        ev(id="6", annotator="y", prompt="elsewhere", choice=0),  # y and w share one pair there (a vs b): opposed
+    ], NOW)
+    assert annotator_agreement(store, "x") == {"items": 1, "comparisons": 5, "ratio": 4 / 5}  # 2 of 3 with y, 2 of 2 z
+    assert annotator_agreement(store, "y") == {"items": 2, "comparisons": 6, "ratio": 4 / 6}  # 2/3 x, 2/2 z, 0/1 w
+    assert annotator_agreement(store, "z") == {"items": 1, "comparisons": 4, "ratio": 1.0}
+    assert annotator_agreement(store, "nobody") == {"items": 0, "comparisons": 0, "ratio": None}
 
 
 def test_a_later_judgement_by_the_same_annotator_replaces_the_earlier(store_url: str) -> None:
