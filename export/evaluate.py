@@ -1,4 +1,5 @@
-"""Evaluating an exported variant on preferences: the metrics of ``rewardserve eval``, via onnxruntime."""
+"""Evaluating an exported variant on preferences: the metrics of ``rewardserve eval``, via onnxruntime (and
+int8-static via OpenVINO where it is installed, the runtime that serves it and that its parity gate used)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from rewardmodel import BundleCard, Formatter, PairwiseReport, PreferenceExample, load_tokenizer, read_card
 from rewardmodel.onnx_model import CPU, onnx_scorer, open_session, variant_file
+from rewardmodel.openvino_model import compile_onnx, openvino_available, openvino_scorer
 from rewardmodel.scoring import Progress, evaluate
 
 
@@ -20,6 +22,10 @@ def evaluate_variant(
     """
     root = Path(bundle)
     card = card or read_card(root)
-    session = open_session(variant_file(root, card, variant), providers)
+    path = variant_file(root, card, variant)
+    if variant == "int8-static" and openvino_available():
+        scorer = openvino_scorer(compile_onnx(path))
+    else:
+        scorer = onnx_scorer(open_session(path, providers))
     formatter = Formatter(load_tokenizer(root), card.formatting)
-    return evaluate(onnx_scorer(session), formatter, examples, batch_size, progress, card.criteria)
+    return evaluate(scorer, formatter, examples, batch_size, progress, card.criteria)

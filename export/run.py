@@ -17,19 +17,23 @@ from export.convert import to_fp16, to_fp32, to_int8
 from export.errors import ExportError
 from export.onnx_export import TWO_GB, export_onnx
 from export.parity import THRESHOLDS, gate, measure
+from export.static_int8 import calibration_batches, nncf_int8_onnx
 from rewardmodel import BundleCard, Formatter, PreferenceExample, load_tokenizer, read_card, write_card
 from rewardmodel.card import sha256_file
 from rewardmodel.criteria import Criteria
 from rewardmodel.onnx_model import CPU, CUDA, available_providers, onnx_scorer, open_session
+from rewardmodel.openvino_model import compile_onnx, openvino_available, openvino_scorer
 from rewardmodel.scoring import outputs_encoded, reward_of, width_of
 from rewardmodel.sources import DEMO_DATA, load_examples
 from rewardmodel.torch_model import load_torch_model, torch_scorer
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("fp32", "fp16", "int8")
-FILES = {"fp32": "onnx/model.onnx", "fp16": "onnx/model_fp16.onnx", "int8": "onnx/model_int8.onnx"}
-DTYPES = {"fp32": "float32", "fp16": "float16", "int8": "int8 weights, float32 activations"}
+VARIANTS = ("fp32", "fp16", "int8", "int8-static")
+FILES = {"fp32": "onnx/model.onnx", "fp16": "onnx/model_fp16.onnx", "int8": "onnx/model_int8.onnx",
+         "int8-static": "onnx/model_int8_static.onnx"}
+DTYPES = {"fp32": "float32", "fp16": "float16", "int8": "int8 weights, float32 activations",
+          "int8-static": "int8 weights and activations (static, calibrated)"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,9 @@ class ExportSettings:
     """Preference data for the parity check; empty: the demo set's held-out split."""
     samples: int = 256
     """Preference examples of the calibration data used for parity."""
+    calibration_items: int = 300
+    """Items (completions) that calibrate int8-static's activation ranges: the calibration data's examples
+    after the parity ones, so the gate measures on data the ranges were not fitted to."""
     force: bool = False
     """Write variants that miss their parity thresholds (marked as failed in the card)."""
     external_data_threshold: int = TWO_GB
@@ -57,8 +64,17 @@ class ExportSettings:
         return self
 
 
-def _calibration(settings: ExportSettings) -> list[PreferenceExample]:
-    return load_examples(settings.calibration_data or f"{DEMO_DATA}:heldout", limit=settings.samples)
+def _calibration(settings: ExportSettings) -> tuple[list[PreferenceExample], list[PreferenceExample]]:
+    """(parity examples, the further examples that calibrate int8-static)."""
+    static = "int8-static" in settings.variants
+    extra = settings.calibration_items if static else 0
+    examples = load_examples(settings.calibration_data or f"{DEMO_DATA}:heldout", limit=settings.samples + extra)
+    parity, rest = examples[:settings.samples], examples[settings.samples:]
+    if static and not rest:  # a small calibration set: the ranges are fitted to the parity examples too
+        log.warning("the calibration data hold no examples beyond the %d parity ones: int8-static is calibrated "
+                    "on those", len(parity))
+        rest = parity
+    return parity, rest
 
 
 def _check_providers(variant: str) -> list[str]:
@@ -84,7 +100,7 @@ def export_bundle(bundle: str | Path, settings: ExportSettings) -> BundleCard:
     # eager attention exports as plain MatMul/Softmax, the pattern onnxruntime fuses into its Attention op
     model, _ = load_torch_model(root, card=card, attn_implementation="eager")
     formatter = Formatter(load_tokenizer(root), card.formatting)
-    examples = _calibration(settings)
+    examples, calibrating = _calibration(settings)
     encoded = formatter.encode_many([(ex.prompt, c) for ex in examples for c in ex.completions])
     reference = outputs_encoded(torch_scorer(model), card.formatting, encoded, settings.batch_size,
                                 width=width_of(card.criteria))
@@ -102,7 +118,15 @@ def export_bundle(bundle: str | Path, settings: ExportSettings) -> BundleCard:
         for variant in settings.variants:
             started = time.perf_counter()
             path = staging / Path(FILES[variant]).name
-            method = convert[variant](raw, path, card.model_type, heads, hidden, settings.external_data_threshold)
+            if variant == "int8-static":
+                items = formatter.encode_many([(ex.prompt, c) for ex in calibrating for c in ex.completions])
+                # from the plain export: NNCF's ONNX backend does not know onnxruntime's fused contrib ops
+                method = nncf_int8_onnx(raw, path, calibration_batches(items[:settings.calibration_items],
+                                                                       card.formatting),
+                                        settings.external_data_threshold)
+            else:
+                method = convert[variant](raw, path, card.model_type, heads, hidden,
+                                          settings.external_data_threshold)
             records[variant] = _check(variant, path, method, reference, encoded, examples, formatter, settings,
                                       card.criteria)
             log.info("%s: %s (%.1fs)", variant, records[variant]["parity"], time.perf_counter() - started)
@@ -122,9 +146,12 @@ def _check(variant: str, path: Path, method: str, reference: np.ndarray, encoded
            criteria: Criteria | None) -> dict[str, Any]:
     """Gate the variant on its reward, and a criteria model on each criterion's output too."""
     providers = _check_providers(variant)
-    session = open_session(path, providers)
-    outputs = outputs_encoded(onnx_scorer(session), formatter.spec, encoded, settings.batch_size,
-                              width=width_of(criteria))
+    # int8-static is checked on OpenVINO, which serves it fastest, when it is installed
+    if variant == "int8-static" and openvino_available():
+        scorer, providers = openvino_scorer(compile_onnx(path)), ["OpenVINO CPU (f32)"]
+    else:
+        scorer = onnx_scorer(open_session(path, providers))
+    outputs = outputs_encoded(scorer, formatter.spec, encoded, settings.batch_size, width=width_of(criteria))
     parity = measure(reward_of(reference, criteria), reward_of(outputs, criteria), examples)
     failures = gate(variant, parity, settings.force)
     per_criterion = {}

@@ -93,8 +93,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="score a preference file with a bundle and print pairwise metrics as JSON")
     p.add_argument("--model", required=True, help="bundle directory (written by `rewardserve train`)")
     p.add_argument("--data", required=True, help="preference data: file, dataset directory, hub name or builtin:demo")
-    p.add_argument("--variant", default="torch", choices=["torch", "fp32", "fp16", "int8"],
-                   help="the torch checkpoint, or an exported ONNX variant (run on onnxruntime)")
+    p.add_argument("--variant", default="torch", choices=["torch", "fp32", "fp16", "int8", "int8-static"],
+                   help="the torch checkpoint, or an exported ONNX variant (run on onnxruntime; int8-static on "
+                        "OpenVINO where installed)")
     p.add_argument("--split", default="train", help="split of a `datasets` source")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N examples (0: all)")
     p.add_argument("--batch-size", type=int, default=32, help="completions per forward pass")
@@ -139,14 +140,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="add ONNX variants (fp32, fp16, int8) to a bundle, each gated on parity")
+    p = sub.add_parser("export", help="add ONNX variants (fp32, fp16, int8, int8-static) to a bundle, each gated "
+                                      "on parity")
     p.add_argument("--model", required=True, help="bundle directory")
     p.add_argument("--variants", default="fp32,int8", help="comma-separated: fp32 (portable), fp16 (GPU), int8 "
-                                                           "(CPU) (default: fp32,int8)")
+                                                           "(CPU, dynamic), int8-static (CPU, calibrated with NNCF; "
+                                                           "the fastest with --backend openvino) (default: fp32,int8)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
     p.add_argument("--calibration-data", default="", help="preference data for the parity check "
                                                           "(default: the demo set's held-out split)")
     p.add_argument("--samples", type=int, default=256, help="preference examples used for parity (default: 256)")
+    p.add_argument("--calibration-items", type=int, default=300,
+                   help="int8-static: completions that calibrate the activation ranges, taken from the calibration "
+                        "data after the parity examples (default: 300)")
     p.add_argument("--force", action="store_true", help="write variants that miss their parity thresholds")
     p.set_defaults(func=_cmd_export)
 
@@ -156,7 +162,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     settings = ExportSettings(variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()),
                               opset=args.opset, calibration_data=args.calibration_data, samples=args.samples,
-                              force=args.force)
+                              calibration_items=args.calibration_items, force=args.force)
     card = export_bundle(args.model, settings)
     _emit(args, {"model": card.name, "onnx": card.onnx})
     return 0
@@ -197,14 +203,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve(service_settings(args))
 
 
-DEMO_VARIANTS = ("fp32", "int8")
-DEMO_SERVE: dict[str, Any] = {"variant": "int8"}
-"""What the demo serves unless told otherwise (int8 is ~1.7x faster on a CPU)."""
+DEMO_VARIANTS = ("fp32", "int8", "int8-static")
+DEMO_SERVE: dict[str, Any] = {"backend": "openvino", "variant": "int8-static"}
+"""What the demo serves unless told otherwise: static int8 on OpenVINO, the fastest CPU engine that passes the
+parity gate (benchmarks/results/cpu_engines.md)."""
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="build the demo reward model (MiniLM on generated preferences), export it to "
-                                    "ONNX, evaluate every variant, then serve it (int8 on onnxruntime), taking "
+                                    "ONNX, evaluate every variant, then serve it (static int8 on OpenVINO), taking "
                                     "feedback into $REWARDSERVE_HOME/feedback.db")
     p.add_argument("--home", type=Path, default=None, help="cache directory (default: $REWARDSERVE_HOME or "
                                                            "~/.cache/rewardserve)")

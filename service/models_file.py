@@ -32,8 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from rewardmodel import read_card
 from service.errors import ModelsError
 
-OVERRIDES = ("backend", "variant", "device", "threads", "tensorrt", "onnx_spin", "max_batch_tokens",
-             "max_batch_items", "max_wait_ms", "max_item_tokens", "sort_window_items", "max_batch_padding")
+OVERRIDES = ("backend", "variant", "device", "threads", "tensorrt", "onnx_spin", "openvino_precision",
+             "max_batch_tokens", "max_batch_items", "max_wait_ms", "max_item_tokens", "sort_window_items",
+             "max_batch_padding")
 """Serve settings an entry may set for itself; the rest (limits per request, keys, …) are the server's."""
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
@@ -50,12 +51,13 @@ class _Entry(BaseModel):
 class _Runs(_Entry):
     """An entry that loads models: it may override the serve settings that shape a backend."""
 
-    backend: Literal["onnx", "torch"] | None = None
-    variant: Literal["fp32", "fp16", "bf16", "int8"] | None = None
+    backend: Literal["onnx", "openvino", "torch"] | None = None
+    variant: Literal["fp32", "fp16", "bf16", "int8", "int8-static"] | None = None
     device: Literal["cpu", "cuda"] | None = None
     threads: int | None = Field(None, ge=0)
     tensorrt: bool | None = None
     onnx_spin: bool | None = None
+    openvino_precision: Literal["f32", "bf16"] | None = None
     max_batch_tokens: int | None = Field(None, ge=8)
     max_batch_items: int | None = Field(None, ge=1)
     max_wait_ms: float | None = Field(None, ge=0)

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-Backend = Literal["onnx", "torch"]
-Variant = Literal["fp32", "fp16", "bf16", "int8"]
+Backend = Literal["onnx", "openvino", "torch"]
+Variant = Literal["fp32", "fp16", "bf16", "int8", "int8-static"]
 Device = Literal["cpu", "cuda"]
 
 
@@ -31,9 +31,14 @@ class ServiceSettings(BaseSettings):
                                      "(README: Several models). SIGHUP re-reads it and swaps what changed")
     model_name: str = Field("", description="name reported to clients; default: the card's name")
     backend: Backend = Field("onnx", description="onnx: onnxruntime on an exported variant (no torch needed); "
-                                                 "torch: the safetensors checkpoint")
-    variant: Variant = Field("fp32", description="numeric format: fp32 (exact), int8 (onnx, ~1.7x faster on CPU), "
-                                                 "fp16 (GPU), bf16 (torch on GPU)")
+                                                 "openvino: OpenVINO on an exported variant (CPU; the fastest with "
+                                                 "int8-static); torch: the safetensors checkpoint")
+    variant: Variant = Field("fp32", description="numeric format: fp32 (exact), int8 (onnx, dynamic: ~2x faster "
+                                                 "on CPU), int8-static (calibrated; with --backend openvino the "
+                                                 "fastest on CPU), fp16 (GPU), bf16 (torch on GPU)")
+    openvino_precision: Literal["f32", "bf16"] = Field(
+        "f32", description="openvino backend: precision of the ops that are not quantized (bf16 is faster on "
+                           "CPUs with avx512_bf16 or AMX; the export's parity gate checked f32)")
     device: Device = Field("cpu", description="where the model runs")
     tensorrt: bool = Field(False, description="onnx on cuda: try onnxruntime's TensorRT provider first (slow "
                                               "first batches while engines build)")
@@ -129,10 +134,14 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _coherent(self) -> ServiceSettings:
-        if self.backend == "onnx" and self.variant == "bf16":
-            raise ValueError("variant bf16 runs on the torch backend; the ONNX variants are fp32, fp16 and int8")
-        if self.backend == "torch" and self.variant == "int8":
-            raise ValueError("variant int8 is an ONNX export; use --backend onnx (torch serves fp32/fp16/bf16)")
+        if self.backend in ("onnx", "openvino") and self.variant == "bf16":
+            raise ValueError("variant bf16 runs on the torch backend; the ONNX variants are fp32, fp16, int8 and "
+                             "int8-static")
+        if self.backend == "torch" and self.variant.startswith("int8"):
+            raise ValueError(f"variant {self.variant} is an ONNX export; use --backend onnx or openvino (torch serves "
+                             "fp32/fp16/bf16)")
+        if self.backend == "openvino" and (self.device != "cpu" or self.variant == "fp16"):
+            raise ValueError("the openvino backend serves fp32, int8 and int8-static on --device cpu")
         if self.max_item_tokens and self.max_item_tokens > self.max_batch_tokens:
             raise ValueError("max_item_tokens must not exceed max_batch_tokens, or a long item could never run")
         if any(":" not in k or not k.split(":", 1)[0] or not k.split(":", 1)[1] for k in self.annotator_keys):

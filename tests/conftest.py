@@ -115,8 +115,9 @@ def _export(source: Path, target: Path, data: tuple[Path, Path], variants: tuple
 @pytest.fixture(scope="session")
 def bert_onnx_bundle(tmp_path_factory: pytest.TempPathFactory, trained_bert_bundle: Path,
                      good_bad_files: tuple[Path, Path]) -> Path:
-    """The trained tiny BERT bundle with fp32 and int8 ONNX variants."""
-    return _export(trained_bert_bundle, tmp_path_factory.mktemp("served") / "bert", good_bad_files, ("fp32", "int8"))
+    """The trained tiny BERT bundle with fp32, int8 and int8-static ONNX variants."""
+    return _export(trained_bert_bundle, tmp_path_factory.mktemp("served") / "bert", good_bad_files,
+                   ("fp32", "int8", "int8-static"))
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
-"""Backends: one small protocol (:class:`Backend`), onnxruntime and torch implementations.
+"""Backends: one small protocol (:class:`Backend`), onnxruntime, OpenVINO and torch implementations.
 
 Routes and the scheduler never import onnxruntime or torch; :func:`load_backend` imports the one the
-settings ask for, so an onnx-only install never loads torch.
+settings ask for, so an onnx-only install never loads torch (nor OpenVINO).
 """
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ def load_backend(root: Path, card: BundleCard, settings: ServiceSettings) -> Bac
 
         return TorchBackend(root, card, settings.variant, settings.device, settings.threads,
                             settings.trust_remote_code)
+    if settings.backend == "openvino":
+        from service.backends.openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend(root, card, settings.variant, settings.device, settings.threads,
+                               settings.openvino_precision)
     from service.backends.onnxruntime_backend import OnnxBackend
 
     return OnnxBackend(root, card, settings.variant, settings.device, settings.threads, settings.tensorrt,

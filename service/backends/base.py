@@ -21,7 +21,7 @@ class BackendInfo:
     """What a backend is: reported by ``/v1/models`` and the ``model_info`` metric."""
 
     name: str
-    """``onnx`` or ``torch``."""
+    """``onnx``, ``openvino`` or ``torch``."""
     device: str
     dtype: str
     detail: str = ""

@@ -1,0 +1,62 @@
+"""OpenVINO compiled models over a bundle's ONNX variants, as batch scorers — openvino imported on call.
+
+OpenVINO reads the exported ONNX files as they are (onnxruntime's fused contrib ops included) and runs the
+static int8 variant's QuantizeLinear/DequantizeLinear pairs as int8 kernels (VNNI, AMX). Export's parity
+gate and the service's openvino backend compile the same way, so the gate checks what is served.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from rewardmodel.batching import PaddedBatch
+from rewardmodel.errors import BundleError
+from rewardmodel.scoring import BatchScorer
+
+Precision = Literal["f32", "bf16"]
+"""The precision OpenVINO runs the float (unquantized) ops in. Its CPU default is bf16 on CPUs with
+avx512_bf16 or AMX: we ask for f32 unless told, so a variant's numbers do not depend on the CPU."""
+
+
+def openvino_available() -> bool:
+    """Whether the openvino runtime is installed (``pip install 'rewardserve[openvino]'``)."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def compile_onnx(path: Path, threads: int = 0, precision: Precision = "f32") -> Any:
+    """An OpenVINO CPU compiled model of the ONNX file at ``path``; ``threads`` 0 lets OpenVINO choose."""
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise BundleError("the openvino backend needs OpenVINO: pip install 'rewardserve[openvino]'") from exc
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    try:
+        return ov.Core().compile_model(str(path), "CPU", config)
+    except Exception as exc:  # OpenVINO raises RuntimeError subclasses for unreadable or unsupported graphs
+        raise BundleError(f"OpenVINO cannot compile {path}: {exc}") from exc
+
+
+def openvino_scorer(compiled: Any) -> BatchScorer:
+    """Score padded batches with one infer request of ``compiled`` (not thread-safe: one caller at a time,
+    as the scheduler's backend thread is); feeds only the inputs the graph declares."""
+    names = [port.get_any_name() for port in compiled.inputs]
+    request = compiled.create_infer_request()
+
+    def score(batch: PaddedBatch) -> npt.NDArray[np.float32]:
+        feed = batch.as_dict()
+        missing = [n for n in names if n not in feed]
+        if missing:
+            raise BundleError(f"the ONNX graph expects inputs {missing} that the bundle's formatting does not make")
+        return np.array(request.infer({n: feed[n] for n in names})[0], dtype=np.float32)
+
+    return score

@@ -1,0 +1,49 @@
+"""OpenVINO backend: an exported ONNX variant compiled for the CPU (the static int8 variant's int8 kernels)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from rewardmodel import BundleCard, PaddedBatch, RewardModelError
+from rewardmodel.onnx_model import variant_file
+from rewardmodel.openvino_model import Precision, compile_onnx, openvino_scorer
+from rewardmodel.scoring import model_outputs, width_of
+from service.backends.base import BackendInfo
+from service.errors import BackendFailure
+
+
+class OpenVinoBackend:
+    """Scores batches with one OpenVINO compiled model of the bundle's exported ``variant``."""
+
+    def __init__(self, root: Path, card: BundleCard, variant: str, device: str, threads: int = 0,
+                 precision: Precision = "f32") -> None:
+        if device != "cpu":
+            raise BackendFailure("the openvino backend serves on --device cpu; on NVIDIA GPUs use --backend onnx")
+        try:
+            self._compiled = compile_onnx(variant_file(root, card, variant), threads, precision)
+        except RewardModelError as exc:
+            raise BackendFailure(str(exc)) from exc
+        self._score = openvino_scorer(self._compiled)
+        self._width = width_of(card.criteria)
+        self.info = BackendInfo("openvino", device, card.onnx[variant].get("dtype", variant),
+                                f"CPU, {precision} inference precision")
+
+    def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
+        """One score per row (one per criterion for a criteria model)."""
+        try:
+            outputs = model_outputs(self._score(batch), batch.input_ids.shape[0], self._width)
+            return outputs[:, 0] if self._width == 1 else outputs
+        except RewardModelError as exc:
+            raise BackendFailure(str(exc)) from exc
+        except Exception as exc:  # OpenVINO raises untyped RuntimeErrors (e.g. out of memory)
+            raise BackendFailure(f"OpenVINO failed on a batch of {batch.input_ids.shape}: {exc}") from exc
+
+    def health(self) -> None:
+        """A compiled model stays usable; nothing to probe."""
+
+    def close(self) -> None:
+        """Drop the compiled model (OpenVINO frees its memory with it)."""
+        del self._score, self._compiled
