@@ -48,6 +48,9 @@ from rewardmodel import Formatter, load_tokenizer, pad_batch, read_card, write_c
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MAX_LENGTH = 256
+ENGINES = {"int8-static": "openvino", "int8": "onnx", "fp32": "onnx"}
+"""The variants measured, each on the backend that serves it fastest on CPU."""
+VARIANTS = tuple(ENGINES)
 CANDIDATES = 8
 
 
@@ -91,9 +94,9 @@ def bench_bundle(source: Path, work: Path) -> Path:
 
 
 def bert_base_bundle(demo: Path, work: Path) -> Path:
-    """A BERT-base-sized reward model with random weights, exported to ONNX fp32 and int8."""
+    """A BERT-base-sized reward model with random weights, exported to ONNX fp32, int8 and int8-static."""
     target = work / "bert-base-random"
-    if (target / "reward_model.json").exists() and {"fp32", "int8"} <= set(read_card(target).onnx):
+    if (target / "reward_model.json").exists() and set(VARIANTS) <= set(read_card(target).onnx):
         return target
     import torch
     from transformers import BertConfig, BertForSequenceClassification
@@ -112,7 +115,7 @@ def bert_base_bundle(demo: Path, work: Path) -> Path:
     write_card(target, replace(card, name="bert-base-random", onnx={}, normalization=None,
                                training={"note": "random weights, for throughput only"}))
     # random weights give near-equal scores, so int8's pair agreement is meaningless: export regardless
-    export_bundle(target, ExportSettings(variants=("fp32", "int8"), force=True))
+    export_bundle(target, ExportSettings(variants=VARIANTS, force=True))
     return target
 
 
@@ -148,14 +151,15 @@ def mean_tokens(bundle: Path, pairs: list[Pair], sizes: Sizes) -> dict[str, floa
 # ---- the engine ceiling -------------------------------------------------------------------------
 
 def engine_ceiling(bundle: Path, variant: str, pairs: list[Pair], threads: int, peak: float) -> dict[str, Any]:
-    """The served backend in process, best batching: all pairs sorted by length, cut under the limits."""
+    """The served backend in process (the variant's backend, :data:`ENGINES`), best batching: all pairs sorted by
+    length, cut under the limits."""
     from transformers import AutoConfig
 
     from service.backends import load_backend
     from service.batching import BatchLimits, batch_end
     from service.settings import ServiceSettings
 
-    settings = ServiceSettings(model=bundle, variant=variant, threads=threads)
+    settings = ServiceSettings(model=bundle, variant=variant, backend=ENGINES[variant], threads=threads)
     card = read_card(bundle)
     formatter = Formatter(load_tokenizer(bundle), card.formatting)
     encoded = sorted(formatter.encode_many(pairs), key=lambda e: len(e.input_ids))
@@ -196,16 +200,17 @@ def servers(bundle: Path, work: Path, threads: int, infinity_venv: Path | None,
             baseline: Path | None = None) -> list[Server]:
     """The servers compared on one bundle (each gets a fresh port when started)."""
     def rewardserve(variant: str, tree: Path | None = None) -> Server:
-        name = f"rewardserve onnx {variant}" + (f" ({tree.name}: before)" if tree else "")
+        name = f"rewardserve {ENGINES[variant]} {variant}" + (f" ({tree.name}: before)" if tree else "")
         return Server(name, Api("rewardserve"),
                       [sys.executable, "-m", "rewardserve", "serve", "--model", str(bundle), "--variant", variant,
+                       *(["--backend", ENGINES[variant]] if ENGINES[variant] != "onnx" else []),
                        "--threads", str(threads), "--log-level", "warning", "--port", "{port}",
                        # profile (a) queues 1,024 items at once: BERT-base fp32 takes ~4 min to clear them,
                        # past the 60 s default deadline (the other servers have none)
                        "--request-timeout-s", "900"], "/readyz",
                       cwd=tree, env={"PYTHONPATH": str(tree)} if tree else {})  # cwd: -m looks there first
 
-    out = [rewardserve("int8"), rewardserve("fp32")]
+    out = [rewardserve(v) for v in VARIANTS]
     if baseline:  # the same server from another checkout (`git worktree add`), for before/after figures
         out.append(rewardserve("int8", baseline))
     out.append(Server("naive (FastAPI + transformers fp32, per request)", Api("naive"),
@@ -301,10 +306,12 @@ def report(result: dict[str, Any], name: str = "performance") -> None:
                   "padding | server cores busy | client CPU s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         naive = {r["profile"]: r["pairs_per_s"] for r in block["rows"] if r["server"].startswith("naive")}
         for r in block["rows"]:
-            variant = "int8" if "int8" in r["server"] else "fp32"
+            # the variant this server runs: "rewardserve <backend> <variant>[ (…)]"
+            variant = r["server"].split(" (")[0].split(" ")[-1]
             tokens = r["pairs_per_s"] * block["mean_tokens_per_pair"][r["profile"][0]]
             # against the ceiling in tokens/s: the profiles send different subsets of the pairs
-            ceiling = block["ceiling"][variant]["tokens_per_s"] if r["server"].startswith("rewardserve") else None
+            ceiling = (block["ceiling"][variant]["tokens_per_s"]
+                       if r["server"].startswith("rewardserve") and variant in block["ceiling"] else None)
             x_ceiling = f"{tokens / ceiling:.2f}" if ceiling else ""
             x_naive = f"{r['pairs_per_s'] / naive[r['profile']]:.2f}" if r["profile"] in naive else ""
             padding = f"{r['mean_padding_ratio']:.1%}" if r["mean_padding_ratio"] is not None else ""
@@ -391,7 +398,7 @@ def main() -> None:
         block: dict[str, Any] = {"bundle": str(bundle), "sizes": sizes.__dict__, "ceiling": {}, "rows": [],
                                  "mean_tokens_per_pair": mean_tokens(bundle, pairs, sizes), "matmul_peak_gflops": peak,
                                  "measured": time.strftime("%Y-%m-%d %H:%M")}
-        for variant in ("int8", "fp32"):
+        for variant in VARIANTS:
             block["ceiling"][variant] = engine_ceiling(bundle, variant, pairs, args.threads, peak)
             print(model, variant, "ceiling", json.dumps(block["ceiling"][variant]), flush=True)
         # before/after figures on the demo model only: the BERT-base runs are long
