@@ -2,7 +2,7 @@
 # rewardserve serving images: the HTTP service and onnxruntime, no training stack (no torch).
 #
 #   docker build --target gpu -t rewardserve:gpu .     # CUDA 12 + cuDNN 9 runtime, onnxruntime-gpu
-#   docker build --target cpu -t rewardserve:cpu .     # python slim, onnxruntime (CPU)
+#   docker build --target cpu -t rewardserve:cpu .     # python slim, onnxruntime and OpenVINO (CPU)
 #   docker build --target cpu --build-arg MODEL_DIR=runs/my-rm -t rewardserve:my-rm .   # model baked in
 #
 # Without MODEL_DIR the image expects the exported bundle mounted at /models/reward-model (k8s/ does
@@ -20,6 +20,7 @@ COPY rewardserve/ rewardserve/
 COPY service/ service/
 COPY training/ training/
 COPY export/ export/
+COPY feedback/ feedback/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # ---- the bundle: baked in when MODEL_DIR names one in the build context, else an empty mount point ----
@@ -29,7 +30,7 @@ RUN --mount=type=bind,source=.,target=/context \
     mkdir -p /models/reward-model \
  && if [ -n "${MODEL_DIR}" ]; then cp -r "/context/${MODEL_DIR}/." /models/reward-model/; fi
 
-# ---- CPU: python slim + onnxruntime ----
+# ---- CPU: python slim + onnxruntime + OpenVINO (serves the static int8 variant) ----
 FROM ${PYTHON_IMAGE} AS cpu
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -48,7 +49,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('REWARDSERVE_PORT', '8000'), timeout=4)"]
 ENTRYPOINT ["rewardserve"]
-CMD ["serve", "--variant", "int8"]
+CMD ["serve", "--backend", "openvino", "--variant", "int8-static"]
 
 # ---- GPU: CUDA runtime + cuDNN (what onnxruntime-gpu's CUDA provider links against) ----
 FROM ${CUDA_IMAGE} AS gpu

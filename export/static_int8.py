@@ -49,7 +49,7 @@ def nncf_int8_onnx(source: Path, out: Path, batches: Sequence[PaddedBatch],
     try:
         import nncf
     except ImportError as exc:
-        raise ExportError("static int8 needs NNCF: pip install 'rewardserve[openvino]'") from exc
+        raise ExportError("static int8 needs NNCF: pip install 'rewardserve[export]'") from exc
     model = onnx.load(str(source))
     dataset = nncf.Dataset(_feeds(model, batches))
     try:

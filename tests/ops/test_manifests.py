@@ -85,7 +85,8 @@ def test_overlay_drains_probes_and_scales_as_documented(overlay: tuple[str, str]
     if name.startswith("gpu"):
         assert resources["limits"]["nvidia.com/gpu"] == "1" and config["REWARDSERVE_DEVICE"] == "cuda"
     else:
-        assert "nvidia.com/gpu" not in resources["limits"] and config["REWARDSERVE_VARIANT"] == "int8"
+        assert "nvidia.com/gpu" not in resources["limits"]
+        assert (config["REWARDSERVE_BACKEND"], config["REWARDSERVE_VARIANT"]) == ("openvino", "int8-static")
         assert int(config["REWARDSERVE_THREADS"]) == int(resources["limits"]["cpu"])
     scaler = objects.get("ScaledObject") if name.endswith("keda") else objects.get("HorizontalPodAutoscaler")
     assert scaler is not None and ("HorizontalPodAutoscaler" in objects) != name.endswith("keda")

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.helpers import free_port, wait_ready
 
-BLOCKED = ("torch", "transformers", "accelerate", "datasets", "peft", "safetensors", "onnx", "onnxscript")
+BLOCKED = ("torch", "transformers", "accelerate", "datasets", "peft", "safetensors", "onnx", "onnxscript", "nncf")
 LAUNCH = """
 import sys
 from importlib.abc import MetaPathFinder
@@ -28,12 +29,13 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_serve_runs_without_the_training_stack(bert_onnx_bundle: Path) -> None:
+@pytest.mark.parametrize(("backend", "variant"), [("onnx", "int8"), ("openvino", "int8-static")])
+def test_serve_runs_without_the_training_stack(bert_onnx_bundle: Path, backend: str, variant: str) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     code = LAUNCH.format(blocked=set(BLOCKED))
     proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--model", str(bert_onnx_bundle), "--port",
-                             str(port), "--variant", "int8", "--log-level", "warning"],
+                             str(port), "--backend", backend, "--variant", variant, "--log-level", "warning"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         try:

@@ -61,11 +61,11 @@ def test_demo_trains_minilm_to_90_percent_then_uses_the_cache(tmp_path: Path) ->
     assert first.returncode == 0, first.stderr[-3000:]
     out = json.loads(first.stdout)
     assert out["accuracy"] >= 0.90 and out["pairs"] == 400
-    # the demo also exports ONNX fp32 and int8, each passing the parity gate, and evaluates them
+    # the demo also exports ONNX fp32, int8 and int8-static, each passing the parity gate, and evaluates them
     card = read_card(tmp_path / "demo-minilm")
-    assert card.onnx["fp32"]["parity_passed"] and card.onnx["int8"]["parity_passed"]
+    assert all(card.onnx[v]["parity_passed"] for v in ("fp32", "int8", "int8-static"))
     assert out["onnx"]["fp32"]["accuracy"] == out["accuracy"]
-    assert out["onnx"]["int8"]["accuracy"] >= 0.90
+    assert out["onnx"]["int8"]["accuracy"] >= 0.90 and out["onnx"]["int8-static"]["accuracy"] >= 0.90
     assert read_card(tmp_path / "demo-minilm").training["result"]["report"]["accuracy"] == out["accuracy"]
     # the second run finds the cache and serves the model: the README's first command, as users run it
     port = free_port()
@@ -82,7 +82,8 @@ def test_demo_trains_minilm_to_90_percent_then_uses_the_cache(tmp_path: Path) ->
             {"prompt": egg, "completion": "Place the egg in boiling water for nine minutes, then cool it."},
             {"prompt": egg, "completion": "no idea lol"}]}).json()["scores"]
         assert scores[0] > scores[1]
-        assert httpx.get(url + "/v1/models").json()["data"][0]["rewardserve"]["variant"] == "int8"
+        served = httpx.get(url + "/v1/models").json()["data"][0]["rewardserve"]
+        assert (served["backend"], served["variant"]) == ("openvino", "int8-static")  # the fastest CPU engine
         # the demo takes feedback into $REWARDSERVE_HOME/feedback.db (the README's example)
         event = {"id": "demo-1", "prompt": egg, "completions": ["Boil it for nine minutes.", "no idea lol"],
                  "choice": 0, "scores": scores, "reward_model": "rewardserve-demo-minilm"}
