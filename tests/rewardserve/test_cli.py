@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from rewardmodel import read_card
+from rewardserve.cli import DEMO_SERVE
 from tests.helpers import free_port, wait_ready
 
 
@@ -142,8 +143,8 @@ def test_help_shows_every_setting_with_its_description_and_one_default(command: 
         text = _flag_help(proc.stdout, "--" + name.replace("_", "-"))
         assert " ".join(description.split()) in text, (name, text)  # e.g. a stray % garbles it
         assert text.count("(default:") == 1, (name, text)
-        if command == "demo" and name == "variant":
-            assert "(default: 'int8')" in text  # what the demo serves
+        if command == "demo" and name in DEMO_SERVE:
+            assert f"(default: {DEMO_SERVE[name]!r})" in text, (name, text)  # what the demo serves
         elif isinstance(default, bool):
             assert f"(default: {'on' if default else 'off'})" in text, (name, text)
     if command != "train":
