@@ -47,6 +47,7 @@ from export.run import FILES
 from export.static_int8 import calibration_batches, nncf_int8_onnx, ort_static_int8
 from rewardmodel import EncodedInput, Formatter, PaddedBatch, load_tokenizer, pad_batch, read_card
 from rewardmodel.onnx_model import onnx_scorer, open_session
+from rewardmodel.openvino_model import Precision, compile_onnx, openvino_scorer
 from rewardmodel.sources import load_examples
 from rewardmodel.torch_model import load_torch_model, torch_scorer
 
@@ -112,20 +113,9 @@ def peaks(threads: int, n: int = 1024) -> dict[str, float]:
     return {k: round(v, 1) for k, v in out.items()}
 
 
-def ov_scorer(model: Any, threads: int, precision: str) -> Scorer:
-    """An OpenVINO CPU compiled model (``model``: a path or an ov.Model) as a batch scorer."""
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision,
-                                                      "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
-    names = [i.get_any_name() for i in compiled.inputs]
-    request = compiled.create_infer_request()
-
-    def score(batch: PaddedBatch) -> np.ndarray:
-        feed = batch.as_dict()
-        return np.array(request.infer({n: feed[n] for n in names})[0])
-
-    return score
+def ov_scorer(path: str, threads: int, precision: Precision) -> Scorer:
+    """An ONNX file on OpenVINO's CPU plugin, compiled as the openvino backend compiles it."""
+    return openvino_scorer(compile_onnx(Path(path), threads, precision))
 
 
 def engines(bundle: Path, calib: list[PaddedBatch], threads: int, work: Path, wanted: set[str],

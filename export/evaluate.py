@@ -9,7 +9,15 @@ from pathlib import Path
 from rewardmodel import BundleCard, Formatter, PairwiseReport, PreferenceExample, load_tokenizer, read_card
 from rewardmodel.onnx_model import CPU, onnx_scorer, open_session, variant_file
 from rewardmodel.openvino_model import compile_onnx, openvino_available, openvino_scorer
-from rewardmodel.scoring import Progress, evaluate
+from rewardmodel.scoring import BatchScorer, Progress, evaluate
+
+
+def variant_scorer(path: Path, variant: str, providers: Sequence[str] = (CPU,)) -> tuple[BatchScorer, list[str]]:
+    """A scorer of the variant's file and what runs it: int8-static on OpenVINO where installed (the runtime
+    that serves it, so the parity gate and ``eval`` check what is served), the others on onnxruntime."""
+    if variant == "int8-static" and openvino_available():
+        return openvino_scorer(compile_onnx(path)), ["OpenVINO CPU (f32)"]
+    return onnx_scorer(open_session(path, providers)), list(providers)
 
 
 def evaluate_variant(
@@ -22,10 +30,6 @@ def evaluate_variant(
     """
     root = Path(bundle)
     card = card or read_card(root)
-    path = variant_file(root, card, variant)
-    if variant == "int8-static" and openvino_available():
-        scorer = openvino_scorer(compile_onnx(path))
-    else:
-        scorer = onnx_scorer(open_session(path, providers))
+    scorer, _ = variant_scorer(variant_file(root, card, variant), variant, providers)
     formatter = Formatter(load_tokenizer(root), card.formatting)
     return evaluate(scorer, formatter, examples, batch_size, progress, card.criteria)

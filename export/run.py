@@ -15,14 +15,14 @@ import onnx
 
 from export.convert import to_fp16, to_fp32, to_int8
 from export.errors import ExportError
+from export.evaluate import variant_scorer
 from export.onnx_export import TWO_GB, export_onnx
 from export.parity import THRESHOLDS, gate, measure
 from export.static_int8 import calibration_batches, nncf_int8_onnx
 from rewardmodel import BundleCard, Formatter, PreferenceExample, load_tokenizer, read_card, write_card
 from rewardmodel.card import sha256_file
 from rewardmodel.criteria import Criteria
-from rewardmodel.onnx_model import CPU, CUDA, available_providers, onnx_scorer, open_session
-from rewardmodel.openvino_model import compile_onnx, openvino_available, openvino_scorer
+from rewardmodel.onnx_model import CPU, CUDA, available_providers
 from rewardmodel.scoring import outputs_encoded, reward_of, width_of
 from rewardmodel.sources import DEMO_DATA, load_examples
 from rewardmodel.torch_model import load_torch_model, torch_scorer
@@ -145,12 +145,7 @@ def _check(variant: str, path: Path, method: str, reference: np.ndarray, encoded
            examples: Sequence[PreferenceExample], formatter: Formatter, settings: ExportSettings,
            criteria: Criteria | None) -> dict[str, Any]:
     """Gate the variant on its reward, and a criteria model on each criterion's output too."""
-    providers = _check_providers(variant)
-    # int8-static is checked on OpenVINO, which serves it fastest, when it is installed
-    if variant == "int8-static" and openvino_available():
-        scorer, providers = openvino_scorer(compile_onnx(path)), ["OpenVINO CPU (f32)"]
-    else:
-        scorer = onnx_scorer(open_session(path, providers))
+    scorer, providers = variant_scorer(path, variant, _check_providers(variant))
     outputs = outputs_encoded(scorer, formatter.spec, encoded, settings.batch_size, width=width_of(criteria))
     parity = measure(reward_of(reference, criteria), reward_of(outputs, criteria), examples)
     failures = gate(variant, parity, settings.force)

@@ -13,7 +13,9 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from rewardmodel import PaddedBatch
+from rewardmodel import PaddedBatch, RewardModelError
+from rewardmodel.scoring import BatchScorer, model_outputs
+from service.errors import BackendFailure
 
 
 @dataclass(frozen=True)
@@ -45,3 +47,17 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release the model's memory."""
         ...
+
+
+def score_batch(score: BatchScorer, batch: PaddedBatch, width: int, runtime: str,
+                ) -> npt.NDArray[np.float64]:
+    """``score(batch)`` in the protocol's shape, ``(rows,)`` or ``(rows, width)`` for a criteria model, with the
+    runtime's exceptions (``runtime`` names it in the message) translated into :class:`BackendFailure`: the
+    boundary every backend shares."""
+    try:
+        outputs = model_outputs(score(batch), batch.input_ids.shape[0], width)
+        return outputs[:, 0] if width == 1 else outputs
+    except RewardModelError as exc:
+        raise BackendFailure(str(exc)) from exc
+    except Exception as exc:  # the runtimes raise untyped errors (out of memory, bad ids, …)
+        raise BackendFailure(f"{runtime} failed on a batch of {tuple(batch.input_ids.shape)}: {exc}") from exc

@@ -9,8 +9,8 @@ import numpy.typing as npt
 
 from rewardmodel import BundleCard, PaddedBatch, RewardModelError
 from rewardmodel.onnx_model import CPU, CUDA, TENSORRT, available_providers, onnx_scorer, open_session, variant_file
-from rewardmodel.scoring import model_outputs, width_of
-from service.backends.base import BackendInfo
+from rewardmodel.scoring import width_of
+from service.backends.base import BackendInfo, score_batch
 from service.errors import BackendFailure
 
 
@@ -51,13 +51,7 @@ class OnnxBackend:
 
     def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
         """One score per row."""
-        try:
-            outputs = model_outputs(self._score(batch), batch.input_ids.shape[0], self._width)
-            return outputs[:, 0] if self._width == 1 else outputs
-        except RewardModelError as exc:
-            raise BackendFailure(str(exc)) from exc
-        except Exception as exc:  # onnxruntime raises untyped RuntimeErrors (e.g. out of memory)
-            raise BackendFailure(f"onnxruntime failed on a batch of {batch.input_ids.shape}: {exc}") from exc
+        return score_batch(self._score, batch, self._width, "onnxruntime")
 
     def health(self) -> None:
         """A session that loaded stays usable; nothing to probe."""

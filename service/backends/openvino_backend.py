@@ -10,8 +10,8 @@ import numpy.typing as npt
 from rewardmodel import BundleCard, PaddedBatch, RewardModelError
 from rewardmodel.onnx_model import variant_file
 from rewardmodel.openvino_model import Precision, compile_onnx, openvino_scorer
-from rewardmodel.scoring import model_outputs, width_of
-from service.backends.base import BackendInfo
+from rewardmodel.scoring import width_of
+from service.backends.base import BackendInfo, score_batch
 from service.errors import BackendFailure
 
 
@@ -33,13 +33,7 @@ class OpenVinoBackend:
 
     def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
         """One score per row (one per criterion for a criteria model)."""
-        try:
-            outputs = model_outputs(self._score(batch), batch.input_ids.shape[0], self._width)
-            return outputs[:, 0] if self._width == 1 else outputs
-        except RewardModelError as exc:
-            raise BackendFailure(str(exc)) from exc
-        except Exception as exc:  # OpenVINO raises untyped RuntimeErrors (e.g. out of memory)
-            raise BackendFailure(f"OpenVINO failed on a batch of {batch.input_ids.shape}: {exc}") from exc
+        return score_batch(self._score, batch, self._width, "OpenVINO")
 
     def health(self) -> None:
         """A compiled model stays usable; nothing to probe."""

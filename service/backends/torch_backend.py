@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from rewardmodel import BundleCard, PaddedBatch, RewardModelError
-from rewardmodel.scoring import model_outputs, width_of
-from service.backends.base import BackendInfo
+from rewardmodel import BundleCard, PaddedBatch
+from rewardmodel.scoring import width_of
+from service.backends.base import BackendInfo, score_batch
 from service.errors import BackendFailure
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -46,13 +46,7 @@ class TorchBackend:
 
     def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
         """One score per row, computed without autograd."""
-        try:
-            outputs = model_outputs(self._score(batch), batch.input_ids.shape[0], self._width)
-            return outputs[:, 0] if self._width == 1 else outputs
-        except RewardModelError as exc:
-            raise BackendFailure(str(exc)) from exc
-        except Exception as exc:  # torch raises RuntimeError (CUDA OOM), IndexError (bad ids), ValueError, …
-            raise BackendFailure(f"torch failed on a batch of {tuple(batch.input_ids.shape)}: {exc}") from exc
+        return score_batch(self._score, batch, self._width, "torch")
 
     def health(self) -> None:
         """A CUDA device that has gone bad raises on synchronize."""
