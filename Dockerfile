@@ -49,7 +49,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('REWARDSERVE_PORT', '8000'), timeout=4)"]
 ENTRYPOINT ["rewardserve"]
-CMD ["serve", "--backend", "openvino", "--variant", "int8-static"]
+CMD ["serve", "--backend", "openvino", "--variant", "int8-static", "--streams", "2"]
 
 # ---- GPU: CUDA runtime + cuDNN (what onnxruntime-gpu's CUDA provider links against) ----
 FROM ${CUDA_IMAGE} AS gpu

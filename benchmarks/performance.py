@@ -11,7 +11,8 @@ capped at 256 tokens (the demo card's own cap is 96; the benchmark measures real
 1. Engine ceiling: the service's own backend in process over all profile-(a) pairs, sorted by length
    and cut under the service's batch limits, the faster of two passes; pairs/s, tokens/s, and GFLOP/s
    against an fp32 matmul peak measured in the same run.
-2. Servers, each a real process on loopback: `rewardserve serve` (ONNX int8 and fp32), the naive server
+2. Servers, each a real process on loopback: `rewardserve serve` (OpenVINO int8-static, ONNX int8 and fp32;
+   the int8 ones again with 2 backend streams, held to their own 2-stream ceiling), the naive server
    (benchmarks/naive_server.py: FastAPI + transformers per request), and infinity-emb (its optimum
    ONNX engine, in its own virtualenv; skipped with a note when --infinity-venv is absent).
 3. Profiles: (a) 4 clients each posting 256-pair /score requests back to back; (b) /rerank of 8
@@ -30,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,8 @@ MAX_LENGTH = 256
 ENGINES = {"int8-static": "openvino", "int8": "onnx", "fp32": "onnx"}
 """The variants measured, each on the backend that serves it fastest on CPU."""
 VARIANTS = tuple(ENGINES)
+STREAMS = 2
+"""The int8 servers are measured again with this many backend streams (batches scored at once)."""
 CANDIDATES = 8
 
 
@@ -150,16 +154,18 @@ def mean_tokens(bundle: Path, pairs: list[Pair], sizes: Sizes) -> dict[str, floa
 
 # ---- the engine ceiling -------------------------------------------------------------------------
 
-def engine_ceiling(bundle: Path, variant: str, pairs: list[Pair], threads: int, peak: float) -> dict[str, Any]:
+def engine_ceiling(bundle: Path, variant: str, pairs: list[Pair], threads: int, peak: float,
+                   streams: int = 1) -> dict[str, Any]:
     """The served backend in process (the variant's backend, :data:`ENGINES`), best batching: all pairs sorted by
-    length, cut under the limits."""
+    length, cut under the limits; with ``streams`` > 1, that many batches at once from as many threads."""
     from transformers import AutoConfig
 
     from service.backends import load_backend
     from service.batching import BatchLimits, batch_end
     from service.settings import ServiceSettings
 
-    settings = ServiceSettings(model=bundle, variant=variant, backend=ENGINES[variant], threads=threads)
+    settings = ServiceSettings(model=bundle, variant=variant, backend=ENGINES[variant], threads=threads,
+                               streams=streams)
     card = read_card(bundle)
     formatter = Formatter(load_tokenizer(bundle), card.formatting)
     encoded = sorted(formatter.encode_many(pairs), key=lambda e: len(e.input_ids))
@@ -172,17 +178,18 @@ def engine_ceiling(bundle: Path, variant: str, pairs: list[Pair], threads: int, 
         batches.append(pad_batch(encoded[start:end], card.formatting))
         start = end
     backend = load_backend(bundle, card, settings)
+    pool = ThreadPoolExecutor(streams)
     try:
         for b in batches[:: max(1, len(batches) // 4)]:
             backend.score(b)  # warm-up over the length range
         passes = []
         for _ in range(CEILING_PASSES):
             started = time.perf_counter()
-            for b in batches:
-                backend.score(b)
+            list(pool.map(backend.score, batches))  # one stream: one batch after another, as served
             passes.append(time.perf_counter() - started)
         seconds = min(passes)
     finally:
+        pool.shutdown()
         backend.close()
     real = sum(lengths)
     padded = sum(b.input_ids.size for b in batches)
@@ -199,11 +206,13 @@ def engine_ceiling(bundle: Path, variant: str, pairs: list[Pair], threads: int, 
 def servers(bundle: Path, work: Path, threads: int, infinity_venv: Path | None,
             baseline: Path | None = None) -> list[Server]:
     """The servers compared on one bundle (each gets a fresh port when started)."""
-    def rewardserve(variant: str, tree: Path | None = None) -> Server:
-        name = f"rewardserve {ENGINES[variant]} {variant}" + (f" ({tree.name}: before)" if tree else "")
+    def rewardserve(variant: str, tree: Path | None = None, streams: int = 1) -> Server:
+        name = (f"rewardserve {ENGINES[variant]} {variant}" + (f" {streams} streams" if streams > 1 else "")
+                + (f" ({tree.name}: before)" if tree else ""))
         return Server(name, Api("rewardserve"),
                       [sys.executable, "-m", "rewardserve", "serve", "--model", str(bundle), "--variant", variant,
                        *(["--backend", ENGINES[variant]] if ENGINES[variant] != "onnx" else []),
+                       *(["--streams", str(streams)] if streams > 1 else []),
                        "--threads", str(threads), "--log-level", "warning", "--port", "{port}",
                        # profile (a) queues 1,024 items at once: BERT-base fp32 takes ~4 min to clear them,
                        # past the 60 s default deadline (the other servers have none)
@@ -211,6 +220,7 @@ def servers(bundle: Path, work: Path, threads: int, infinity_venv: Path | None,
                       cwd=tree, env={"PYTHONPATH": str(tree)} if tree else {})  # cwd: -m looks there first
 
     out = [rewardserve(v) for v in VARIANTS]
+    out += [rewardserve(v, streams=STREAMS) for v in ("int8-static", "int8") if threads >= STREAMS]
     if baseline:  # the same server from another checkout (`git worktree add`), for before/after figures
         out.append(rewardserve("int8", baseline))
     out.append(Server("naive (FastAPI + transformers fp32, per request)", Api("naive"),
@@ -306,8 +316,8 @@ def report(result: dict[str, Any], name: str = "performance") -> None:
                   "padding | server cores busy | client CPU s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         naive = {r["profile"]: r["pairs_per_s"] for r in block["rows"] if r["server"].startswith("naive")}
         for r in block["rows"]:
-            # the variant this server runs: "rewardserve <backend> <variant>[ (…)]"
-            variant = r["server"].split(" (")[0].split(" ")[-1]
+            # the ceiling this server is held to: "rewardserve <backend> <variant>[ <n> streams][ (…)]"
+            variant = r["server"].split(" (")[0].split(" ", 2)[-1]
             tokens = r["pairs_per_s"] * block["mean_tokens_per_pair"][r["profile"][0]]
             # against the ceiling in tokens/s: the profiles send different subsets of the pairs
             ceiling = (block["ceiling"][variant]["tokens_per_s"]
@@ -401,6 +411,10 @@ def main() -> None:
         for variant in VARIANTS:
             block["ceiling"][variant] = engine_ceiling(bundle, variant, pairs, args.threads, peak)
             print(model, variant, "ceiling", json.dumps(block["ceiling"][variant]), flush=True)
+        for variant in ("int8-static", "int8") if args.threads >= STREAMS else ():
+            key = f"{variant} {STREAMS} streams"
+            block["ceiling"][key] = engine_ceiling(bundle, variant, pairs, args.threads, peak, STREAMS)
+            print(model, key, "ceiling", json.dumps(block["ceiling"][key]), flush=True)
         # before/after figures on the demo model only: the BERT-base runs are long
         baseline = args.baseline_tree if model == "demo" else None
         for server in servers(bundle, args.work, args.threads, args.infinity_venv, baseline):

@@ -204,9 +204,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 DEMO_VARIANTS = ("fp32", "int8", "int8-static")
-DEMO_SERVE: dict[str, Any] = {"backend": "openvino", "variant": "int8-static"}
+DEMO_SERVE: dict[str, Any] = {"backend": "openvino", "variant": "int8-static", "streams": 2}
 """What the demo serves unless told otherwise: static int8 on OpenVINO, the fastest CPU engine that passes the
-parity gate (benchmarks/results/cpu_engines.md)."""
+parity gate (benchmarks/results/cpu_engines.md), on two streams, which serve every load profile faster on
+shared cores (benchmarks/results/performance-streams.md)."""
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:

@@ -6,6 +6,10 @@ exception to a ``concurrent.futures.Future`` (the event loop awaits it with ``as
 and if something escapes the call loop (a ``BaseException`` such as ``SystemExit`` raised inside a
 native library, or a bug here) it records why, fails the call it was running and every call queued
 behind it, and refuses new ones: nothing waits forever on a dead thread, and ``/healthz`` can say so.
+
+A backend that runs several batches at once (``streams`` > 1) gets one such thread per stream, all taking
+calls from the same queue: a worker that dies takes the whole set down the same way, since a backend that
+lost a stream to a native crash cannot be trusted with the rest.
 """
 
 from __future__ import annotations
@@ -26,20 +30,22 @@ _STOP = object()
 
 
 class BackendThread:
-    """A daemon thread that runs submitted calls one at a time."""
+    """``workers`` daemon threads (one per backend stream) that run submitted calls, each one at a time."""
 
-    def __init__(self, name: str = "rewardserve-backend") -> None:
+    def __init__(self, name: str = "rewardserve-backend", workers: int = 1) -> None:
         self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()  # orders "died" against submit(), which runs on another thread
         self.died: str | None = None
-        """Why the thread ended unexpectedly; ``None`` while it runs (or after a clean :meth:`stop`)."""
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
+        """Why a thread ended unexpectedly; ``None`` while they run (or after a clean :meth:`stop`)."""
+        self._threads = [threading.Thread(target=self._loop, name=name if workers == 1 else f"{name}-{i}",
+                                          daemon=True) for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def alive(self) -> bool:
-        """The thread is running and will take calls."""
-        return self._thread.is_alive() and self.died is None
+        """Every thread is running and will take calls."""
+        return all(t.is_alive() for t in self._threads) and self.died is None
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Run ``fn(*args)`` on the thread; a dead thread fails the future at once."""
@@ -52,10 +58,12 @@ class BackendThread:
         return future
 
     def stop(self, wait: bool = True) -> None:
-        """Finish the calls already submitted, then end the thread."""
-        self._calls.put(_STOP)
+        """Finish the calls already submitted, then end the threads."""
+        for _ in self._threads:
+            self._calls.put(_STOP)
         if wait:
-            self._thread.join()
+            for thread in self._threads:
+                thread.join()
 
     def _loop(self) -> None:
         current: Future[Any] | None = None
@@ -82,6 +90,8 @@ class BackendThread:
             try:
                 call = self._calls.get_nowait()
             except queue.Empty:
-                return
+                break
             if call is not _STOP and not call[0].done():
                 call[0].set_exception(error)
+        for _ in self._threads[1:]:  # the other workers finish their batch, then end (stop() may join them)
+            self._calls.put(_STOP)

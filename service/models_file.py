@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from rewardmodel import read_card
 from service.errors import ModelsError
 
-OVERRIDES = ("backend", "variant", "device", "threads", "tensorrt", "onnx_spin", "openvino_precision",
+OVERRIDES = ("backend", "variant", "device", "threads", "streams", "tensorrt", "onnx_spin", "openvino_precision",
              "max_batch_tokens", "max_batch_items", "max_wait_ms", "max_item_tokens", "sort_window_items",
              "max_batch_padding")
 """Serve settings an entry may set for itself; the rest (limits per request, keys, …) are the server's."""
@@ -55,6 +55,7 @@ class _Runs(_Entry):
     variant: Literal["fp32", "fp16", "bf16", "int8", "int8-static"] | None = None
     device: Literal["cpu", "cuda"] | None = None
     threads: int | None = Field(None, ge=0)
+    streams: int | None = Field(None, ge=1, le=64)
     tensorrt: bool | None = None
     onnx_spin: bool | None = None
     openvino_precision: Literal["f32", "bf16"] | None = None

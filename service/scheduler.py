@@ -4,9 +4,10 @@ its own thread.
 Requests become :class:`Job` s of already-tokenized items. One batcher task cuts batches
 (:func:`service.batching.window_cut`): it takes the oldest ``sort_window`` items, sorts them by length, cuts the sorted
 run into consecutive batches under ``max_batch_tokens`` (rows × longest) and ``max_batch_items``, and
-sends the batch that holds the oldest item (so no item starves). Batches run one at a time on the
-:class:`~service.backend_thread.BackendThread`; up to :data:`PIPELINE_DEPTH` batches exist at once, so
-the next one is formed while the current one runs and the backend never waits on Python.
+sends the batch that holds the oldest item (so no item starves). Batches run on the
+:class:`~service.backend_thread.BackendThread`, one at a time per backend stream (``backend.streams``); one
+batch more than the streams exists at once, so the next one is formed while the current ones run and the
+backend never waits on Python.
 
 State has one owner and one way to end. The deque holds exactly the live queued items and the set of
 batches holds exactly the formed or running ones, so every count (queue depth, items in the system) is
@@ -43,7 +44,8 @@ from service.errors import BackendFailure, DeadlineExceeded, NotReady, Overloade
 log = logging.getLogger(__name__)
 
 PIPELINE_DEPTH = 2
-"""Batches formed or running at once: one on the backend, the next one ready behind it."""
+"""Batches formed or running at once per stream-less backend: one on the backend, the next one ready behind
+it (a backend with more streams runs ``streams`` and has one ready)."""
 
 STALL_FACTOR = 10.0
 """A batch is stalled once it has run this many times its expected time (and at least ``stall_s``)."""
@@ -162,8 +164,8 @@ class Scheduler:
         self._jobs: set[Job] = set()
         """Jobs not yet ended: what a dying batcher must not leave waiting."""
         self._wakeup = asyncio.Event()
-        self._slots = asyncio.Semaphore(PIPELINE_DEPTH)
-        self._thread = BackendThread()
+        self._slots = asyncio.Semaphore(PIPELINE_DEPTH - 1 + backend.streams)
+        self._thread = BackendThread(workers=backend.streams)
         self._tasks: set[asyncio.Task[None]] = set()
         self._batcher: asyncio.Task[None] | None = None
         self._batcher_died: str | None = None

@@ -42,7 +42,12 @@ class ServiceSettings(BaseSettings):
     device: Device = Field("cpu", description="where the model runs")
     tensorrt: bool = Field(False, description="onnx on cuda: try onnxruntime's TensorRT provider first (slow "
                                               "first batches while engines build)")
-    threads: int = Field(0, ge=0, description="intra-op threads of the backend; 0: the library's default")
+    threads: int = Field(0, ge=0, description="intra-op threads of the backend (all its streams together); 0: the "
+                                              "library's default")
+    streams: int = Field(1, ge=1, le=64, description="batches the backend scores at once (onnx and openvino on CPU), "
+                                                     "each on threads/streams cores: more than 1 keeps shared cores "
+                                                     "busy under many small requests, at some cost in the latency of "
+                                                     "a request that runs alone")
     onnx_spin: bool = Field(False, description="onnxruntime's intra-op threads busy-wait between ops: on only when "
                                                "the backend has its cores to itself (off: +20-25% served "
                                                "throughput on 2 shared cores)")
@@ -142,6 +147,12 @@ class ServiceSettings(BaseSettings):
                              "fp32/fp16/bf16)")
         if self.backend == "openvino" and (self.device != "cpu" or self.variant == "fp16"):
             raise ValueError("the openvino backend serves fp32, int8 and int8-static on --device cpu")
+        if self.streams > 1 and (self.backend == "torch" or self.device != "cpu"):
+            raise ValueError("streams > 1 splits CPU cores between batches: the onnx and openvino backends on "
+                             "--device cpu (torch and GPUs run one batch at a time)")
+        if self.threads and self.threads < self.streams:
+            raise ValueError(f"{self.streams} streams need at least {self.streams} threads (one each); got "
+                             f"threads={self.threads}")
         if self.max_item_tokens and self.max_item_tokens > self.max_batch_tokens:
             raise ValueError("max_item_tokens must not exceed max_batch_tokens, or a long item could never run")
         if any(":" not in k or not k.split(":", 1)[0] or not k.split(":", 1)[1] for k in self.annotator_keys):

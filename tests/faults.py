@@ -25,10 +25,12 @@ class Faulty:
         self.seen: Counter[str] = Counter()
         self._real: Backend | None = None
         self._ids: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def load(self, root: Path, card: BundleCard, settings: ServiceSettings) -> Faulty:
         self._real = load_backend(root, card, settings)
         self.info = self._real.info
+        self.streams = self._real.streams
         tokenizer = load_tokenizer(root)
         ids = {w: tokenizer.token_to_id(w) for w in MARKERS}
         assert None not in ids.values(), ids  # every marker is one token of the vocabulary
@@ -38,8 +40,9 @@ class Faulty:
     def score(self, batch: PaddedBatch) -> np.ndarray:
         assert self._real is not None
         rows = {w: (batch.input_ids == i).any(axis=1) for w, i in self._ids.items()}
-        for word, where in rows.items():
-            self.seen[word] += int(where.sum())
+        with self._lock:  # several streams may score at once
+            for word, where in rows.items():
+                self.seen[word] += int(where.sum())
         if rows["hang"].any():
             self.release.wait(30)
         if rows["boom"].any():

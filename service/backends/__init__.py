@@ -26,8 +26,8 @@ def load_backend(root: Path, card: BundleCard, settings: ServiceSettings) -> Bac
         from service.backends.openvino_backend import OpenVinoBackend
 
         return OpenVinoBackend(root, card, settings.variant, settings.device, settings.threads,
-                               settings.openvino_precision)
+                               settings.openvino_precision, settings.streams)
     from service.backends.onnxruntime_backend import OnnxBackend
 
     return OnnxBackend(root, card, settings.variant, settings.device, settings.threads, settings.tensorrt,
-                       settings.onnx_spin)
+                       settings.onnx_spin, settings.streams)

@@ -1,6 +1,7 @@
 """The backend protocol: what the scheduler needs from a model runtime, and nothing more.
 
-A backend scores one padded batch at a time on the scheduler's backend thread. It translates its
+A backend scores padded batches on the scheduler's backend thread, one at a time, or ``streams`` at once
+from as many threads when it says it can (each stream then runs on its share of the cores). It translates its
 library's exceptions into :class:`~service.errors.BackendFailure` here, at the boundary, so nothing
 above it knows onnxruntime or torch exist.
 """
@@ -34,6 +35,8 @@ class Backend(Protocol):
     """A loaded model that scores padded batches."""
 
     info: BackendInfo
+    streams: int
+    """Batches it scores at once, each from its own thread (1: calls never overlap)."""
 
     def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
         """One score per row of ``batch``, shape ``(rows,)``, or for a criteria model one per criterion,

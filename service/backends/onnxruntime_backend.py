@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,23 +27,35 @@ def choose_providers(device: str, tensorrt: bool, installed: list[str]) -> list[
     return ([TENSORRT] if tensorrt and TENSORRT in installed else []) + [CUDA, CPU]
 
 
+def stream_threads(threads: int, streams: int) -> int:
+    """Intra-op threads of each of ``streams`` concurrent runs sharing ``threads`` (0: the CPUs this process may
+    use); 0 again for one stream, which lets onnxruntime choose."""
+    if streams == 1:
+        return threads
+    return max(1, (threads or len(os.sched_getaffinity(0))) // streams)
+
+
 class OnnxBackend:
-    """Scores batches with one onnxruntime session over the bundle's exported ``variant``."""
+    """Scores batches with one onnxruntime session over the bundle's exported ``variant``; with ``streams`` > 1,
+    that many batches at once (a session's ``run`` is thread-safe), each on ``threads / streams`` intra-op
+    threads."""
 
     def __init__(self, root: Path, card: BundleCard, variant: str, device: str, threads: int = 0,
-                 tensorrt: bool = False, spin: bool = False) -> None:
+                 tensorrt: bool = False, spin: bool = False, streams: int = 1) -> None:
         try:
             providers = choose_providers(device, tensorrt, available_providers())
             if device == "cuda":
                 import onnxruntime as ort
 
                 ort.preload_dlls()  # pip's CUDA/cuDNN libraries, found without LD_LIBRARY_PATH
-            session = open_session(variant_file(root, card, variant), providers, threads, spin)
+            session = open_session(variant_file(root, card, variant), providers, stream_threads(threads, streams),
+                                   spin)
         except RewardModelError as exc:
             raise BackendFailure(str(exc)) from exc
         self._session = session
         self._width = width_of(card.criteria)
         self._score = onnx_scorer(session)
+        self.streams = streams
         active = session.get_providers()
         if device == "cuda" and CUDA not in active:
             raise BackendFailure(f"onnxruntime fell back to {active}: the CUDA provider failed to start (see the "

@@ -16,20 +16,21 @@ from service.errors import BackendFailure
 
 
 class OpenVinoBackend:
-    """Scores batches with one OpenVINO compiled model of the bundle's exported ``variant``."""
+    """Scores batches with one OpenVINO compiled model of the bundle's exported ``variant``, ``streams`` at once."""
 
     def __init__(self, root: Path, card: BundleCard, variant: str, device: str, threads: int = 0,
-                 precision: Precision = "f32") -> None:
+                 precision: Precision = "f32", streams: int = 1) -> None:
         if device != "cpu":
             raise BackendFailure("the openvino backend serves on --device cpu; on NVIDIA GPUs use --backend onnx")
         try:
-            self._compiled = compile_onnx(variant_file(root, card, variant), threads, precision)
+            self._compiled = compile_onnx(variant_file(root, card, variant), threads, precision, streams)
         except RewardModelError as exc:
             raise BackendFailure(str(exc)) from exc
-        self._score = openvino_scorer(self._compiled)
+        self._score = openvino_scorer(self._compiled, streams)
+        self.streams = streams
         self._width = width_of(card.criteria)
-        self.info = BackendInfo("openvino", device, card.onnx[variant].get("dtype", variant),
-                                f"CPU, {precision} inference precision")
+        detail = f"CPU, {precision} inference precision" + (f", {streams} streams" if streams > 1 else "")
+        self.info = BackendInfo("openvino", device, card.onnx[variant].get("dtype", variant), detail)
 
     def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
         """One score per row (one per criterion for a criteria model)."""

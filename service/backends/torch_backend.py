@@ -18,6 +18,9 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 class TorchBackend:
     """Scores batches with the bundle's transformers checkpoint."""
 
+    streams = 1
+    """torch's intra-op pool is process-wide: one batch at a time."""
+
     def __init__(self, root: Path, card: BundleCard, variant: str, device: str, threads: int = 0,
                  trust_remote_code: bool = False) -> None:
         try:

@@ -88,6 +88,7 @@ def test_overlay_drains_probes_and_scales_as_documented(overlay: tuple[str, str]
         assert "nvidia.com/gpu" not in resources["limits"]
         assert (config["REWARDSERVE_BACKEND"], config["REWARDSERVE_VARIANT"]) == ("openvino", "int8-static")
         assert int(config["REWARDSERVE_THREADS"]) == int(resources["limits"]["cpu"])
+        assert int(config["REWARDSERVE_THREADS"]) % int(config["REWARDSERVE_STREAMS"]) == 0  # whole cores per stream
     scaler = objects.get("ScaledObject") if name.endswith("keda") else objects.get("HorizontalPodAutoscaler")
     assert scaler is not None and ("HorizontalPodAutoscaler" in objects) != name.endswith("keda")
     selector = objects["Deployment"]["spec"]["selector"]["matchLabels"]

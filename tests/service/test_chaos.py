@@ -1,4 +1,5 @@
-"""Faults against a real server, with ``max_wait_ms`` 0 and > 0 and several batches in flight: every request
+"""Faults against a real server, with ``max_wait_ms`` 0 and > 0, one backend stream or two (batches scored at
+once on separate threads), and several batches in flight: every request
 gets its documented answer, liveness tells the truth, and the next request after each fault gets 200.
 
 Faults come from :class:`tests.faults.Faulty`, which wraps the real onnxruntime backend of a real bundle
@@ -11,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -38,11 +39,22 @@ def served(live: Running) -> None:
     assert r.status_code == 200 and len(r.json()["scores"]) == 1, r.text
 
 
-@pytest.mark.parametrize("max_wait_ms", [0, 50])
-def test_faults_get_their_answers_and_the_next_request_is_served(bert_onnx_bundle: Path, max_wait_ms: int) -> None:
+@pytest.mark.parametrize(("max_wait_ms", "streams"), [(0, 1), (50, 1), (0, 2), (50, 2)])
+def test_faults_get_their_answers_and_the_next_request_is_served(bert_onnx_bundle: Path, max_wait_ms: int,
+                                                                  streams: int) -> None:
     faulty = Faulty()
     with running(model=bert_onnx_bundle, load=faulty.load, max_wait_ms=max_wait_ms, max_batch_items=4,
-                 request_timeout_s=3, batch_stall_s=0.5) as live, ThreadPoolExecutor(12) as pool:
+                 request_timeout_s=3, batch_stall_s=0.5, streams=streams, threads=2) as live, \
+            ThreadPoolExecutor(12) as pool:
+        def hold() -> list[Future[httpx.Response]]:
+            """One hanging batch on each stream, started one after another (so they are not one batch)."""
+            held = []
+            for _ in range(streams):
+                started = faulty.seen["hang"] + 1
+                held.append(pool.submit(post, live, "hang on"))
+                until(lambda: faulty.seen["hang"] >= started, "a hanging batch started")  # noqa: B023 (called here)
+            return held
+
         # a raising batch and a NaN item, each among concurrent good requests (several batches in flight):
         # only the faulty request fails
         for marker in ("boom", "nan"):
@@ -54,31 +66,30 @@ def test_faults_get_their_answers_and_the_next_request_is_served(bert_onnx_bundl
             assert faulty.seen[marker] >= 1
             served(live)
 
-        # a backend call that hangs past the deadline: 504 for it and for what queued behind it, /healthz 503
-        # (and rewardserve_ready 0) while it hangs; once it returns, all is well again
+        # backend calls that hang past the deadline on every stream: 504 for them and for what queued behind
+        # them, /healthz 503 (and rewardserve_ready 0) while they hang; once they return, all is well again
         faulty.release.clear()
-        hung = pool.submit(post, live, "hang on")
-        until(lambda: faulty.seen["hang"] >= 1, "the hanging batch started")
+        hung = hold()
         behind = pool.submit(post, live, "i am fine .")
         until(lambda: httpx.get(live.url + "/healthz").status_code == 503, "/healthz reports the stall")
         assert "has run for" in error_of(httpx.get(live.url + "/healthz"), 503, "unhealthy")
         assert live.metric("rewardserve_ready") == 0
-        error_of(hung.result(), 504, "deadline_exceeded")
+        for h in hung:
+            error_of(h.result(), 504, "deadline_exceeded")
         error_of(behind.result(), 504, "deadline_exceeded")
         faulty.release.set()
         until(lambda: httpx.get(live.url + "/healthz").status_code == 200, "/healthz recovers")
         assert live.metric("rewardserve_ready") == 1
         served(live)
 
-        # a client that disconnects while the batch before its own runs: its items never run
+        # a client that disconnects while the batches before its own run: its items never run
         faulty.release.clear()
-        holder = pool.submit(post, live, "hang on")
-        until(lambda: faulty.seen["hang"] >= 2, "the holding batch started")
+        holders = hold()
         with pytest.raises(httpx.ReadTimeout):
             post(live, "she walked away .", timeout=0.3)
         until(lambda: live.metric("rewardserve_requests_total", endpoint="/score", code="499") >= 1, "the 499")
         faulty.release.set()
-        assert holder.result().status_code == 200
+        assert all(h.result().status_code == 200 for h in holders)
         served(live)
         assert faulty.seen["walked"] == 0
         assert live.metric("rewardserve_queue_depth_items") == 0

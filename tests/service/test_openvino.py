@@ -3,6 +3,7 @@ server answers with it, and that a static-int8 score does not move with its batc
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,33 @@ def test_served_on_openvino_equals_offline(bert_onnx_bundle: Path, variant: str)
         np.testing.assert_allclose(openvino_offline(bert_onnx_bundle, "fp32", ITEMS), ort, atol=1e-4)
 
 
+@pytest.mark.parametrize(("backend", "variant"), [("openvino", "int8-static"), ("onnx", "int8")])
+def test_two_streams_score_concurrent_requests_as_one_stream_does(bert_onnx_bundle: Path, backend: str,
+                                                                  variant: str) -> None:
+    """Many small requests at once, so that batches overlap on the two streams: every score is the one a single
+    stream gives (static int8 and dynamic int8 alike: one item per request, so no neighbours move a score)."""
+    card = read_card(bert_onnx_bundle)
+    encoded = Formatter(load_tokenizer(bert_onnx_bundle), card.formatting).encode_many(ITEMS)
+    file = variant_file(bert_onnx_bundle, card, variant)
+    single = openvino_scorer(compile_onnx(file)) if backend == "openvino" else onnx_scorer(open_session(file))
+    expected = {item: score_encoded(single, card.formatting, [e])[0] for item, e in zip(ITEMS, encoded, strict=True)}
+    requests = [ITEMS[k % len(ITEMS)] for k in range(60)]
+    with running(model=bert_onnx_bundle, backend=backend, variant=variant, streams=2, threads=2,
+                 max_batch_items=1) as live, ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda pc: httpx.post(live.url + "/score", json={
+            "items": [{"prompt": pc[0], "completion": pc[1]}]}, timeout=30), requests))
+        assert all(r.status_code == 200 for r in answers), [r.text for r in answers if r.status_code != 200]
+        for item, r in zip(requests, answers, strict=True):
+            np.testing.assert_allclose(r.json()["scores"], [expected[item]], atol=1e-4)
+        detail = httpx.get(live.url + "/v1/models").json()["data"][0]["rewardserve"]["runtime"]["detail"]
+        if backend == "openvino":
+            assert detail == "CPU, f32 inference precision, 2 streams"
+
+
 @pytest.mark.parametrize(("settings", "message"), [
+    ({"backend": "openvino", "streams": 2, "threads": 1}, "2 streams need at least 2 threads"),
+    ({"backend": "torch", "streams": 2}, "streams > 1 splits CPU cores"),
+    ({"device": "cuda", "streams": 2}, "streams > 1 splits CPU cores"),
     ({"backend": "openvino", "variant": "fp16"}, "the openvino backend serves fp32, int8 and int8-static"),
     ({"backend": "openvino", "device": "cuda"}, "on --device cpu"),
     ({"backend": "torch", "variant": "int8-static"}, "variant int8-static is an ONNX export"),

@@ -24,7 +24,8 @@ class Recorder:
 
     info = BackendInfo("recorder", "cpu", "float64")
 
-    def __init__(self, fail_on: Callable[[PaddedBatch], bool] | None = None) -> None:
+    def __init__(self, fail_on: Callable[[PaddedBatch], bool] | None = None, streams: int = 1) -> None:
+        self.streams = streams
         self.batches: list[list[list[int]]] = []
         self.gate = threading.Event()
         self.gate.set()
@@ -269,11 +270,11 @@ def test_a_raising_item_fails_only_its_own_request_when_batched_with_others() ->
     run(go)
 
 
-@pytest.mark.parametrize("max_wait_s", [0.0, 0.05])
-def test_after_a_failed_or_nan_job_the_next_job_is_served(max_wait_s: float) -> None:
+@pytest.mark.parametrize(("max_wait_s", "streams"), [(0.0, 1), (0.05, 1), (0.05, 2)])
+def test_after_a_failed_or_nan_job_the_next_job_is_served(max_wait_s: float, streams: int) -> None:
     """The wedge: with max_wait > 0 a failed job's items stayed counted and the batcher died."""
     async def go() -> None:
-        backend = Recorder(fail_on=lambda b: bool((b.input_ids == 13).any()))
+        backend = Recorder(fail_on=lambda b: bool((b.input_ids == 13).any()), streams=streams)
         scheduler = started(backend, max_wait_s=max_wait_s)
         deadline = asyncio.get_running_loop().time() + 30
         for bad_id, error in ((666, "non-finite"), (13, "boom")):
@@ -323,15 +324,20 @@ class Dying(Recorder):
         return super().score(batch)
 
 
-def test_a_dead_backend_thread_is_reported_and_nothing_waits_on_it() -> None:
+@pytest.mark.parametrize("streams", [1, 2])
+def test_a_dead_backend_thread_is_reported_and_nothing_waits_on_it(streams: int) -> None:
     async def go() -> None:
-        scheduler = started(Dying(), max_batch_items=1)
+        scheduler = started(Dying(streams=streams), max_batch_items=1)
         deadline = asyncio.get_running_loop().time() + 30
-        dying, behind = scheduler.submit([item(99)], deadline), scheduler.submit([item(3)], deadline)
+        dying = scheduler.submit([item(99)], deadline)
+        behind = [scheduler.submit([item(k)], deadline) for k in (3, 4, 5)]
         with pytest.raises(BackendFailure, match="thread died"):
             await asyncio.wait_for(scheduler.wait(dying), 5)
-        with pytest.raises((BackendFailure, NotReady)):
-            await asyncio.wait_for(scheduler.wait(behind), 5)
+        outcomes = await asyncio.gather(*(asyncio.wait_for(scheduler.wait(j), 5) for j in behind),
+                                        return_exceptions=True)
+        # none waits: each fails, or (two streams) ran on the other stream before the death was seen
+        assert all(isinstance(o, (BackendFailure, NotReady)) or (streams > 1 and not isinstance(o, BaseException))
+                   for o in outcomes), outcomes
         assert "backend thread died" in (scheduler.health() or "")
         with pytest.raises(NotReady, match="backend thread died"):
             scheduler.submit([item(4)], deadline)
@@ -390,6 +396,37 @@ def test_the_next_batch_forms_while_one_runs_and_a_third_waits_in_the_queue() ->
         assert (await scheduler.wait(third)).scores.tolist() == [6.0]
         await scheduler.close()
         assert [len(b) for b in backend.batches] == [1, 1, 1]
+
+    run(go)
+
+
+class Meeting(Recorder):
+    """Each call waits (at most 5 s) until ``streams`` calls are inside at once: it passes quickly only if the
+    scheduler really runs that many batches at the same time."""
+
+    def __init__(self, streams: int) -> None:
+        super().__init__(streams=streams)
+        self.meeting = threading.Barrier(streams)
+
+    def score(self, batch: PaddedBatch) -> np.ndarray:
+        self.meeting.wait(5)
+        return super().score(batch)
+
+
+def test_a_backend_with_two_streams_runs_two_batches_at_once_and_one_more_forms() -> None:
+    async def go() -> None:
+        backend = Meeting(streams=2)
+        scheduler = started(backend, max_batch_items=1)
+        deadline = asyncio.get_running_loop().time() + 30
+        jobs = [scheduler.submit([item(k, k)], deadline) for k in (1, 2, 3, 4)]
+        await asyncio.sleep(0)  # the batcher forms streams + 1 batches, the fourth item waits in the queue
+        assert scheduler.queue_depth == 1 and scheduler.in_system == 4
+        results = [await asyncio.wait_for(scheduler.wait(j), 4) for j in jobs[:2]]  # both inside the barrier
+        assert [r.scores.tolist() for r in results] == [[2.0], [4.0]]
+        assert [(await asyncio.wait_for(scheduler.wait(j), 4)).scores.tolist() for j in jobs[2:]] == [[6.0], [8.0]]
+        assert sorted(map(len, backend.batches)) == [1, 1, 1, 1]
+        assert scheduler.health() is None
+        await scheduler.close()
 
     run(go)
 
