@@ -10,7 +10,7 @@ Measures in one run, with the same threads:
 - **engines** on the demo model (HH items at its 96-token cap) and a BERT-base-sized one (random weights,
   256-token cap): onnxruntime fp32 and dynamic int8 (today's variants), onnxruntime static int8 (QDQ,
   calibrated), OpenVINO fp32/bf16 on the fp32 ONNX, OpenVINO with NNCF static int8 (SmoothQuant), the NNCF
-  int8 ONNX under onnxruntime, torch fp32 and bf16.
+  int8 ONNX under onnxruntime, torch fp32 and bf16, eager and under torch.compile (inductor, dynamic shapes).
 
 Each engine scores length-sorted batches of 32; reported: items/s, achieved GOP/s and the share of its
 arithmetic's peak; parity against torch fp32 (pairs in the fp32 order, max |diff|); and batch stability:
@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import shlex
 import statistics
 import sys
 import tempfile
@@ -53,7 +54,8 @@ from rewardmodel.torch_model import load_torch_model, torch_scorer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 Scorer = Callable[[PaddedBatch], np.ndarray]
-ARITHMETIC = {"torch fp32": "fp32", "torch bf16": "bf16", "ort fp32": "fp32", "ort int8 dynamic": "int8",
+ARITHMETIC = {"torch fp32": "fp32", "torch bf16": "bf16", "torch.compile fp32": "fp32", "torch.compile bf16": "bf16",
+              "ort fp32": "fp32", "ort int8 dynamic": "int8",
               "ort int8 static (QDQ)": "int8", "ort nncf int8": "int8", "ov fp32": "fp32", "ov bf16": "bf16",
               "ov nncf int8": "int8", "ov nncf int8 + bf16": "int8", "ov int8-static (the bundle's)": "int8",
               "ov int8-static + bf16 (the bundle's)": "int8"}
@@ -144,6 +146,10 @@ def engines(bundle: Path, calib: list[PaddedBatch], threads: int, work: Path, wa
     model, _ = load_torch_model(bundle)
     add("torch fp32", lambda: torch_scorer(model))
     add("torch bf16", lambda: torch_scorer(load_torch_model(bundle, dtype=torch.bfloat16)[0]))
+    # inductor with dynamic shapes (every batch has its own length); compiled on the first (untimed) pass
+    add("torch.compile fp32", lambda: torch_scorer(torch.compile(model, dynamic=True)))
+    add("torch.compile bf16", lambda: torch_scorer(torch.compile(load_torch_model(bundle, dtype=torch.bfloat16)[0],
+                                                                 dynamic=True)))
     add("ort fp32", lambda: onnx_scorer(open_session(fp32, threads=threads)))
     add("ort int8 dynamic", lambda: onnx_scorer(open_session(bundle / FILES["int8"], threads=threads)))
 
@@ -234,7 +240,7 @@ def measure_model(bundle: Path, args: argparse.Namespace, max_length: int, peak:
             "engines": rows, "failed": failed, "notes": notes}
 
 
-def write_markdown(res: dict[str, Any]) -> None:
+def write_markdown(res: dict[str, Any], stem: str) -> None:
     m = res["machine"]
     lines = ["# CPU engines against the peak of their own arithmetic", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, {res['threads']} threads; flags: {res['isa']}; versions: "
@@ -253,9 +259,8 @@ def write_markdown(res: dict[str, Any]) -> None:
         for name, why in r["failed"].items():
             lines.append(f"| {name} | {why} | | | | | | |")
         lines.append("")
-    lines += ["Reproduce: `python benchmarks/cpu_engines.py --bundle ~/.cache/rewardserve/demo-minilm --data "
-              "../shared/data/hh_harmless_train.jsonl`", ""]
-    (RESULTS / "cpu_engines.md").write_text("\n".join(lines))
+    lines += [f"Reproduce: `{res['command']}`", ""]
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines))
 
 
 def main() -> None:
@@ -272,12 +277,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "rewardserve-bench")
+    parser.add_argument("--name", default="cpu_engines", help="results file stem in benchmarks/results/")
     args = parser.parse_args()
     demo = Path(args.bundle).expanduser()
     args.work.mkdir(parents=True, exist_ok=True)
     flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[-1].split("\n", 1)[0].split()
     isa = [f for f in flags if f.startswith(("avx512_vnni", "avx512_bf16", "amx", "avx_vnni", "avx512f", "avx2"))]
-    res: dict[str, Any] = {"machine": machine_info(("torch", "onnxruntime", "openvino", "nncf", "transformers")),
+    res: dict[str, Any] = {"command": shlex.join(["python", "benchmarks/cpu_engines.py", *sys.argv[1:]]),
+                           "machine": machine_info(("torch", "onnxruntime", "openvino", "nncf", "transformers")),
                            "threads": args.threads, "isa": " ".join(sorted(set(isa))),
                            "peaks": peaks(args.threads), "models": {}}
     print("peaks", res["peaks"], flush=True)
@@ -286,9 +293,9 @@ def main() -> None:
             (bert_base_bundle(demo, args.work), 256)
         res["models"][model] = measure_model(bundle, args, cap, res["peaks"], args.work)
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "cpu_engines.json").write_text(json.dumps(res, indent=2) + "\n")
-        write_markdown(res)
-    print((RESULTS / "cpu_engines.md").read_text())
+        (RESULTS / f"{args.name}.json").write_text(json.dumps(res, indent=2) + "\n")
+        write_markdown(res, args.name)
+    print((RESULTS / f"{args.name}.md").read_text())
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -102,12 +103,15 @@ class Version:
                  backend.info.device, backend.info.dtype, backend.info.detail)
 
     def _warm_up(self, backend: Backend) -> None:
-        """Run the shapes the first requests will bring: one short item, then a full batch of long ones."""
+        """Run the shapes the first requests will bring: one short item, then a full batch of long ones, on every
+        stream at once (concurrent calls each get a stream of their own)."""
         s, spec = self.settings, self.formatter.spec
         long_item = self.formatter.encode_text("warm up " * spec.max_length)
         rows = max(1, min(s.max_batch_items, s.max_batch_tokens // len(long_item.input_ids)))
-        for batch in ([self.formatter.encode_text("warm up")], [long_item] * rows):
-            backend.score(pad_batch(batch, spec))
+        with ThreadPoolExecutor(backend.streams) as pool:
+            for batch in ([self.formatter.encode_text("warm up")], [long_item] * rows):
+                padded = pad_batch(batch, spec)
+                list(pool.map(backend.score, [padded] * backend.streams))
 
     def health(self) -> str | None:
         """Why this version cannot serve, or ``None``."""
