@@ -172,12 +172,12 @@ def engine_ceiling(bundle: Path, variant: str, pairs: list[Pair], threads: int, 
     lengths = [len(e.input_ids) for e in encoded]
     # the scheduler's cut under the service's token and item limits, over all items at once
     limits = BatchLimits(settings.max_batch_tokens, settings.max_batch_items, max_queue_items=len(encoded))
-    batches, start = [], 0
-    while start < len(encoded):
-        end = batch_end(lengths, start, limits)
-        batches.append(pad_batch(encoded[start:end], card.formatting))
-        start = end
     backend = load_backend(bundle, card, settings)
+    batches, start = [], 0
+    while start < len(encoded):  # padded as the scheduler pads for this backend
+        end = batch_end(lengths, start, limits)
+        batches.append(pad_batch(encoded[start:end], card.formatting, backend.pad_multiple))
+        start = end
     pool = ThreadPoolExecutor(streams)
     try:
         for b in batches[:: max(1, len(batches) // 4)]:

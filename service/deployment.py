@@ -110,7 +110,7 @@ class Version:
         rows = max(1, min(s.max_batch_items, s.max_batch_tokens // len(long_item.input_ids)))
         with ThreadPoolExecutor(backend.streams) as pool:
             for batch in ([self.formatter.encode_text("warm up")], [long_item] * rows):
-                padded = pad_batch(batch, spec)
+                padded = pad_batch(batch, spec, backend.pad_multiple)
                 list(pool.map(backend.score, [padded] * backend.streams))
 
     def health(self) -> str | None:

@@ -396,7 +396,7 @@ class Scheduler:
         live = [it for it in batch.items if not it.job.done]
         if not live:
             return _Outcome(live, _unscored(0, self._width), None)
-        padded = pad_batch([it.encoded for it in live], self._spec)
+        padded = pad_batch([it.encoded for it in live], self._spec, self._backend.pad_multiple)
         try:
             return _Outcome(live, self._backend.score(padded), padded)
         except Exception:
@@ -409,7 +409,8 @@ class Scheduler:
         failed: dict[Job, ServiceError] = {}
         for job, index in rows.items():
             try:
-                scores[index] = self._backend.score(pad_batch([live[i].encoded for i in index], self._spec))
+                scores[index] = self._backend.score(pad_batch([live[i].encoded for i in index], self._spec,
+                                                              self._backend.pad_multiple))
             except Exception as exc:
                 failed[job] = _as_failure(exc, len(index))
         return _Outcome(live, scores, padded, failed)

@@ -37,6 +37,8 @@ class Backend(Protocol):
     info: BackendInfo
     streams: int
     """Batches it scores at once, each from its own thread (1: calls never overlap)."""
+    pad_multiple: int
+    """Batches are padded to a length that is a multiple of this (1: to the longest item)."""
 
     def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
         """One score per row of ``batch``, shape ``(rows,)``, or for a criteria model one per criterion,

@@ -40,6 +40,9 @@ class OnnxBackend:
     that many batches at once (a session's ``run`` is thread-safe), each on ``threads / streams`` intra-op
     threads."""
 
+    pad_multiple = 1
+    """onnxruntime runs any shape without preparing it: padding further only adds work."""
+
     def __init__(self, root: Path, card: BundleCard, variant: str, device: str, threads: int = 0,
                  tensorrt: bool = False, spin: bool = False, streams: int = 1) -> None:
         try:

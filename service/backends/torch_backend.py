@@ -20,6 +20,7 @@ class TorchBackend:
 
     streams = 1
     """torch's intra-op pool is process-wide: one batch at a time."""
+    pad_multiple = 1
 
     def __init__(self, root: Path, card: BundleCard, variant: str, device: str, threads: int = 0,
                  trust_remote_code: bool = False) -> None:

@@ -24,8 +24,11 @@ class Recorder:
 
     info = BackendInfo("recorder", "cpu", "float64")
 
-    def __init__(self, fail_on: Callable[[PaddedBatch], bool] | None = None, streams: int = 1) -> None:
+    def __init__(self, fail_on: Callable[[PaddedBatch], bool] | None = None, streams: int = 1,
+                 pad_multiple: int = 1) -> None:
         self.streams = streams
+        self.pad_multiple = pad_multiple
+        self.widths: list[int] = []
         self.batches: list[list[list[int]]] = []
         self.gate = threading.Event()
         self.gate.set()
@@ -36,6 +39,7 @@ class Recorder:
     def score(self, batch: PaddedBatch) -> np.ndarray:
         self.entered.set()
         self.gate.wait(10)
+        self.widths.append(batch.input_ids.shape[1])
         self.batches.append([row[mask.astype(bool)].tolist() for row, mask in zip(batch.input_ids,
                                                                                  batch.attention_mask, strict=True)])
         if self.fail_on and self.fail_on(batch):
@@ -396,6 +400,19 @@ def test_the_next_batch_forms_while_one_runs_and_a_third_waits_in_the_queue() ->
         assert (await scheduler.wait(third)).scores.tolist() == [6.0]
         await scheduler.close()
         assert [len(b) for b in backend.batches] == [1, 1, 1]
+
+    run(go)
+
+
+def test_batches_are_padded_to_the_backends_multiple() -> None:
+    async def go() -> None:
+        backend = Recorder(pad_multiple=8)
+        scheduler = started(backend, max_batch_items=1)
+        deadline = asyncio.get_running_loop().time() + 30
+        jobs = [scheduler.submit([item(*[k] * length)], deadline) for k, length in ((1, 3), (2, 12), (3, 16))]
+        assert [(await scheduler.wait(j)).scores.tolist() for j in jobs] == [[3.0], [24.0], [48.0]]  # pads score 0
+        assert backend.widths == [8, 16, 16]
+        await scheduler.close()
 
     run(go)
 
