@@ -37,11 +37,12 @@ class PaddedBatch:
 
 
 def pad_batch(items: Sequence[EncodedInput], spec: FormatSpec, pad_to_multiple_of: int = 1) -> PaddedBatch:
-    """Pad ``items`` to the longest one (rounded up to ``pad_to_multiple_of``) on the card's padding side."""
+    """Pad ``items`` to the longest one (rounded up to ``pad_to_multiple_of``, but never past the card's
+    ``max_length``: the model may have no positions beyond it) on the card's padding side."""
     if not items:
         raise ValueError("pad_batch needs at least one item")
-    width = max(len(it.input_ids) for it in items)
-    width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    longest = max(len(it.input_ids) for it in items)
+    width = max(longest, min(-(-longest // pad_to_multiple_of) * pad_to_multiple_of, spec.max_length))
     ids = np.full((len(items), width), spec.pad_token.id, dtype=np.int64)
     mask = np.zeros((len(items), width), dtype=np.int64)
     types = np.zeros((len(items), width), dtype=np.int64) if spec.use_token_type_ids else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,12 @@ def test_pad_batch_rounds_up_and_refuses_nothing() -> None:
     assert batch.input_ids.tolist() == [[1, 2, 3, 0], [4, 0, 0, 0]] and batch.padding_ratio == pytest.approx(0.5)
     with pytest.raises(ValueError, match="at least one item"):
         pad_batch([], SPEC)
+
+
+def test_pad_batch_never_rounds_past_the_cards_max_length() -> None:
+    spec = replace(SPEC, max_length=18)
+    assert pad_batch([_enc(*range(1, 18))], spec, pad_to_multiple_of=16).input_ids.shape == (1, 18)
+    assert pad_batch([_enc(1, 2, 3)], spec, pad_to_multiple_of=16).input_ids.shape == (1, 16)
 
 
 def test_sessions_say_what_is_wrong(bert_onnx_bundle: Path, tmp_path: Path) -> None:
