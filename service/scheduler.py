@@ -396,7 +396,7 @@ class Scheduler:
         live = [it for it in batch.items if not it.job.done]
         if not live:
             return _Outcome(live, _unscored(0, self._width), None)
-        padded = pad_batch([it.encoded for it in live], self._spec, self._backend.pad_multiple)
+        padded = self._pad([it.encoded for it in live])
         try:
             return _Outcome(live, self._backend.score(padded), padded)
         except Exception:
@@ -409,11 +409,14 @@ class Scheduler:
         failed: dict[Job, ServiceError] = {}
         for job, index in rows.items():
             try:
-                scores[index] = self._backend.score(pad_batch([live[i].encoded for i in index], self._spec,
-                                                              self._backend.pad_multiple))
+                scores[index] = self._backend.score(self._pad([live[i].encoded for i in index]))
             except Exception as exc:
                 failed[job] = _as_failure(exc, len(index))
         return _Outcome(live, scores, padded, failed)
+
+    def _pad(self, items: list[EncodedInput]) -> PaddedBatch:
+        """``items`` as one batch, padded the way the backend wants."""
+        return pad_batch(items, self._spec, self._backend.pad_multiple)
 
     def _scatter(self, batch: list[_Item], scores: npt.NDArray[np.float64], elapsed: float) -> None:
         timed: set[Job] = set()
