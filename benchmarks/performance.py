@@ -54,7 +54,9 @@ ENGINES = {"int8-static": "openvino", "int8": "onnx", "fp32": "onnx"}
 """The variants measured, each on the backend that serves it fastest on CPU."""
 VARIANTS = tuple(ENGINES)
 STREAMS = 2
-"""The int8 servers are measured again with this many backend streams (batches scored at once)."""
+STREAMED = ("int8-static", "int8")
+"""The variants measured again with :data:`STREAMS` backend streams (batches scored at once), server and
+ceiling, when the run has that many threads."""
 CANDIDATES = 8
 
 
@@ -220,7 +222,7 @@ def servers(bundle: Path, work: Path, threads: int, infinity_venv: Path | None,
                       cwd=tree, env={"PYTHONPATH": str(tree)} if tree else {})  # cwd: -m looks there first
 
     out = [rewardserve(v) for v in VARIANTS]
-    out += [rewardserve(v, streams=STREAMS) for v in ("int8-static", "int8") if threads >= STREAMS]
+    out += [rewardserve(v, streams=STREAMS) for v in STREAMED if threads >= STREAMS]
     if baseline:  # the same server from another checkout (`git worktree add`), for before/after figures
         out.append(rewardserve("int8", baseline))
     out.append(Server("naive (FastAPI + transformers fp32, per request)", Api("naive"),
@@ -411,7 +413,7 @@ def main() -> None:
         for variant in VARIANTS:
             block["ceiling"][variant] = engine_ceiling(bundle, variant, pairs, args.threads, peak)
             print(model, variant, "ceiling", json.dumps(block["ceiling"][variant]), flush=True)
-        for variant in ("int8-static", "int8") if args.threads >= STREAMS else ():
+        for variant in STREAMED if args.threads >= STREAMS else ():
             key = f"{variant} {STREAMS} streams"
             block["ceiling"][key] = engine_ceiling(bundle, variant, pairs, args.threads, peak, STREAMS)
             print(model, key, "ceiling", json.dumps(block["ceiling"][key]), flush=True)
