@@ -174,9 +174,22 @@ def test_live_reranks_are_queued_least_certain_first_within_the_hourly_cap(bert_
         running(model=bert_onnx_bundle, collect_for_labeling=True).__enter__()
 
 
-def open_page(browser: Any, url: str, key: str) -> Any:
+# a slow network for the page's task fetches: the next task arrives 400 ms after the server sent it
+SLOW_NEXT = """
+const fetched = window.fetch.bind(window);
+window.fetch = async (url, init) => {
+  const response = await fetched(url, init);
+  if (String(url).includes("/label/next")) await new Promise((done) => setTimeout(done, 400));
+  return response;
+};
+"""
+
+
+def open_page(browser: Any, url: str, key: str, init_script: str | None = None) -> Any:
     """The labeling page, logged in with ``key``, showing its first task."""
     page = browser.new_page()
+    if init_script:
+        page.add_init_script(init_script)
     page.goto(url + "/label")
     page.fill("#key", key)
     page.keyboard.press("Enter")
@@ -228,6 +241,27 @@ def test_drag_tie_and_thumbs(bert_onnx_bundle: Path, tmp_path: Path, browser: An
     assert events[tuple(TASK["completions"])]["ranking"] == [2, 1, 0]
     assert events[("x", "y", "z")]["ranking"] == [[0, 2], 1]
     assert events[("p", "q", "r")]["ratings"] == [1, None, -1] and "scale" not in events[("p", "q", "r")]
+
+
+def test_saved_means_the_next_task_is_on_screen(bert_onnx_bundle: Path, tmp_path: Path, browser: Any) -> None:
+    """On a slow network, "Saved" appears only with the next task, and keys pressed while it loads do not
+    act on the task just judged: before, they did, and were then thrown away with it."""
+    db = tmp_path / "feedback.db"
+    tasks = [{**TASK, "priority": 1.0}, {**TASK, "completions": ["x", "y"], "priority": 0.0}]
+    with running(model=bert_onnx_bundle, feedback_db=str(db), **KEYS) as live:
+        httpx.post(live.url + "/label/tasks", json={"tasks": tasks}, headers=TEAM)
+        page = open_page(browser, live.url, "alice-key", init_script=SLOW_NEXT)
+        page.keyboard.press("2")
+        page.keyboard.press("Enter")
+        page.keyboard.press("Backspace")  # while the next task loads: must not undo the judged ranking
+        assert shown_keys(page) == ["2.", "1.", "3."]
+        assert page.locator(".completion .rank").all_inner_texts() == ["#1", "", ""]
+        page.wait_for_selector("text=Saved your ranking.")
+        assert page.locator(".completion .text").all_inner_texts() == ["x", "y"]  # no retry: on screen now
+        assert page.locator(".completion .rank").all_inner_texts() == ["", ""]
+        page.close()
+    (event,) = stored(db)
+    assert event["ranking"] == [1, [0, 2]]
 
 
 def test_criteria_sliders_store_ratings_per_criterion(criteria_onnx_bundle: Path, tmp_path: Path,
