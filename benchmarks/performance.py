@@ -172,9 +172,10 @@ def engine_ceiling(bundle: Path, variant: str, pairs: list[Pair], threads: int, 
     formatter = Formatter(load_tokenizer(bundle), card.formatting)
     encoded = sorted(formatter.encode_many(pairs), key=lambda e: len(e.input_ids))
     lengths = [len(e.input_ids) for e in encoded]
-    # the scheduler's cut under the service's token and item limits, over all items at once
-    limits = BatchLimits(settings.max_batch_tokens, settings.max_batch_items, max_queue_items=len(encoded))
     backend = load_backend(bundle, card, settings)
+    # the scheduler's cut under the service's token and item limits, over all items at once
+    limits = BatchLimits(settings.max_batch_tokens, settings.max_batch_items, max_queue_items=len(encoded),
+                         pad_multiple=backend.pad_multiple)
     batches, start = [], 0
     while start < len(encoded):  # padded as the scheduler pads for this backend
         end = batch_end(lengths, start, limits)

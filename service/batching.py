@@ -21,6 +21,9 @@ class BatchLimits:
     holds ``EFFICIENT_TOKENS``; 1.0: grow to the limits whatever the padding."""
     stall_s: float = 30.0
     """A batch running longer than this (and than ``STALL_FACTOR`` × its expected time) is stalled."""
+    pad_multiple: int = 1
+    """The backend pads a batch's length up to a multiple of this: the token limit counts the rounded length
+    (the scheduler sets it from its backend)."""
 
 
 EFFICIENT_TOKENS = 512
@@ -30,12 +33,14 @@ below the CPU's peak, so splitting them saves less than it costs."""
 
 def batch_end(lengths: Sequence[int], lo: int, limits: BatchLimits) -> int:
     """Where the batch starting at ``lo`` of ascending ``lengths`` ends (exclusive): it grows while it stays
-    under the token and item limits and, past ``EFFICIENT_TOKENS``, under ``max_padding``."""
-    hi, real = lo + 1, lengths[lo]
+    under the token and item limits (counting the backend's rounding, so a padded batch never passes
+    ``max_batch_tokens``) and, past ``EFFICIENT_TOKENS``, under ``max_padding`` (of the longest item: the
+    rounding is paid whatever the cut, so it does not shrink batches)."""
+    hi, real, multiple = lo + 1, lengths[lo], limits.pad_multiple
     while hi < len(lengths) and hi - lo < limits.max_batch_items:
         length = lengths[hi]
         padded = (hi - lo + 1) * length
-        if padded > limits.max_batch_tokens or (
+        if (hi - lo + 1) * -(-length // multiple) * multiple > limits.max_batch_tokens or (
                 padded > EFFICIENT_TOKENS and 1 - (real + length) / padded > limits.max_padding):
             break
         real += length

@@ -29,7 +29,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -157,7 +157,8 @@ class Scheduler:
         self._width = width
         """Outputs per item: 1, or a criteria model's C."""
         self._spec = spec
-        self._limits = limits
+        self._limits = replace(limits, pad_multiple=backend.pad_multiple)
+        """The limits, cutting batches as this backend pads them."""
         self._observer = observer
         self._queue: deque[_Item] = deque()
         self._batches: set[_Batch] = set()

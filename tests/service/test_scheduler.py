@@ -417,6 +417,25 @@ def test_batches_are_padded_to_the_backends_multiple() -> None:
     run(go)
 
 
+def test_the_token_limit_counts_the_backends_rounding() -> None:
+    """5 items of 5 tokens fit 32 tokens as they are, but not once each row is padded to 8."""
+    assert window_cut([5] * 5, limits(max_batch_tokens=32)) == [0, 1, 2, 3, 4]
+    assert window_cut([5] * 5, limits(max_batch_tokens=32, pad_multiple=8)) == [0, 1, 2, 3]
+
+    async def go() -> None:
+        backend = Recorder(pad_multiple=8)
+        scheduler = started(backend, max_batch_tokens=32)  # the limits say 1: the scheduler asks the backend
+        await _held(backend, scheduler)
+        job = scheduler.submit(items(5, 5), asyncio.get_running_loop().time() + 30)
+        backend.gate.set()
+        assert len((await scheduler.wait(job)).scores) == 5
+        await scheduler.close()
+        assert [len(b) for b in backend.batches[1:]] == [4, 1]
+        assert all(len(b) * w <= 32 for b, w in zip(backend.batches, backend.widths, strict=True))
+
+    run(go)
+
+
 class Meeting(Recorder):
     """Each call waits (at most 5 s) until ``streams`` calls are inside at once: it passes quickly only if the
     scheduler really runs that many batches at the same time."""
