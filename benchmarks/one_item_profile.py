@@ -38,12 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load import Pair
 from machine import machine_info
-from performance import RESULTS, bench_bundle, engine_ceiling
-from processes import cpu_seconds, free_port, start_server, stop_server
+from performance import RESULTS, STREAMS, bench_bundle, engine_ceiling
+from processes import cpu_seconds, free_port, metric_sum, start_server, stop_server
 from serve_load import _pairs
 
 CLIENTS = 64
-DEFAULT_FLAGS = ("--backend", "openvino", "--variant", "int8-static", "--streams", "2")
+DEFAULT_FLAGS = ("--backend", "openvino", "--variant", "int8-static", "--streams", str(STREAMS))
 HEADERS = ("x-tokenization-time-ms", "x-queue-time-ms", "x-inference-time-ms", "x-total-time-ms")
 
 
@@ -68,15 +68,11 @@ async def _load(url: str, pairs: list[Pair]) -> tuple[float, list[float], list[l
         return time.perf_counter() - started, latencies, timings
 
 
-def _batches(url: str) -> tuple[float, float, float]:
-    """(batches, padded tokens, padding ratio sum) from the server's /metrics."""
-    wanted = ("rewardserve_batch_tokens_count", "rewardserve_batch_tokens_sum", "rewardserve_batch_padding_ratio_sum")
-    values = dict.fromkeys(wanted, 0.0)
-    for line in httpx.get(url + "/metrics").text.splitlines():
-        name = line.split("{", 1)[0]
-        if name in values:
-            values[name] += float(line.rsplit(" ", 1)[1])
-    return values[wanted[0]], values[wanted[1]], values[wanted[2]]
+def _batches(url: str) -> tuple[float, float]:
+    """(batches, padding ratio sum) from the server's /metrics."""
+    text = httpx.get(url + "/metrics").text
+    return (metric_sum(text, "rewardserve_batch_tokens_count"),
+            metric_sum(text, "rewardserve_batch_padding_ratio_sum"))
 
 
 def measure(bundle: Path, name: str, flags: list[str], pairs: list[Pair], threads: int) -> dict[str, Any]:
@@ -99,7 +95,7 @@ def measure(bundle: Path, name: str, flags: list[str], pairs: list[Pair], thread
                 "pairs_per_s": len(pairs) / wall, "server_cores_busy": used / wall,
                 "server_cpu_ms_per_pair": used / len(pairs) * 1000, "batches": batches,
                 "items_per_batch": len(pairs) / batches if batches else None,
-                "mean_padding_ratio": (after[2] - before[2]) / batches if batches else None,
+                "mean_padding_ratio": (after[1] - before[1]) / batches if batches else None,
                 "latency_ms_p50": statistics.median(latencies),
                 **{f"mean_{h[2:-8]}_ms": statistics.fmean(t[i] for t in timings) for i, h in enumerate(HEADERS)},
             })
@@ -153,9 +149,9 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     bundle = bench_bundle(args.bundle.expanduser(), args.work)
     pairs = _pairs(args.data, args.pairs)
-    streams = int(DEFAULT_FLAGS[DEFAULT_FLAGS.index("--streams") + 1])
+
     def measure_ceiling() -> dict[str, Any]:
-        found = engine_ceiling(bundle, "int8-static", pairs, args.threads, peak=1.0, streams=streams)
+        found = engine_ceiling(bundle, "int8-static", pairs, args.threads, peak=1.0, streams=STREAMS)
         found.pop("fraction_of_matmul_peak")  # no peak measured here: performance.py reports it
         return found
 
@@ -164,7 +160,7 @@ def main() -> None:
         "benchmark": "one_item_profile", "data": args.data, "threads": args.threads,
         "command": "python benchmarks/one_item_profile.py " + shlex.join(sys.argv[1:]),
         "machine": machine_info(("openvino", "onnxruntime", "tokenizers", "fastapi", "uvicorn", "aiohttp")),
-        "pairs_sent": len(pairs), "ceiling": {**ceiling, "streams": streams}, "runs": []}
+        "pairs_sent": len(pairs), "ceiling": {**ceiling, "streams": STREAMS}, "runs": []}
     for round_ in range(1, args.rounds + 1):
         for name, flags in configs:
             row = {"round": round_, **measure(bundle, name, shlex.split(flags), pairs, args.threads)}
@@ -175,7 +171,7 @@ def main() -> None:
     again = measure_ceiling()
     result["ceiling_passes_pairs_per_s"] = [ceiling["pairs_per_s"], again["pairs_per_s"]]
     if again["pairs_per_s"] > ceiling["pairs_per_s"]:
-        result["ceiling"] = {**again, "streams": streams}
+        result["ceiling"] = {**again, "streams": STREAMS}
     report(result, args.name)
 
 

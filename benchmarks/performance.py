@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load import Api, Pair, closed_loop, rerank_closed, rerank_groups, rerank_open
 from machine import machine_info
 from offline_throughput import forward_flops, matmul_peak_gflops
-from processes import free_port, start_server, stop_server
+from processes import free_port, metric_sum, start_server, stop_server
 from serve_load import _pairs
 
 from rewardmodel import Formatter, load_tokenizer, pad_batch, read_card, write_card
@@ -252,10 +252,8 @@ def _padding(url: str) -> tuple[float, float]:
         text = httpx.get(url + "/metrics").text
     except httpx.HTTPError:
         return 0.0, 0.0
-    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-              if line.startswith("rewardserve_batch_padding_ratio_")}
-    return (values.get("rewardserve_batch_padding_ratio_sum", 0.0),
-            values.get("rewardserve_batch_padding_ratio_count", 0.0))
+    return (metric_sum(text, "rewardserve_batch_padding_ratio_sum"),
+            metric_sum(text, "rewardserve_batch_padding_ratio_count"))
 
 
 def measure(server: Server, pairs: list[Pair], sizes: Sizes) -> list[dict[str, Any]]:

@@ -52,3 +52,9 @@ def stop_server(proc: subprocess.Popen[bytes], seconds: float = 60) -> None:
         proc.wait(seconds)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def metric_sum(text: str, name: str) -> float:
+    """The sum of Prometheus exposition ``text``'s samples named ``name`` over all their label sets (0 if none)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.split("{", 1)[0].split(" ", 1)[0] == name)

@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import machine_info
-from processes import cpu_seconds, free_port, start_server
+from processes import cpu_seconds, free_port, metric_sum, start_server
 
 from rewardmodel import Formatter, load_tokenizer, read_card
 from rewardmodel.onnx_model import onnx_scorer, open_session, variant_file
@@ -58,10 +58,6 @@ def offline_rate(bundle: Path, variant: str, pairs: list[tuple[Any, str]], threa
     return len(pairs) / (time.perf_counter() - started)
 
 
-def _metric_sum(text: str, name: str) -> float:
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
-
-
 async def _load(url: str, pairs: list[tuple[Any, str]], per_request: int, concurrency: int,
                 server_pid: int) -> dict[str, float]:
     bodies = [{"items": [{"prompt": p, "completion": c} for p, c in pairs[i:i + per_request]]}
@@ -85,11 +81,11 @@ async def _load(url: str, pairs: list[tuple[Any, str]], per_request: int, concur
         elapsed = time.perf_counter() - started
         client_cpu, server_cpu = time.process_time() - cpu, cpu_seconds(server_pid) - server_cpu
         after = (await client.get("/metrics")).text
-    batches = _metric_sum(after, "rewardserve_batch_size_items_count") - _metric_sum(
+    batches = metric_sum(after, "rewardserve_batch_size_items_count") - metric_sum(
         before, "rewardserve_batch_size_items_count")
-    items = _metric_sum(after, "rewardserve_batch_size_items_sum") - _metric_sum(
+    items = metric_sum(after, "rewardserve_batch_size_items_sum") - metric_sum(
         before, "rewardserve_batch_size_items_sum")
-    padding = _metric_sum(after, "rewardserve_batch_padding_ratio_sum") - _metric_sum(
+    padding = metric_sum(after, "rewardserve_batch_padding_ratio_sum") - metric_sum(
         before, "rewardserve_batch_padding_ratio_sum")
     ms = np.array(latencies) * 1000
     return {"pairs_per_s": len(pairs) / elapsed, "requests": len(bodies),
