@@ -32,4 +32,4 @@ def evaluate_variant(
     card = card or read_card(root)
     scorer, _ = variant_scorer(variant_file(root, card, variant), variant, providers)
     formatter = Formatter(load_tokenizer(root), card.formatting)
-    return evaluate(scorer, formatter, examples, batch_size, progress, card.criteria)
+    return evaluate(scorer, formatter, examples, batch_size, progress, card.layout)

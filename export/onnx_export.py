@@ -3,8 +3,9 @@
 Uses torch's TorchScript-based exporter (``dynamo=False``): on transformers 5 it exports BERT-like
 encoders and Llama/Qwen2 decoders in about a second, where the ``torch.export`` path takes 15–20 s
 for the same tiny models and emits opset-conversion failures on the way; the dynamo exporter remains
-the fallback if the TorchScript one fails. Decoders are wrapped so that no KV cache is built or
-returned: a reward model reads one score per sequence, never generates.
+the fallback if the TorchScript one fails. The module exported is the bundle's
+:class:`~rewardmodel.torch_heads.ScoringModule`: no KV cache is built or returned (a reward model reads one score
+per sequence, never generates), and heads read at explicit positions take them as a ``positions`` input.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
 
 import onnx
 import torch
@@ -26,47 +26,38 @@ log = logging.getLogger(__name__)
 TWO_GB = 2 * 1024**3
 
 
-class _ScoreOnly(torch.nn.Module):
-    """``model(**inputs).logits`` with the cache off: a graph with only the inputs the card uses."""
-
-    def __init__(self, model: torch.nn.Module, use_cache_flag: bool) -> None:
-        super().__init__()
-        self.model = model
-        self.use_cache_flag = use_cache_flag
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
-        if self.use_cache_flag:
-            kwargs["use_cache"] = False
-        return self.model(**kwargs).logits
-
-
 def input_names(spec: FormatSpec) -> list[str]:
-    """Graph inputs, in order."""
-    return ["input_ids", "attention_mask", *(["token_type_ids"] if spec.use_token_type_ids else [])]
+    """Graph inputs, in order (the :class:`~rewardmodel.torch_heads.ScoringModule`'s arguments)."""
+    return ["input_ids", "attention_mask", *(["token_type_ids"] if spec.use_token_type_ids else []),
+            *(["positions"] if spec.positions_width else [])]
 
 
-def _dummy_inputs(spec: FormatSpec, names: list[str]) -> tuple[torch.Tensor, ...]:
+def _dummy_inputs(spec: FormatSpec, names: list[str]) -> tuple[torch.Tensor | None, ...]:
     # batch 2 and length 8, with one padded row, so neither axis is traced as a constant
     ids = torch.full((2, 8), 5, dtype=torch.long)
     mask = torch.ones((2, 8), dtype=torch.long)
     pad_cols = slice(0, 3) if spec.padding_side == "left" else slice(5, 8)
     ids[1, pad_cols] = spec.pad_token.id
     mask[1, pad_cols] = 0
-    return (ids, mask, torch.zeros_like(ids))[: len(names)]
+    types = torch.zeros_like(ids) if spec.use_token_type_ids else None
+    if not spec.positions_width:
+        return (ids, mask, types)[: len(names)]
+    positions = torch.full((2, spec.positions_width), -1, dtype=torch.long)  # right padding: rows end at 7 and 4
+    positions[:, 0] = torch.tensor([7, 4])
+    if spec.positions_width > 1:
+        positions[:, 1] = torch.tensor([2, 1]) if spec.gate_pattern else torch.tensor([6, -1])
+    return ids, mask, types, positions
 
 
 def export_onnx(model: torch.nn.Module, spec: FormatSpec, path: Path, opset: int,
                 external_data_threshold: int = TWO_GB) -> Path:
-    """Export ``model`` to ``path`` (fp32); weights of ``external_data_threshold`` bytes or more go to one side file."""
+    """Export ``model`` (a :class:`~rewardmodel.torch_heads.ScoringModule`) to ``path`` (fp32); weights of
+    ``external_data_threshold`` bytes or more go to one side file."""
     names = input_names(spec)
     args = _dummy_inputs(spec, names)
-    config: Any = getattr(model, "config", None)
-    wrapped = _ScoreOnly(model, config is not None and "use_cache" in config.to_dict()).eval()
-    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+    wrapped = model.eval()
+    axes = {n: {0: "batch"} if n == "positions" else {0: "batch", 1: "sequence"} for n in names} | {
+        "logits": {0: "batch"}}
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # the exporter may write one file per tensor
         raw = str(Path(tmp) / "model.onnx")
@@ -81,9 +72,9 @@ def export_onnx(model: torch.nn.Module, spec: FormatSpec, path: Path, opset: int
             log.warning("TorchScript ONNX export failed (%s); retrying with the dynamo exporter", exc)
             batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
             try:
+                shapes = {n: {0: batch} if n == "positions" else {0: batch, 1: seq} for n in names}
                 torch.onnx.export(wrapped, args, raw, input_names=names, output_names=["logits"],
-                                  dynamic_shapes={n: {0: batch, 1: seq} for n in names}, opset_version=opset,
-                                  dynamo=True)
+                                  dynamic_shapes=shapes, opset_version=opset, dynamo=True)
             except Exception as exc2:
                 raise ExportError(f"ONNX export failed with both exporters: {exc2}") from exc2
         save_model(onnx.load(raw, load_external_data=True), path, external_data_threshold)

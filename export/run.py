@@ -19,11 +19,19 @@ from export.evaluate import variant_scorer
 from export.onnx_export import TWO_GB, export_onnx
 from export.parity import THRESHOLDS, gate, measure
 from export.static_int8 import calibration_batches, nncf_int8_onnx
-from rewardmodel import BundleCard, Formatter, PreferenceExample, load_tokenizer, read_card, write_card
+from rewardmodel import (
+    BundleCard,
+    Formatter,
+    PreferenceExample,
+    RewardModelError,
+    load_tokenizer,
+    read_card,
+    write_card,
+)
 from rewardmodel.card import sha256_file
-from rewardmodel.criteria import Criteria
+from rewardmodel.head import OutputLayout
 from rewardmodel.onnx_model import CPU, CUDA, available_providers
-from rewardmodel.scoring import outputs_encoded, reward_of, width_of
+from rewardmodel.scoring import outputs_encoded
 from rewardmodel.sources import DEMO_DATA, load_examples
 from rewardmodel.torch_model import load_torch_model, torch_scorer
 
@@ -53,6 +61,8 @@ class ExportSettings:
     """Write variants that miss their parity thresholds (marked as failed in the card)."""
     external_data_threshold: int = TWO_GB
     batch_size: int = 32
+    trust_remote_code: bool = False
+    """Allow the bundle's own Python code (a model imported with it) to load its torch reference."""
 
     def validate(self) -> ExportSettings:
         """Raise :class:`ExportError` on settings that cannot work; return self."""
@@ -77,6 +87,25 @@ def _calibration(settings: ExportSettings) -> tuple[list[PreferenceExample], lis
     return parity, rest
 
 
+def formatted(formatter: Formatter, examples: Sequence[PreferenceExample]) -> list[PreferenceExample]:
+    """The examples the bundle's formatting can encode: an imported model's chat template may refuse some
+    conversations (Gemma's refuses a system turn), which it cannot be asked to score anyway."""
+    kept = []
+    for ex in examples:
+        try:
+            formatter.encode_many([(ex.prompt, c) for c in ex.completions])
+        except RewardModelError:
+            continue
+        kept.append(ex)
+    if len(kept) < len(examples):
+        log.warning("%d of %d calibration examples left out: the bundle's formatting refuses them",
+                    len(examples) - len(kept), len(examples))
+    if examples and not kept:
+        raise ExportError("the bundle's formatting refuses every calibration example; pass --calibration-data "
+                          "in a form its chat template accepts")
+    return kept
+
+
 def _check_providers(variant: str) -> list[str]:
     """Where a variant's parity is checked: its target provider when installed, else the CPU."""
     if variant == "fp16" and CUDA in available_providers():
@@ -98,12 +127,13 @@ def export_bundle(bundle: str | Path, settings: ExportSettings) -> BundleCard:
     root = Path(bundle)
     card = read_card(root)
     # eager attention exports as plain MatMul/Softmax, the pattern onnxruntime fuses into its Attention op
-    model, _ = load_torch_model(root, card=card, attn_implementation="eager")
+    model, _ = load_torch_model(root, card=card, attn_implementation="eager",
+                                trust_remote_code=settings.trust_remote_code)
     formatter = Formatter(load_tokenizer(root), card.formatting)
-    examples, calibrating = _calibration(settings)
+    examples, calibrating = (formatted(formatter, part) for part in _calibration(settings))
     encoded = formatter.encode_many([(ex.prompt, c) for ex in examples for c in ex.completions])
     reference = outputs_encoded(torch_scorer(model), card.formatting, encoded, settings.batch_size,
-                                width=width_of(card.criteria))
+                                width=card.layout.width)
     cfg = model.config
     heads, hidden = int(getattr(cfg, "num_attention_heads", 0)), int(getattr(cfg, "hidden_size", 0))
 
@@ -128,7 +158,7 @@ def export_bundle(bundle: str | Path, settings: ExportSettings) -> BundleCard:
                 method = convert[variant](raw, path, card.model_type, heads, hidden,
                                           settings.external_data_threshold)
             records[variant] = _check(variant, path, method, reference, encoded, examples, formatter, settings,
-                                      card.criteria)
+                                      card.layout)
             log.info("%s: %s (%.1fs)", variant, records[variant]["parity"], time.perf_counter() - started)
         raw.unlink()
         raw.with_name(raw.name + ".data").unlink(missing_ok=True)
@@ -143,15 +173,17 @@ def export_bundle(bundle: str | Path, settings: ExportSettings) -> BundleCard:
 
 def _check(variant: str, path: Path, method: str, reference: np.ndarray, encoded: Sequence[Any],
            examples: Sequence[PreferenceExample], formatter: Formatter, settings: ExportSettings,
-           criteria: Criteria | None) -> dict[str, Any]:
-    """Gate the variant on its reward, and a criteria model on each criterion's output too."""
+           layout: OutputLayout) -> dict[str, Any]:
+    """Gate the variant on its reward, and a criteria (or gated) model on each criterion's output too."""
     scorer, providers = variant_scorer(path, variant, _check_providers(variant))
-    outputs = outputs_encoded(scorer, formatter.spec, encoded, settings.batch_size, width=width_of(criteria))
-    parity = measure(reward_of(reference, criteria), reward_of(outputs, criteria), examples)
+    outputs = outputs_encoded(scorer, formatter.spec, encoded, settings.batch_size, width=layout.width)
+    parity = measure(layout.reward(reference), layout.reward(outputs), examples)
     failures = gate(variant, parity, settings.force)
     per_criterion = {}
+    criteria = layout.criteria
+    wanted, got = layout.criteria_outputs(reference), layout.criteria_outputs(outputs)
     for c, name in enumerate(criteria.names if criteria else ()):
-        per_criterion[name] = measure(reference[:, c], outputs[:, c], examples, name)
+        per_criterion[name] = measure(wanted[:, c], got[:, c], examples, name)
         failures += [f"{name}: {f}" for f in gate(variant, per_criterion[name], settings.force, name)]
     size = path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob(path.name + ".data"))
     return {

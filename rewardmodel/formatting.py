@@ -1,96 +1,28 @@
 """The one formatting function: (prompt, completion) → model input, the same in training, export and serving.
 
-Every choice that changes what the model sees lives in a :class:`FormatSpec`, which the bundle card
-stores verbatim (DESIGN §2):
-
-* ``template`` — ``"pair"``: the tokenizer's own pair template (``[CLS] prompt [SEP] completion [SEP]``,
-  encoders); ``"concat"``: prompt text followed by completion text under the tokenizer's single-text
-  template (decoders without a chat template); ``"chat"``: the bundle's chat template rendered with the
-  completion as the final assistant turn.
-* ``truncation`` — ``"prompt_left"``: the completion is kept whole where it fits and the prompt is cut
-  from the left (its most recent turns survive). A completion that cannot fit leaves the prompt a
-  quarter of the budget and is cut from the right. Every cut is reported on the encoded input.
-* ``score_position`` — ``"first"`` (encoders read the first token) or ``"last"`` (decoders read the
-  last non-pad token; with either padding side). For ``"last"`` the pad token must never occur inside
-  real input, since transformers finds the score position by searching for the pad id: a pad token
-  equal to EOS is the classic way to read every score from the wrong token.
+Every choice that changes what the model sees lives in a :class:`~rewardmodel.spec.FormatSpec`, which the
+bundle card stores verbatim (docs/design.md, "The scoring spec"). Truncation follows the ``prompt_left``
+policy: the completion is kept whole where it fits and the prompt is cut from the left (its most recent turns
+survive). A completion that cannot fit leaves the prompt a quarter of the budget and is cut from the right.
+Every cut is reported on the encoded input.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
 
 from tokenizers import Encoding, Tokenizer
 
 from rewardmodel.chat_template import render_chat
 from rewardmodel.conversation import Message, Prompt, render_transcript, transcript_to_messages, validate_messages
 from rewardmodel.errors import BundleError, FormatError
+from rewardmodel.spec import TEMPLATES, FormatSpec, SpecialToken, StepSpec, Template
 
-Template = Literal["pair", "concat", "chat"]
-TEMPLATES: tuple[str, ...] = ("pair", "concat", "chat")
-
-
-@dataclass(frozen=True)
-class SpecialToken:
-    """A special token as text and id."""
-
-    token: str
-    id: int
-
-
-@dataclass(frozen=True)
-class FormatSpec:
-    """Every formatting decision of a bundle; stored as ``formatting`` in ``reward_model.json``."""
-
-    template: Template
-    max_length: int
-    score_position: Literal["first", "last"]
-    padding_side: Literal["right", "left"]
-    pad_token: SpecialToken
-    eos_token: SpecialToken | None = None
-    bos_token: SpecialToken | None = None
-    append_eos: bool = False
-    use_token_type_ids: bool = False
-    chat_template: str | None = None
-    truncation: Literal["prompt_left"] = "prompt_left"
-    special_tokens: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.template not in TEMPLATES:
-            raise BundleError(f"unknown formatting template {self.template!r}; expected one of {TEMPLATES}")
-        if self.template == "chat" and not self.chat_template:
-            raise BundleError("formatting template 'chat' needs the chat template text in 'chat_template'")
-        if self.score_position == "first" and self.padding_side != "right":
-            raise BundleError("scores read at the first token (encoders) need right padding: encoders use absolute "
-                              "positions, and fused encoder kernels assume padding at the end")
-        if self.append_eos and self.eos_token is None:
-            raise BundleError("formatting asks to append EOS but records no eos_token")
-        if self.max_length < 8:
-            raise BundleError(f"max_length {self.max_length} is too small to hold a prompt and a completion")
-        if self.score_position == "last" and self.eos_token is not None and self.pad_token.id == self.eos_token.id:
-            raise BundleError(
-                "pad token equals EOS while scores are read at the last non-pad token: every score would be "
-                "read one token early. Re-train with a distinct pad token (rewardserve train adds one)."
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form for the bundle card."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FormatSpec:
-        """Inverse of :meth:`to_dict`; raises :class:`BundleError` on a malformed record."""
-        try:
-            fields = dict(data)
-            for name in ("pad_token", "eos_token", "bos_token"):
-                if fields.get(name) is not None:
-                    fields[name] = SpecialToken(**fields[name])
-            return cls(**fields)
-        except TypeError as exc:
-            raise BundleError(f"the card's 'formatting' record is malformed ({exc}); re-export the bundle") from exc
+__all__ = ["TEMPLATES", "EncodedInput", "FormatSpec", "Formatter", "SpecialToken", "StepSpec", "Template",
+           "load_tokenizer", "split_budget", "unpadded"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +34,8 @@ class EncodedInput:
     prompt_tokens: int
     completion_tokens: int
     truncated: bool
+    marks: tuple[int, ...] = ()
+    """Positions the head reads beyond the score's own: a gate's (ArmoRM) or each step tag's (PRMs)."""
 
 
 def load_tokenizer(directory: str | Path) -> Tokenizer:
@@ -123,19 +57,33 @@ def unpadded(tokenizer: Tokenizer) -> Tokenizer:
     return tokenizer
 
 
+def single_specials(tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
+    """(ids before, ids after) a text that the tokenizer's single-text template adds (BOS, or [CLS] … [SEP])."""
+    plain = tokenizer.encode("x", add_special_tokens=False)
+    full = tokenizer.post_process(plain, add_special_tokens=True).ids
+    n = len(plain.ids)
+    for i in range(len(full) - n + 1):
+        if full[i:i + n] == plain.ids:
+            return full[:i], full[i + n:]
+    raise BundleError("the tokenizer's single-text template rewrites the text's ids; it cannot be composed")
+
+
 class Formatter:
     """Turns (prompt, completion) pairs into :class:`EncodedInput` under one :class:`FormatSpec`."""
 
     def __init__(self, tokenizer: Tokenizer, spec: FormatSpec) -> None:
         self.tokenizer = tokenizer
         self.spec = spec
-        eos = 1 if spec.append_eos else 0
+        self._prefix, self._suffix = single_specials(tokenizer)
+        self._specials = spec.template != "pair" and spec.bos != "template"
+        """The text is wrapped in the tokenizer's single-text specials (bos tokenizer/both)."""
+        suffix = len(spec.suffix_ids)
         if spec.template == "pair":
-            self._budget = spec.max_length - tokenizer.num_special_tokens_to_add(True)
-        elif spec.template == "concat":
-            self._budget = spec.max_length - tokenizer.num_special_tokens_to_add(False) - eos
+            self._budget = spec.max_length - tokenizer.num_special_tokens_to_add(True) - suffix
+        elif self._specials:
+            self._budget = spec.max_length - len(self._prefix) - len(self._suffix) - suffix
         else:
-            self._budget = spec.max_length - eos
+            self._budget = spec.max_length - suffix
 
     def texts(self, prompt: Prompt, completion: str) -> tuple[str, str]:
         """The (prompt text, completion text) the tokenizer sees, before special tokens."""
@@ -143,30 +91,74 @@ class Formatter:
             raise FormatError("completion must be a string")
         if self.spec.template == "chat":
             if not isinstance(prompt, str):
-                return self._chat_texts(validate_messages(prompt, "prompt"), completion)
-            # An HH transcript becomes real turns; its reply's leading space belongs to the transcript
-            # syntax ("Assistant: reply"), not to the assistant message.
-            turns = transcript_to_messages(prompt)
-            if turns is None:
-                return self._chat_texts([{"role": "user", "content": prompt}], completion)
-            return self._chat_texts(turns, completion[1:] if completion.startswith(" ") else completion)
-        if isinstance(prompt, str):
-            return prompt, completion
-        return render_transcript(validate_messages(prompt, "prompt")), completion
+                head, tail = self._chat_texts(validate_messages(prompt, "prompt"), completion)
+            else:
+                # An HH transcript becomes real turns; its reply's leading space belongs to the transcript
+                # syntax ("Assistant: reply"), not to the assistant message.
+                turns = transcript_to_messages(prompt)
+                if turns is None:
+                    head, tail = self._chat_texts([{"role": "user", "content": prompt}], completion)
+                else:
+                    head, tail = self._chat_texts(turns, completion[1:] if completion.startswith(" ") else completion)
+        else:
+            head = prompt if isinstance(prompt, str) else render_transcript(validate_messages(prompt, "prompt"))
+            tail = self._tagged(completion)
+        if self.spec.eos_recipe:
+            whole = self._with_eos(head + tail)
+            return (whole, "") if len(whole) < len(head) else (head, whole[len(head):])
+        return head, tail
+
+    def _with_eos(self, text: str) -> str:
+        """``text`` with the EOS its trainer's recipe appends (see the spec's ``eos_recipe``)."""
+        spec = self.spec
+        assert spec.eos_token is not None
+        eos = spec.eos_token.token
+        if spec.eos_recipe == "openrlhf":
+            text = text.rstrip("\n")
+            return text if text.endswith(eos) else text + " " + eos
+        return text if text.endswith(eos) else text + eos
+
+    def is_rendered(self, prompt: str) -> bool:
+        """Whether ``prompt`` is this chat template's rendering already: it ends with the assistant header the
+        template writes for a generation (as the prompts of an RL trainer that applied the template do)."""
+        return bool(self._generation_header) and prompt.endswith(self._generation_header)
+
+    @cached_property
+    def _generation_header(self) -> str:
+        """What the chat template adds for a generation (``<|im_start|>assistant\n``); empty without a chat
+        template, or for one that writes none."""
+        if self.spec.chat_template is None:
+            return ""
+        turn = [{"role": "user", "content": "x"}]
+        tokens = self.spec.special_tokens
+        try:
+            bare = render_chat(self.spec.chat_template, turn, add_generation_prompt=False, special_tokens=tokens)
+            asked = render_chat(self.spec.chat_template, turn, add_generation_prompt=True, special_tokens=tokens)
+        except FormatError:
+            return ""
+        return asked[len(bare):] if asked.startswith(bare) else ""
+
+    def _tagged(self, completion: str) -> str:
+        """A process reward model's completion with each step ended by the step tag."""
+        steps = self.spec.steps
+        if steps is None:
+            return completion
+        return "".join(step + steps.token.token for step in completion.split(steps.separator))
 
     def _chat_texts(self, messages: list[Message], completion: str) -> tuple[str, str]:
-        assert self.spec.chat_template is not None
-        tokens = self.spec.special_tokens
-        head = render_chat(self.spec.chat_template, messages, add_generation_prompt=True, special_tokens=tokens)
-        full = render_chat(
-            self.spec.chat_template, [*messages, {"role": "assistant", "content": completion}],
-            add_generation_prompt=False, special_tokens=tokens,
-        )
+        spec = self.spec
+        assert spec.chat_template is not None
+        tokens = spec.special_tokens
+        head = render_chat(spec.chat_template, messages, add_generation_prompt=True, special_tokens=tokens)
+        full = render_chat(spec.chat_template, [*messages, {"role": "assistant", "content": self._tagged(completion)}],
+                           add_generation_prompt=False, special_tokens=tokens)
         if not full.startswith(head):
             raise FormatError(
                 "the chat template renders the conversation so that the prompt is not a prefix of the "
                 "prompt+reply text; truncation cannot keep the reply whole with such a template"
             )
+        if spec.bos == "tokenizer" and spec.bos_token and head.startswith(spec.bos_token.token):
+            head, full = head[len(spec.bos_token.token):], full[len(spec.bos_token.token):]  # the tokenizer adds it
         return head, full[len(head):]
 
     def encode(self, prompt: Prompt, completion: str) -> EncodedInput:
@@ -176,9 +168,23 @@ class Formatter:
     def encode_many(self, items: Sequence[tuple[Prompt, str]]) -> list[EncodedInput]:
         """Format and tokenize many items; tokenization runs as one parallel batch in the Rust tokenizer."""
         texts = [self.texts(p, c) for p, c in items]
-        flat = [t for pair in texts for t in pair]
+        out: list[EncodedInput | None] = [None] * len(texts)
+        if self.spec.tokenize == "joined" and self.spec.template != "pair":
+            joined = self.tokenizer.encode_batch([h + t for h, t in texts], add_special_tokens=False) if texts else []
+            for i, (enc, (head, _)) in enumerate(zip(joined, texts, strict=True)):
+                if len(enc.ids) <= self._budget:  # fits: exactly the ids of the whole text, as the model's code has
+                    n_prompt = sum(1 for start, _ in enc.offsets if start < len(head))
+                    out[i] = self._finish(self._wrap(enc.ids), None, n_prompt, len(enc.ids) - n_prompt, False)
+        rest = [i for i, e in enumerate(out) if e is None]
+        flat = [t for i in rest for t in texts[i]]
         encodings = self.tokenizer.encode_batch(flat, add_special_tokens=False) if flat else []
-        return [self._assemble(encodings[2 * i], encodings[2 * i + 1]) for i in range(len(texts))]
+        for k, i in enumerate(rest):
+            out[i] = self._assemble(encodings[2 * k], encodings[2 * k + 1])
+        return [e for e in out if e is not None]
+
+    def _wrap(self, ids: list[int]) -> list[int]:
+        """A text's ids with the tokenizer's single-text specials, where the BOS policy adds them."""
+        return [*self._prefix, *ids, *self._suffix] if self._specials else ids
 
     def _assemble(self, prompt: Encoding, completion: Encoding) -> EncodedInput:
         spec = self.spec
@@ -197,52 +203,88 @@ class Formatter:
         if spec.template == "pair":
             joined = self.tokenizer.post_process(prompt, completion, add_special_tokens=True)
             ids, type_ids = joined.ids, joined.type_ids
-        elif spec.template == "concat":
-            ids = self.tokenizer.post_process(Encoding.merge([prompt, completion]), add_special_tokens=True).ids
         else:
-            ids = prompt_ids + completion.ids
+            ids = self._wrap(prompt_ids + completion.ids)
         return self._finish(ids, type_ids, len(prompt_ids), len(completion.ids), truncated)
 
     def encode_text(self, text: str, add_special_tokens: bool = True) -> EncodedInput:
         """A whole text (prompt and reply already joined, e.g. a decoded rollout) as the model sees it.
 
         For adapters whose clients send one string (OpenRLHF's remote reward model, vLLM-style classify):
-        no template is applied (a ``chat`` bundle's text is expected to be rendered already), the
-        tokenizer's single-text special tokens are added for ``pair``/``concat`` bundles, and an
-        over-long text is cut from the left so that its end, the reply, survives. ``add_special_tokens``
+        no template is applied (a ``chat`` bundle's text is expected to be rendered already, step tags
+        included), the tokenizer's single-text special tokens are added for ``pair``/``concat`` bundles and
+        chat bundles whose BOS the tokenizer writes (a BOS at the text's start is then dropped, never doubled),
+        and an over-long text is cut from the left so that its end, the reply, survives. ``add_special_tokens``
         False (vLLM's flag, for text that already carries them) skips the single-text specials; the card's
-        appended EOS stays, since the score is read there.
+        suffix ids stay, since the score is read there.
         """
         if not isinstance(text, str):
             raise FormatError("text must be a string")
         spec = self.spec
+        pair = spec.template == "pair"
+        wrap = add_special_tokens and (pair or self._specials)
+        if wrap and spec.template == "chat" and spec.bos == "tokenizer" and spec.bos_token \
+                and text.startswith(spec.bos_token.token):
+            text = text[len(spec.bos_token.token):]
+        if spec.eos_recipe:
+            text = self._with_eos(text)
         encoding = self.tokenizer.encode(text, add_special_tokens=False)
-        add = add_special_tokens and spec.template != "chat"
-        specials = self.tokenizer.num_special_tokens_to_add(False) if add else 0
-        room = spec.max_length - specials - (1 if spec.append_eos else 0)
+        specials = (self.tokenizer.num_special_tokens_to_add(False) if pair else
+                    len(self._prefix) + len(self._suffix)) if wrap else 0
+        room = spec.max_length - specials - len(spec.suffix_ids)
         truncated = len(encoding.ids) > room
         if truncated:
             encoding.truncate(room, direction="left")
-        if add:
+        if wrap and pair:
             encoding = self.tokenizer.post_process(encoding, add_special_tokens=True)
-        return self._finish(encoding.ids, encoding.type_ids, 0, len(encoding.ids), truncated)
+            ids, type_ids = encoding.ids, encoding.type_ids
+        else:
+            ids, type_ids = (self._wrap(encoding.ids) if wrap else encoding.ids), None
+        return self._finish(ids, type_ids, 0, len(ids), truncated)
 
     def _finish(self, ids: list[int], type_ids: list[int] | None, n_prompt: int, n_completion: int,
                 truncated: bool) -> EncodedInput:
         spec = self.spec
-        if not ids and not spec.append_eos:
+        if not ids and not spec.suffix_ids:
             raise FormatError("the input has no tokens to score (an empty text without special tokens)")
-        if spec.append_eos:
+        if spec.eos_recipe == "openrlhf" and truncated:  # its recipe: a cut text still ends with EOS
             assert spec.eos_token is not None
-            ids = [*ids, spec.eos_token.id]
-            type_ids = None if type_ids is None else [*type_ids, type_ids[-1] if type_ids else 0]
-        if spec.score_position == "last" and spec.pad_token.id in ids:
+            ids = [*ids[:-1], spec.eos_token.id]
+        if spec.suffix_ids:
+            ids = [*ids, *spec.suffix_ids]
+            if type_ids is not None:
+                type_ids = [*type_ids, *[type_ids[-1] if type_ids else 0] * len(spec.suffix_ids)]
+        if spec.reads_own_last and spec.pad_token.id in ids:
             raise FormatError(
                 f"the input contains the pad token {spec.pad_token.token!r}; the score position would be wrong"
             )
         if not spec.use_token_type_ids:
             type_ids = None
-        return EncodedInput(ids, type_ids, n_prompt, n_completion, truncated)
+        return EncodedInput(ids, type_ids, n_prompt, n_completion, truncated, self._marks(ids, truncated))
+
+    def _marks(self, ids: list[int], truncated: bool = False) -> tuple[int, ...]:
+        """The gate's position (its pattern's last occurrence) or the step tags' positions, checked here so that
+        an input the head cannot read is refused on its own, never in a batch with others."""
+        spec = self.spec
+        if spec.steps is not None:
+            tags = tuple(i for i, t in enumerate(ids) if t == spec.steps.token.id)
+            if not tags:
+                cut = (" (the input was cut to its token limit, and its step tags with it: shorten it or raise "
+                       "max_item_tokens)") if truncated else " (completions get one after each step)"
+                raise FormatError(f"the input has no step tag {spec.steps.token.token!r}: a process reward model "
+                                  f"scores the steps it tags{cut}")
+            if len(tags) > spec.steps.max_steps:
+                raise FormatError(f"the input has {len(tags)} steps; this model's card scores at most "
+                                  f"{spec.steps.max_steps} (import with a larger --max-steps)")
+            return tags
+        pattern = list(spec.gate_pattern)
+        if not pattern:
+            return ()
+        for start in range(len(ids) - len(pattern), -1, -1):
+            if ids[start:start + len(pattern)] == pattern:
+                return (start,)
+        raise FormatError("the input has no assistant turn where this model's gate reads (its token pattern "
+                          f"{pattern}); send a conversation in the model's chat format")
 
 
 def split_budget(budget: int, n_prompt: int, n_completion: int) -> tuple[int, int]:

@@ -15,14 +15,15 @@ import numpy as np
 import numpy.typing as npt
 
 from rewardmodel.batching import PaddedBatch, pad_batch
-from rewardmodel.criteria import Criteria
 from rewardmodel.errors import BundleError
 from rewardmodel.formatting import EncodedInput, FormatSpec, Formatter
+from rewardmodel.head import OutputLayout
 from rewardmodel.metrics import PairwiseReport, criteria_report, pairwise_report
 from rewardmodel.records import PreferenceExample
 
 BatchScorer = Callable[[PaddedBatch], npt.NDArray[np.floating]]
-"""Outputs of a padded batch: shape ``(rows,)`` or ``(rows, 1)``, or ``(rows, C)`` for C criteria."""
+"""Outputs of a padded batch: shape ``(rows,)`` or ``(rows, 1)``, or ``(rows, width)`` as the card's
+:class:`~rewardmodel.head.OutputLayout` says (criteria, gated objectives, step rewards)."""
 
 T = TypeVar("T")
 Progress = Callable[[Iterable[T]], Iterable[T]]
@@ -42,8 +43,8 @@ def model_outputs(raw: object, rows: int, width: int = 1) -> npt.NDArray[np.floa
     if out.ndim == 1 and width == 1:
         out = out[:, None]
     if out.shape != (rows, width):
-        want = "one score" if width == 1 else f"{width} outputs (one per criterion)"
-        head = "a single-output (num_labels=1) score head" if width == 1 else f"a head of {width} criteria"
+        want = "one score" if width == 1 else f"{width} outputs"
+        head = "a single-output (num_labels=1) score head" if width == 1 else f"a head of {width} outputs"
         raise BundleError(f"the model must return {want} per item: {rows} in, shape {out.shape} out; "
                           f"is its head {head}, as its card says?")
     return out
@@ -52,20 +53,6 @@ def model_outputs(raw: object, rows: int, width: int = 1) -> npt.NDArray[np.floa
 def one_score_per_row(raw: object, rows: int) -> npt.NDArray[np.float64]:
     """``raw`` as a ``(rows,)`` float array (see :func:`model_outputs`)."""
     return model_outputs(raw, rows)[:, 0]
-
-
-def width_of(criteria: Criteria | None) -> int:
-    """Outputs per item: one per criterion, or the one reward."""
-    return len(criteria.names) if criteria else 1
-
-
-def reward_of(outputs: npt.NDArray[np.float64], criteria: Criteria | None,
-              weights: Sequence[float] | None = None) -> npt.NDArray[np.float64]:
-    """The scalar reward of ``(rows, width)`` outputs: the one output, or the criteria's weighted sum
-    (``weights`` in output order; default: the card's)."""
-    if criteria is None:
-        return outputs[:, 0]
-    return outputs @ np.asarray(weights if weights is not None else criteria.weight_vector(), dtype=np.float64)
 
 
 def outputs_encoded(
@@ -101,20 +88,21 @@ def _per_example(examples: Sequence[PreferenceExample], flat: Sequence[T]) -> li
 
 def score_examples(
     scorer: BatchScorer, formatter: Formatter, examples: Sequence[PreferenceExample], batch_size: int = 32,
-    progress: Progress[list[int]] | None = None, criteria: Criteria | None = None,
+    progress: Progress[list[int]] | None = None, layout: OutputLayout | None = None,
 ) -> tuple[list[list[float]], list[list[int]], int]:
-    """(rewards, completion token counts, truncated inputs): one reward and length per completion."""
-    scores, lengths, truncated, _ = _score_examples(scorer, formatter, examples, batch_size, progress, criteria)
+    """(rewards, completion token counts, truncated inputs): one reward and length per completion.
+    ``layout``: the card's (None: one output, the reward)."""
+    scores, lengths, truncated, _ = _score_examples(scorer, formatter, examples, batch_size, progress, layout)
     return scores, lengths, truncated
 
 
 def _score_examples(
     scorer: BatchScorer, formatter: Formatter, examples: Sequence[PreferenceExample], batch_size: int,
-    progress: Progress[list[int]] | None, criteria: Criteria | None,
+    progress: Progress[list[int]] | None, layout: OutputLayout | None,
 ) -> tuple[list[list[float]], list[list[int]], int, npt.NDArray[np.float64]]:
     encoded = formatter.encode_many([(ex.prompt, c) for ex in examples for c in ex.completions])
-    outputs = outputs_encoded(scorer, formatter.spec, encoded, batch_size, progress, width_of(criteria))
-    rewards = [float(r) for r in reward_of(outputs, criteria)]
+    outputs = outputs_encoded(scorer, formatter.spec, encoded, batch_size, progress, layout.width if layout else 1)
+    rewards = [float(r) for r in (layout.reward(outputs) if layout else outputs[:, 0])]
     lengths = [e.completion_tokens for e in encoded]
     return (_per_example(examples, rewards), _per_example(examples, lengths), sum(e.truncated for e in encoded),
             outputs)
@@ -122,13 +110,13 @@ def _score_examples(
 
 def evaluate(
     scorer: BatchScorer, formatter: Formatter, examples: Sequence[PreferenceExample], batch_size: int = 32,
-    progress: Progress[list[int]] | None = None, criteria: Criteria | None = None,
+    progress: Progress[list[int]] | None = None, layout: OutputLayout | None = None,
 ) -> tuple[PairwiseReport, int]:
     """Report over ``examples`` (per criterion too, for a criteria model) and the number of truncated inputs."""
-    scores, lengths, truncated, outputs = _score_examples(scorer, formatter, examples, batch_size, progress,
-                                                          criteria)
+    scores, lengths, truncated, outputs = _score_examples(scorer, formatter, examples, batch_size, progress, layout)
     report = pairwise_report(examples, scores, lengths)
-    if criteria is not None:
-        report = replace(report, criteria=criteria_report(examples, _per_example(examples, list(outputs)),
-                                                          criteria.names))
+    if layout is not None and layout.criteria is not None:
+        per_item = list(layout.criteria_outputs(outputs))
+        report = replace(report, criteria=criteria_report(examples, _per_example(examples, per_item),
+                                                          layout.criteria.names))
     return report, truncated

@@ -44,7 +44,9 @@ def decoder_spec(template: str, max_length: int = 64, side: str = "left") -> For
     return FormatSpec(
         template=template, max_length=max_length, score_position="last", padding_side=side, pad_token=PAD,  # type: ignore[arg-type]
         eos_token=SpecialToken("</s>", W["</s>"]), bos_token=SpecialToken("<s>", W["<s>"]),
-        append_eos=template == "concat", chat_template=CHATML if template == "chat" else None,
+        suffix_ids=(W["</s>"],) if template == "concat" else (),
+        bos="tokenizer" if template == "concat" else "template",
+        chat_template=CHATML if template == "chat" else None,
         special_tokens={"bos_token": "<s>", "eos_token": "</s>"},
     )
 

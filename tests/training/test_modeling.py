@@ -21,14 +21,16 @@ def test_decoder_without_pad_gets_a_dedicated_one(tiny_llama: Path) -> None:
     assert spec.pad_token.token == PAD_TOKEN and spec.pad_token.id == len(WORDS)
     assert loaded.model.config.pad_token_id == len(WORDS)
     assert loaded.model.get_input_embeddings().weight.shape[0] == len(WORDS) + 1
-    assert (spec.template, spec.score_position, spec.padding_side, spec.append_eos) == ("concat", "last", "left", True)
+    assert spec.eos_token is not None
+    assert (spec.template, spec.score_position, spec.padding_side, spec.suffix_ids) == ("concat", "last", "left",
+                                                                                         (spec.eos_token.id,))
     assert loaded.architecture == "decoder"
 
 
 def test_chat_decoder_records_its_template(tiny_qwen: Path) -> None:
     spec = load_base_model(str(tiny_qwen)).formatter.spec
     assert spec.template == "chat" and spec.chat_template and "<|im_start|>" in spec.chat_template
-    assert (spec.padding_side, spec.append_eos, spec.bos_token) == ("right", False, None)
+    assert (spec.padding_side, spec.suffix_ids, spec.bos_token) == ("right", (), None)
     assert spec.pad_token is not None and spec.eos_token is not None
     assert spec.pad_token.token == "<|endoftext|>" != spec.eos_token.token  # its own pad is usable: kept
 

@@ -1,0 +1,92 @@
+"""The scoring spec's head as a torch module: one ``forward`` for the torch backend and the exported ONNX graph.
+
+Imported only where torch is (see :mod:`rewardmodel.torch_model`). Positions come in as a tensor
+(:func:`rewardmodel.batching.read_positions` computes them from the ids), so the graph holds no search of its
+own: the same gathers run in torch, onnxruntime and OpenVINO. Heads read at positions run only on the rows
+they read, not on every token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rewardmodel.errors import BundleError
+from rewardmodel.head import HeadSpec
+
+
+def submodule(model: Any, path: str) -> Any:
+    """``model``'s attribute at dotted ``path``; a card naming one the checkpoint lacks is refused."""
+    target = model
+    for part in path.split("."):
+        if not hasattr(target, part):
+            raise BundleError(f"the checkpoint's {type(model).__name__} has no {path!r}, which its card's head "
+                              "names; re-import the model")
+        target = getattr(target, part)
+    return target
+
+
+def at(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``hidden`` ``(rows, seq, H)`` at ``positions`` ``(rows, k)`` (clamped to 0 where -1): ``(rows, k, H)``."""
+    index = positions.clamp(min=0).unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+    return hidden.gather(1, index)
+
+
+class ScoringModule(torch.nn.Module):
+    """A loaded checkpoint scoring as its :class:`~rewardmodel.head.HeadSpec` says; returns ``(rows, width)``."""
+
+    def __init__(self, model: Any, head: HeadSpec) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+        self.head = head
+        self._no_cache = "use_cache" in model.config.to_dict()
+        if head.kind != "classifier":
+            self.body = submodule(model, head.backbone)
+            self.read = submodule(model, head.module)
+        if head.kind == "gated":
+            self.gate = submodule(model, head.gate)
+            self.transform = submodule(model, head.transform) if head.transform else None
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """The output rows of a padded batch."""
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        if self._no_cache:
+            kwargs["use_cache"] = False  # a reward model reads one score per sequence: no KV cache built or returned
+        kind = self.head.kind
+        if kind == "classifier":
+            return self._activate(self.model(**kwargs).logits)
+        if positions is None:
+            raise BundleError(f"a {kind} head reads at explicit positions: the batch carries none")
+        hidden = self.body(**kwargs)[0]
+        if kind == "linear":
+            return self._activate(self.read(at(hidden, positions[:, :1]))[:, 0])
+        if kind == "gated":
+            objectives = self.read(at(hidden, positions[:, :1])[:, 0])
+            gate = self.gate(at(hidden, positions[:, 1:2])[:, 0])
+            adjusted = objectives if self.transform is None else objectives @ self.transform
+            reward = (gate * adjusted).sum(dim=1, keepdim=True)
+            return torch.cat([self._activate(reward), objectives], dim=1)
+        return self._steps(hidden, positions)
+
+    def _steps(self, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """``[item reward, step rewards…]``: the label's softmax probability at each step tag, 0 past the last."""
+        valid = positions >= 0
+        probs = torch.softmax(self.read(at(hidden, positions)).float(), dim=-1)[..., self.head.label]
+        probs = torch.where(valid, probs, torch.zeros_like(probs))
+        count = valid.sum(dim=1, keepdim=True)
+        how = self.head.aggregate
+        if how == "min":
+            reward = torch.where(valid, probs, torch.ones_like(probs)).min(dim=1, keepdim=True).values
+        elif how == "last":
+            reward = probs.gather(1, (count - 1).clamp(min=0))
+        else:
+            reward = probs.sum(dim=1, keepdim=True) / count.clamp(min=1)
+        return torch.cat([reward, probs], dim=1)
+
+    def _activate(self, reward: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(reward) if self.head.activation == "sigmoid" else reward
