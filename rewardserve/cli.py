@@ -1,5 +1,5 @@
 """The ``rewardserve`` command: ``train``, ``eval``, ``export``, ``serve``, ``demo``, ``feedback``, ``compare``,
-``monitor``.
+``import``, ``monitor``.
 
 This module only parses arguments and dispatches; each stage package is imported lazily inside its
 subcommand, so ``rewardserve --help`` is instant and a serving install never imports torch for it.
@@ -23,6 +23,7 @@ from feedback.errors import FeedbackError
 from rewardmodel import RewardModelError
 from rewardserve.compare_cli import add_compare
 from rewardserve.feedback_cli import add_feedback
+from rewardserve.import_cli import add_import
 from rewardserve.monitor_cli import add_monitor
 from service.errors import ServiceError
 
@@ -101,11 +102,13 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="completions per forward pass")
     p.add_argument("--device", default="cpu", help="cpu or cuda (torch device; CUDA provider for ONNX)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the bundle's own Python code (torch)")
     p.set_defaults(func=_cmd_eval)
 
 
 def evaluate_bundle(model_dir: str, data: str, split: str = "train", limit: int = 0, batch_size: int = 32,
-                    device: str = "cpu", progress: bool = True, variant: str = "torch") -> dict[str, Any]:
+                    device: str = "cpu", progress: bool = True, variant: str = "torch",
+                    trust_remote_code: bool = False) -> dict[str, Any]:
     """Evaluate a bundle (torch checkpoint or ONNX variant) on preference data: what `rewardserve eval` prints."""
     from rewardmodel import read_card
     from rewardmodel.sources import load_examples
@@ -118,9 +121,9 @@ def evaluate_bundle(model_dir: str, data: str, split: str = "train", limit: int 
         if not progress:
             hide_progress_bars()
 
-        loaded, card = load_bundle(model_dir, device=device)
+        loaded, card = load_bundle(model_dir, device=device, trust_remote_code=trust_remote_code)
         report, truncated = evaluate_model(loaded.model, loaded.formatter, examples, batch_size, progress,
-                                           card.criteria)
+                                           layout=card.layout)
     else:
         from export.evaluate import evaluate_variant
         from rewardmodel.onnx_model import CPU, CUDA
@@ -134,7 +137,7 @@ def evaluate_bundle(model_dir: str, data: str, split: str = "train", limit: int 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     out = evaluate_bundle(args.model, args.data, args.split, args.limit, args.batch_size, args.device,
-                          progress=not args.quiet, variant=args.variant)
+                          progress=not args.quiet, variant=args.variant, trust_remote_code=args.trust_remote_code)
     _emit(args, out)
     return 0
 
@@ -154,6 +157,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                    help="int8-static: completions that calibrate the activation ranges, taken from the calibration "
                         "data after the parity examples (default: 300)")
     p.add_argument("--force", action="store_true", help="write variants that miss their parity thresholds")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the bundle's own Python code (a model "
+                                                                    "imported with it)")
     p.set_defaults(func=_cmd_export)
 
 
@@ -162,7 +167,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     settings = ExportSettings(variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()),
                               opset=args.opset, calibration_data=args.calibration_data, samples=args.samples,
-                              calibration_items=args.calibration_items, force=args.force)
+                              calibration_items=args.calibration_items, force=args.force,
+                              trust_remote_code=args.trust_remote_code)
     card = export_bundle(args.model, settings)
     _emit(args, {"model": card.name, "onnx": card.onnx})
     return 0
@@ -214,8 +220,6 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="build the demo reward model (MiniLM on generated preferences), export it to "
                                     "ONNX, evaluate every variant, then serve it (static int8 on OpenVINO), taking "
                                     "feedback into $REWARDSERVE_HOME/feedback.db")
-    p.add_argument("--home", type=Path, default=None, help="cache directory (default: $REWARDSERVE_HOME or "
-                                                           "~/.cache/rewardserve)")
     p.add_argument("--retrain", action="store_true", help="train again even if the demo bundle exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-serve", dest="serve", action="store_false", help="stop after the evaluation")
@@ -305,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     add_feedback(sub, _emit)
     add_compare(sub, _emit)
+    add_import(sub, _emit, default_home)
     add_monitor(sub)
     return parser
 

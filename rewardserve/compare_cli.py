@@ -38,6 +38,7 @@ def add_compare(sub: argparse._SubParsersAction, emit: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
     p.add_argument("--limit", type=int, default=0, help="only the first N examples (0: all)")
     p.add_argument("--batch-size", type=int, default=32, help="completions per forward pass")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow a bundle's own Python code (torch)")
     p.set_defaults(func=lambda args: _run(args, emit))
 
 
@@ -51,7 +52,7 @@ def data_source(data: str, since: str | None) -> str:
 
 
 def bundle_scores(model_dir: str, variant: str, examples: Sequence[PreferenceExample],
-                  batch_size: int) -> tuple[list[list[float]], str]:
+                  batch_size: int, trust_remote_code: bool = False) -> tuple[list[list[float]], str]:
     """Each completion's reward under the bundle, and what ran (``torch`` or an ONNX variant)."""
     from rewardmodel import Formatter, load_tokenizer, read_card
     from rewardmodel.scoring import score_examples
@@ -63,13 +64,13 @@ def bundle_scores(model_dir: str, variant: str, examples: Sequence[PreferenceExa
     if variant == "torch":
         from rewardmodel.torch_model import load_torch_model, torch_scorer
 
-        model, _ = load_torch_model(model_dir)
+        model, _ = load_torch_model(model_dir, trust_remote_code=trust_remote_code)
         scorer = torch_scorer(model)
     else:
         from rewardmodel.onnx_model import onnx_scorer, open_session, variant_file
 
         scorer = onnx_scorer(open_session(variant_file(model_dir, card, variant)))
-    scores, _, _ = score_examples(scorer, formatter, examples, batch_size, criteria=card.criteria)
+    scores, _, _ = score_examples(scorer, formatter, examples, batch_size, layout=card.layout)
     return scores, variant
 
 
@@ -78,8 +79,8 @@ def _run(args: argparse.Namespace, emit: Any) -> int:
     from rewardmodel.sources import load_examples
 
     examples = load_examples(data_source(args.data, args.since), limit=args.limit)
-    base, base_ran = bundle_scores(args.baseline, args.variant, examples, args.batch_size)
-    cand, cand_ran = bundle_scores(args.candidate, args.variant, examples, args.batch_size)
+    base, base_ran = bundle_scores(args.baseline, args.variant, examples, args.batch_size, args.trust_remote_code)
+    cand, cand_ran = bundle_scores(args.candidate, args.variant, examples, args.batch_size, args.trust_remote_code)
     try:
         result = compare(pair_outcomes(examples, base), pair_outcomes(examples, cand), pair_sources(examples),
                          args.min_gain, args.resamples, args.confidence, args.seed)

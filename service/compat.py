@@ -32,8 +32,9 @@ class GetRewardRequest(BaseModel):
     """OpenRLHF's remote reward model request."""
 
     query: list[str] = Field(description="full decoded prompt+response texts")
-    prompts: list[str] | None = Field(None, description="the prompt of each query; a prefix of it splits the "
-                                                        "query into (prompt, completion)")
+    prompts: list[str] | None = Field(None, description="the prompt of each query; for a bundle without a chat "
+                                                        "template, a prefix of it splits the query into (prompt, "
+                                                        "completion); a chat bundle scores the rendered query whole")
     labels: list[Any] | None = Field(None, description="accepted and ignored (used by rule-based rewards)")
 
 
@@ -46,7 +47,7 @@ async def get_reward(body: GetRewardRequest, request: Request, response: Respons
     inputs: list[ScoreInput] = []
     for i, text in enumerate(body.query):
         prompt = body.prompts[i] if body.prompts else ""
-        inputs.append((prompt, text[len(prompt):]) if prompt and text.startswith(prompt) else WholeText(text))
+        inputs.append(WholeText(text, prompt_chars=len(prompt) if prompt and text.startswith(prompt) else 0))
     scored = await score_for(request, response, inputs, None, "query")
     return {"rewards": scored.scores, "scores": scored.raw_scores, "extra_logs": {}}
 

@@ -23,7 +23,6 @@ import numpy as np
 import numpy.typing as npt
 
 from rewardmodel import BundleCard, Formatter, load_tokenizer, pad_batch, read_card
-from rewardmodel.scoring import width_of
 from service.backends import Backend
 from service.batching import BatchLimits
 from service.engine import Engine, RequestLimits, Scored, ScoreInput, Timings
@@ -92,12 +91,12 @@ class Version:
             raise
         limits = BatchLimits(s.max_batch_tokens, s.max_batch_items, s.max_queue_items, s.max_wait_ms / 1000,
                              s.sort_window_items, s.max_batch_padding, s.batch_stall_s)
-        scheduler = Scheduler(backend, self.formatter.spec, limits, self._metrics, width_of(self.card.criteria))
+        scheduler = Scheduler(backend, self.formatter.spec, limits, self._metrics, self.card.layout.width)
         scheduler.start()
         self.backend = backend
         self.engine = Engine(self.formatter, scheduler, RequestLimits(s.max_items_per_request, s.max_request_tokens,
                                                                       s.request_timeout_s),
-                             self.card.normalization, s.tokenizer_threads, self._metrics, self.card.criteria)
+                             self.card.normalization, s.tokenizer_threads, self._metrics, self.card.layout)
         self._metrics.loaded(backend.info.name, backend.info.device, backend.info.dtype)
         log.info("serving %s from %s: %s on %s (%s, %s)", self.label, self.root, backend.info.name,
                  backend.info.device, backend.info.dtype, backend.info.detail)
@@ -106,10 +105,12 @@ class Version:
         """Run the shapes the first requests will bring: one short item, then a full batch of long ones, on every
         stream at once (concurrent calls each get a stream of their own)."""
         s, spec = self.settings, self.formatter.spec
-        long_item = self.formatter.encode_text("warm up " * spec.max_length)
+        # (prompt, completion) items: they carry what every head reads (a gate's header, step tags all along)
+        short, long_item = self.formatter.encode_many([("warm up", "warm up"),
+                                                       ("warm up " * spec.max_length, "warm up\n\n" * spec.max_length)])
         rows = max(1, min(s.max_batch_items, s.max_batch_tokens // len(long_item.input_ids)))
         with ThreadPoolExecutor(backend.streams) as pool:
-            for batch in ([self.formatter.encode_text("warm up")], [long_item] * rows):
+            for batch in ([short], [long_item] * rows):
                 padded = pad_batch(batch, spec, backend.pad_multiple)
                 list(pool.map(backend.score, [padded] * backend.streams))
 

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from rewardmodel import EncodedInput, Formatter, Normalization, Prompt, RewardModelError
-from rewardmodel.criteria import Criteria, check_weights
-from rewardmodel.scoring import reward_of
+from rewardmodel.criteria import check_weights
+from rewardmodel.head import OutputLayout
 from service.errors import InvalidRequest, PayloadTooLarge
 from service.scheduler import Scheduler
 
@@ -29,6 +29,14 @@ class WholeText:
 
     text: str
     add_special_tokens: bool = True
+    prompt_chars: int = 0
+    """Where the prompt ends, when the client said (OpenRLHF's ``prompts``): the text is then scored as (prompt,
+    completion) under the card's template, unless the prompt is the chat template's rendering already (an RL
+    trainer that applied the template sends that), when it is scored whole."""
+
+    def split(self) -> tuple[str, str] | None:
+        """(prompt, completion) as the client split it, or None."""
+        return (self.text[:self.prompt_chars], self.text[self.prompt_chars:]) if self.prompt_chars else None
 
 
 ScoreInput = tuple[Prompt, str] | WholeText
@@ -75,6 +83,8 @@ class Scored:
     """Whether each item was cut to the token limit."""
     disagreement: list[float] | None = None
     """An ensemble's per-item std across members."""
+    steps: list[list[float]] | None = None
+    """A process reward model's step rewards of each item."""
 
 
 @dataclass(frozen=True)
@@ -98,9 +108,10 @@ class Engine:
 
     def __init__(self, formatter: Formatter, scheduler: Scheduler, limits: RequestLimits,
                  normalization: Normalization | None, tokenizer_threads: int,
-                 observer: UsageObserver | None = None, criteria: Criteria | None = None) -> None:
+                 observer: UsageObserver | None = None, layout: OutputLayout | None = None) -> None:
         self.formatter = formatter
-        self._criteria = criteria
+        self._layout = layout
+        self._criteria = layout.criteria if layout else None
         self.scheduler = scheduler
         self._limits = limits
         self._normalization = normalization
@@ -133,7 +144,9 @@ class Engine:
         job = self.scheduler.submit(unique, deadline)
         result = await self.scheduler.wait(job)
         outputs = result.scores[index]
-        raw = outputs if self._criteria is None else reward_of(outputs, self._criteria, vector)
+        if outputs.ndim == 1:
+            outputs = outputs[:, None]
+        raw = self._layout.reward(outputs, vector) if self._layout else outputs[:, 0]
         scores = raw
         if normalize:
             assert self._normalization is not None
@@ -142,12 +155,15 @@ class Engine:
         if self._observer:
             self._observer.scored(len(encoded), tokens, truncated)
         per_criterion = None
-        if criteria and self._criteria is not None:
-            names = self._criteria.names
-            per_criterion = [{n: float(v) for n, v in zip(names, row, strict=True)} for row in outputs]
+        if criteria and self._layout is not None and self._layout.criteria is not None:
+            names = self._layout.criteria.names
+            per_criterion = [{n: float(v) for n, v in zip(names, row, strict=True)}
+                             for row in self._layout.criteria_outputs(outputs)]
+        steps = self._layout.steps(outputs, [len(e.marks) for e in encoded]) if self._layout else None
         return Scored([float(s) for s in scores], normalize, tokens, truncated, [float(r) for r in raw],
                       Timings(tokenize_s, result.queue_s, result.inference_s), per_criterion,
-                      lengths=[e.completion_tokens for e in encoded], truncated_flags=[e.truncated for e in encoded])
+                      lengths=[e.completion_tokens for e in encoded], truncated_flags=[e.truncated for e in encoded],
+                      steps=steps)
 
     def _weights(self, criteria: bool, weights: dict[str, float] | None, normalize: bool) -> list[float] | None:
         """The request's reward weights in output order (None: the card's); 400 for what this model lacks."""
@@ -168,13 +184,18 @@ class Engine:
         return self._criteria.weight_vector(checked)
 
     def _encode(self, inputs: Sequence[ScoreInput]) -> list[EncodedInput]:
-        pairs = [(i, x) for i, x in enumerate(inputs) if not isinstance(x, WholeText)]
+        pairs: list[tuple[int, tuple[Prompt, str]]] = []
+        for i, x in enumerate(inputs):
+            if not isinstance(x, WholeText):
+                pairs.append((i, x))
+            elif (split := x.split()) is not None and not self.formatter.is_rendered(split[0]):
+                pairs.append((i, split))
         out: list[EncodedInput | None] = [None] * len(inputs)
         try:
             for (i, _), enc in zip(pairs, self.formatter.encode_many([p for _, p in pairs]), strict=True):
                 out[i] = enc
             for i, x in enumerate(inputs):
-                if isinstance(x, WholeText):
+                if out[i] is None and isinstance(x, WholeText):
                     out[i] = self.formatter.encode_text(x.text, x.add_special_tokens)
         except RewardModelError as exc:
             raise InvalidRequest(str(exc), kind="invalid_input") from exc

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rewardmodel import read_card
+from rewardmodel import CARD_NAME, read_card
 from service.errors import ModelsError
 
 OVERRIDES = ("backend", "variant", "device", "threads", "streams", "tensorrt", "onnx_spin", "openvino_precision",
@@ -38,6 +38,8 @@ OVERRIDES = ("backend", "variant", "device", "threads", "streams", "tensorrt", "
 """Serve settings an entry may set for itself; the rest (limits per request, keys, …) are the server's."""
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+HUB_SCHEME = "hf:"
+"""A models file names a Hugging Face hub model as ``hf:owner/name`` (a bare ``owner/name`` is a path there)."""
 
 
 class _Entry(BaseModel):
@@ -103,15 +105,17 @@ Entry = BundleEntry | EnsembleEntry | SplitEntry
 
 
 def entries_from_flags(values: tuple[str, ...], default_name: str = "") -> list[Entry]:
-    """``--model DIR`` or ``--model NAME=DIR`` (repeated) as bundle entries. A bare DIR is named
-    ``default_name`` (``--model-name``) or else by its card."""
+    """``--model SRC`` or ``--model NAME=SRC`` (repeated) as bundle entries; SRC is a bundle, or a reward model
+    to import on start (a plain directory or hub name). A bare SRC is named ``default_name`` (``--model-name``),
+    else by its card, else by its last path part."""
     out: list[Entry] = []
     for value in values:
         name, sep, path = value.partition("=")
         if not sep or not Path(path).name or Path(value).is_dir():  # "a=b" may be a directory's own name
             name, path = "", value
         if not name:
-            name = default_name or read_card(path, verify=False).name
+            name = default_name or (read_card(path, verify=False).name if (Path(path) / CARD_NAME).is_file()
+                                    else Path(path).name)
         out.append(_parse({"name": name, "path": path}, f"--model {value}"))
     return check(out)
 
@@ -144,8 +148,10 @@ def read_models_file(path: Path) -> list[Entry]:
 
 
 def _located(base: Path, value: Any) -> str:
-    """A bundle path of the file: ``~`` and ``$VARS`` expanded, relative to the file's directory."""
-    return str(base / os.path.expandvars(os.path.expanduser(str(value))))
+    """A bundle path of the file: ``~`` and ``$VARS`` expanded, relative to the file's directory; a hub model
+    (``hf:owner/name``) as it is."""
+    text = os.path.expandvars(os.path.expanduser(str(value)))
+    return text if text.startswith(HUB_SCHEME) else str(base / text)
 
 
 def _parse(row: dict[str, Any], where: str) -> Entry:

@@ -8,8 +8,9 @@ and the last ``window_items`` items (``window="items"``). Runs are kept least-re
 ``max_runs``, so a trainer inventing run ids cannot grow memory or series without bound.
 
 Metrics (``rewardserve_monitor_*``, labels ``model, version, run, window``): items, reward mean and std,
-z-shift of the mean against the card's reference normalization, Spearman of reward with completion
-length, mean completion length, truncated share, share of items beyond ``out_of_range_z`` reference
+z-shift of the mean against the card's reference normalization (without one, e.g. an imported model's, against
+a baseline window: the first :data:`BASELINE_ITEMS` items the version scored for the run), Spearman of reward
+with completion length, mean completion length, truncated share, share of items beyond ``out_of_range_z`` reference
 stds, duplicate-completion share, and ensemble disagreement; plus the histogram
 ``rewardserve_monitor_reward_z`` of standardized rewards (labels ``model, version, run``).
 """
@@ -49,12 +50,19 @@ class Observed:
     """An ensemble's per-item std across members."""
 
 
+BASELINE_ITEMS = 1000
+"""Without a card normalization, the first this many items a version scores for a run (or its window, when
+smaller) are the reference the later windows are measured against."""
+
+
 class _Ring:
     """The last ``size`` items of one (model, version, run): parallel numpy rings, one writer at a time."""
 
     def __init__(self, size: int, reference: Normalization | None) -> None:
         self.size = size
         self.reference = reference
+        self.baseline = min(size, BASELINE_ITEMS) if reference is None else 0
+        """Items still to come before the baseline window is the reference (0: it has one)."""
         self.count = 0
         self.time = np.zeros(size)
         self.reward = np.zeros(size)
@@ -73,6 +81,12 @@ class _Ring:
             self.truncated[slot], self.digest[slot] = seen.truncated[i], digests[i]
             self.disagreement[slot] = seen.disagreement[i] if seen.disagreement is not None else np.nan
             self.count += 1
+            if self.baseline and self.count == self.baseline:  # the first items, before the ring wraps
+                first = self.reward[:self.baseline]
+                self.reference = Normalization(float(first.mean()), max(float(first.std()), 1e-6),
+                                               reference=f"baseline: the first {self.baseline} items",
+                                               count=self.baseline)
+                self.baseline = 0
 
     def window(self, since: float | None) -> np.ndarray:
         """Indices of the ring's items, oldest first, arrived at or after ``since`` (None: all kept)."""

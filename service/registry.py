@@ -28,6 +28,7 @@ from service.errors import InsufficientMemory, ModelsError, NotFound, ServiceErr
 from service.metrics import Metrics
 from service.models_file import BundleEntry, EnsembleEntry, Entry, SplitEntry, check
 from service.settings import ServiceSettings
+from service.sources import bundle_path, checkpoint_defaults, verified_files
 
 log = logging.getLogger(__name__)
 
@@ -70,22 +71,31 @@ class Registry:
 
     # -- building ---------------------------------------------------------------------------------------------
 
-    def _settings_for(self, entry: BundleEntry | EnsembleEntry) -> ServiceSettings:
-        values = {**self.settings.model_dump(), "threads": self._threads, **entry.overrides()}
+    def _settings_for(self, entry: BundleEntry | EnsembleEntry, card: BundleCard) -> ServiceSettings:
+        overrides = entry.overrides()
+        values = {**self.settings.model_dump(), "threads": self._threads,
+                  **checkpoint_defaults(card, self.settings, overrides), **overrides}
         try:
             return ServiceSettings.model_validate(values)
         except ValidationError as exc:
             problems = "; ".join(e["msg"] for e in exc.errors())
             raise ModelsError(f"model {entry.name!r}: {problems}") from None
 
-    def _build(self, entry: BundleEntry | EnsembleEntry) -> Version | Ensemble:
-        s = self._settings_for(entry)
+    def _bundles(self, entry: BundleEntry | EnsembleEntry) -> list[Path]:
+        """The entry's bundles, importing a plain directory or hub name first (blocking: call off the loop)."""
+        paths = [entry.path] if isinstance(entry, BundleEntry) else list(entry.members)
+        return [bundle_path(Path(p), self.settings) for p in paths]
+
+    def _build(self, entry: BundleEntry | EnsembleEntry, bundles: Sequence[Path] | None = None) -> Version | Ensemble:
+        roots = list(bundles) if bundles is not None else self._bundles(entry)
+        cards = [read_card(r, verified=verified_files(self.settings)) for r in roots]
+        s = self._settings_for(entry, cards[0])
         if isinstance(entry, BundleEntry):
             name = self.settings.model_name if len(self.entries) == 1 and self.settings.model_name else entry.name
-            return Version(name, entry.path, s, self._metrics)
+            return Version(name, roots[0], s, self._metrics, cards[0])
         names = member_names([Path(p) for p in entry.members])
-        members = [Version(f"{entry.name}/{n}", Path(p), s, self._metrics)
-                   for n, p in zip(names, entry.members, strict=True)]
+        members = [Version(f"{entry.name}/{n}", r, s, self._metrics, c)
+                   for n, r, c in zip(names, roots, cards, strict=True)]
         return Ensemble(entry.name, members, names, entry.aggregate, entry.uwo_lambda, self._metrics)
 
     async def _start(self, target: Version | Ensemble) -> None:
@@ -172,8 +182,9 @@ class Registry:
                 return {"model": entry.name, "split": entry.split}
             old = self.targets.get(entry.name)
             try:
-                self._check_memory(entry)
-                new = await asyncio.to_thread(self._build, entry)
+                bundles = await asyncio.to_thread(self._bundles, entry)
+                self._check_memory(entry, bundles)
+                new = await asyncio.to_thread(self._build, entry, bundles)
                 await self._start(new)
             except InsufficientMemory:
                 self._metrics.swaps.labels(entry.name, "failed").inc()
@@ -227,12 +238,12 @@ class Registry:
             self._released(target.name, target.version)
         return answered
 
-    def _check_memory(self, entry: BundleEntry | EnsembleEntry) -> None:
-        paths = [entry.path] if isinstance(entry, BundleEntry) else list(entry.members)
-        s = self._settings_for(entry)
+    def _check_memory(self, entry: BundleEntry | EnsembleEntry, bundles: Sequence[Path]) -> None:
         # the card's file list only: its hashes are checked once, when the version is built (off the event loop)
-        need = int(MEMORY_OVERHEAD * sum(weights_bytes(Path(p), read_card(p, verify=False), s.backend, s.variant)
-                                         for p in paths))
+        cards = [read_card(p, verify=False) for p in bundles]
+        s = self._settings_for(entry, cards[0])
+        need = int(MEMORY_OVERHEAD * sum(weights_bytes(p, c, s.backend, s.variant)
+                                         for p, c in zip(bundles, cards, strict=True)))
         have = self.settings.swap_memory_bytes or available_memory()
         if have and need > have:
             raise InsufficientMemory(f"{entry.name!r}: loading it needs about {need / 2**20:.0f} MiB beside the "

@@ -42,7 +42,7 @@ async def score(body: ScoreRequest, request: Request, response: Response) -> Sco
                              criteria=body.criteria, weights=body.weights, model=body.model, details=body.details)
     return ScoreResponse(scores=scored.scores, raw_scores=scored.raw_scores if scored.normalized else None,
                          normalized=scored.normalized, criteria=scored.criteria, details=scored.details,
-                         model=scored.model, usage=Usage.of(scored))
+                         step_scores=scored.steps, model=scored.model, usage=Usage.of(scored))
 
 
 @scoring.post("/rerank", response_model=RerankResponse, response_model_exclude_none=True,
@@ -54,7 +54,8 @@ async def rerank(body: RerankRequest, request: Request, response: Response) -> R
                              "completions", body.criteria, body.weights, body.model, body.details, rerank=True)
     results = [RerankResult(index=i, score=s, criteria=scored.criteria[i] if scored.criteria else None,
                             members=scored.details[i]["members"] if scored.details else None,
-                            std=scored.details[i]["std"] if scored.details else None)
+                            std=scored.details[i]["std"] if scored.details else None,
+                            step_scores=scored.steps[i] if scored.steps else None)
                for i, s in ranked(scored.scores, body.top_k)]
     return RerankResponse(results=results, best_index=results[0].index, model=scored.model, usage=Usage.of(scored))
 
@@ -94,6 +95,7 @@ def _version_summary(v: Version) -> dict[str, Any]:
     return {
         "version": v.version, "path": str(v.root), "card_name": card.name,
         "base_model": card.base_model, "architecture": card.architecture, "model_type": card.model_type,
+        "family": card.source.get("family", "rewardserve"), "head": card.head.kind,
         "backend": s.backend, "variant": s.variant, "device": s.device, "threads": s.threads,
         "runtime": None if info is None else {"dtype": info.dtype, "detail": info.detail},
         "max_length": v.formatter.spec.max_length, "template": card.formatting.template,

@@ -100,6 +100,9 @@ class ScoreResponse(BaseModel):
                                                                       "asked for")
     details: list[dict[str, object]] | None = Field(None, description="an ensemble's member scores and their std "
                                                                       "per item, when asked for")
+    step_scores: list[list[float]] | None = Field(None, description="a process reward model: each item's step "
+                                                                   "rewards in step order (its score is their "
+                                                                   "minimum, last or mean, as its card says)")
     model: str = Field(description="the model that scored (a split's chosen target); its version is in the "
                                    "x-model-version header")
     usage: Usage
@@ -122,6 +125,7 @@ class RerankResult(BaseModel):
     criteria: dict[str, float] | None = Field(None, description="per-criterion scores, when asked for")
     members: dict[str, float] | None = Field(None, description="an ensemble's member scores, when asked for")
     std: float | None = Field(None, description="their std across members")
+    step_scores: list[float] | None = Field(None, description="a process reward model: the step rewards")
 
 
 class RerankResponse(BaseModel):

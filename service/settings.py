@@ -117,7 +117,12 @@ class ServiceSettings(BaseSettings):
                                   "used is dropped beyond it (a label per run: bounded series)")
     tokenizer_threads: int = Field(2, ge=1, description="threads that tokenize requests off the event loop")
     warmup: bool = Field(True, description="run a few batches before /readyz says ready")
-    trust_remote_code: bool = Field(False, description="torch backend: allow a checkpoint's own Python code")
+    trust_remote_code: bool = Field(False, description="allow a checkpoint's own Python code: to import a model "
+                                    "that has it (ArmoRM, internlm2-reward, Qwen2.5-Math-PRM) and to run it on the "
+                                    "torch backend. Read the code first")
+    home: Path = Field(Path.home() / ".cache" / "rewardserve", description="where models imported on start (a "
+                       "plain directory or hub name given as a model) are kept, and which bundle files were "
+                       "verified, so a large bundle is hashed once; the demo keeps its model and feedback here")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     access_log: bool = Field(False, description="log every request (uvicorn's access log)")
 

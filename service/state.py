@@ -130,7 +130,7 @@ class ServiceState:
             return
         target = resolved.target
         reference = target.card.normalization if isinstance(target, Version) else None
-        texts = [x.text if isinstance(x, WholeText) else x[1] for x in inputs]
+        texts = [x.text[x.prompt_chars:] if isinstance(x, WholeText) else x[1] for x in inputs]
         self.monitors.observe(target.name, target.version, run, reference,
                               Observed(scored.raw_scores, scored.lengths, scored.truncated_flags, texts,
                                        scored.disagreement))
@@ -141,9 +141,10 @@ class ServiceState:
             return
         groups: dict[str, tuple[Any, list[str], list[float], list[float]]] = {}
         for i, x in enumerate(inputs):
-            if isinstance(x, WholeText):
+            pair = x.split() if isinstance(x, WholeText) else x  # the split a client gave, if any
+            if pair is None:
                 continue
-            prompt, completion = x
+            prompt, completion = pair
             group = groups.setdefault(json.dumps(prompt, sort_keys=True), (prompt, [], [], []))
             group[1].append(completion)
             group[2].append(scored.raw_scores[i])

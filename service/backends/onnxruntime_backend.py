@@ -10,7 +10,6 @@ import numpy.typing as npt
 
 from rewardmodel import BundleCard, PaddedBatch, RewardModelError
 from rewardmodel.onnx_model import CPU, CUDA, TENSORRT, available_providers, onnx_scorer, open_session, variant_file
-from rewardmodel.scoring import width_of
 from service.backends.base import BackendInfo, score_batch
 from service.errors import BackendFailure
 
@@ -56,7 +55,7 @@ class OnnxBackend:
         except RewardModelError as exc:
             raise BackendFailure(str(exc)) from exc
         self._session = session
-        self._width = width_of(card.criteria)
+        self._width = card.layout.width
         self._score = onnx_scorer(session)
         self.streams = streams
         active = session.get_providers()

@@ -10,7 +10,6 @@ import numpy.typing as npt
 from rewardmodel import BundleCard, PaddedBatch, RewardModelError
 from rewardmodel.onnx_model import variant_file
 from rewardmodel.openvino_model import Precision, compile_onnx, openvino_scorer
-from rewardmodel.scoring import width_of
 from service.backends.base import BackendInfo, score_batch
 from service.errors import BackendFailure
 
@@ -35,7 +34,7 @@ class OpenVinoBackend:
             raise BackendFailure(str(exc)) from exc
         self._score = openvino_scorer(self._compiled, streams)
         self.streams = streams
-        self._width = width_of(card.criteria)
+        self._width = card.layout.width
         detail = f"CPU, {precision} inference precision" + (f", {streams} streams" if streams > 1 else "")
         self.info = BackendInfo("openvino", device, card.onnx[variant].get("dtype", variant), detail)
 

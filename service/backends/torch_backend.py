@@ -1,4 +1,5 @@
-"""torch backend: the safetensors checkpoint on CPU or CUDA, in fp32, bf16 or fp16, with SDPA attention."""
+"""torch backend: the safetensors checkpoint on CPU or CUDA, in fp32, bf16 or fp16, with SDPA attention where the
+architecture has it; any family's head (the card's, :mod:`rewardmodel.torch_heads`)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from rewardmodel import BundleCard, PaddedBatch
-from rewardmodel.scoring import width_of
+from rewardmodel import BundleCard, PaddedBatch, RewardModelError
 from service.backends.base import BackendInfo, score_batch
 from service.errors import BackendFailure
 
@@ -37,12 +37,13 @@ class TorchBackend:
             torch.set_num_threads(threads)
         dtype = getattr(torch, DTYPES[variant])
         try:
-            model, _ = load_torch_model(root, device, dtype, trust_remote_code, card=card, attn_implementation="sdpa")
-        except (OSError, ValueError, RuntimeError) as exc:
+            # transformers picks SDPA attention where the architecture has it, eager otherwise (DeBERTa-v2)
+            model, _ = load_torch_model(root, device, dtype, trust_remote_code, card=card)
+        except (OSError, ValueError, RuntimeError, RewardModelError) as exc:
             raise BackendFailure(f"cannot load the checkpoint in {root} on {device} as {variant}: {exc}") from exc
         self._torch = torch
         self._model = model
-        self._width = width_of(card.criteria)
+        self._width = card.layout.width
         self._score = torch_scorer(model)
         self._device = torch.device(device)
         attention = getattr(model.config, "_attn_implementation", "sdpa")
