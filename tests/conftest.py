@@ -28,6 +28,14 @@ def minilm_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def zoo(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Any:
+    """A tiny checkpoint of every family rewardserve imports (tests.families.Zoo), built when first asked for."""
+    from tests.families import Zoo
+
+    return Zoo(tmp_path_factory.mktemp("zoo"), minilm_path)
+
+
+@pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Path:
     return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), minilm_path)
 
