@@ -39,7 +39,7 @@ from machine import machine_info
 from processes import free_port, start_server, stop_server
 
 from rewardmodel import BundleCard, HeadSpec, read_card, write_card
-from rewardmodel.importer import import_model
+from rewardmodel.importer import ensure_bundle, import_model
 from rewardmodel.sources import load_examples
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -128,6 +128,7 @@ def speed(data: str, root: Path, rounds: int, clients: int, seconds: float, max_
     plain = checkpoint(root / "speed-plain", SPEED_SHAPE, texts)
     imported = root / "speed-imported"
     import_model(str(plain), imported)
+    ensure_bundle(str(plain), root / "home")  # as a first start would: every round below is a later start
     bundles = {"native bundle (classifier head)": str(native(imported, root / "speed-native")),
                "imported (linear head at positions)": str(plain)}
     pool = [{"prompt": ex.prompt, "completion": c} for ex in examples[:256] for c in ex.completions]
@@ -144,7 +145,47 @@ def speed(data: str, root: Path, rounds: int, clients: int, seconds: float, max_
     names = list(bundles)
     return {"shape": SPEED_SHAPE, "params": params(plain), "max_item_tokens": max_tokens, "clients": clients,
             "round_s": seconds, "runs": runs,
-            "ratio": float(np.mean(rates[names[1]]) / np.mean(rates[names[0]]))}
+            "ratio": float(np.mean(rates[names[1]]) / np.mean(rates[names[0]])),
+            "in_process": in_process({"native bundle (classifier head)": root / "speed-native",
+                                      "imported (linear head at positions)": imported},
+                                     [(x["prompt"], str(x["completion"])) for x in pool], max_tokens, rounds)}
+
+
+def in_process(bundles: dict[str, Path], pairs: list[tuple[Any, str]], max_tokens: int, rounds: int
+               ) -> dict[str, Any]:
+    """The two bundles' torch scorers on the same pairs (cut to ``max_tokens``), length-sorted batches of 16,
+    alternating passes: items/s of each pass, free of HTTP and of the load generator."""
+    from rewardmodel import Formatter, load_tokenizer, pad_batch
+    from rewardmodel.scoring import outputs_encoded
+    from rewardmodel.torch_model import load_torch_model, torch_scorer
+
+    prepared = {}
+    for name, bundle in bundles.items():
+        card = read_card(bundle)
+        spec = replace(card.formatting, max_length=max_tokens)
+        model, _ = load_torch_model(bundle, card=card)
+        prepared[name] = (torch_scorer(model), spec, Formatter(load_tokenizer(bundle), spec).encode_many(pairs))
+    passes: dict[str, list[float]] = {name: [] for name in bundles}
+    names = list(bundles)
+    for k in range(rounds + 1):  # the first pass warms up; the order alternates
+        for name in names if k % 2 == 0 else names[::-1]:
+            scorer, spec, encoded = prepared[name]
+            started = time.perf_counter()
+            outputs_encoded(scorer, spec, encoded, batch_size=16)
+            passes[name].append(len(encoded) / (time.perf_counter() - started))
+    # one batch, the 16 longest items, forward alone: 40 interleaved runs each, the median past the first 4
+    batch: dict[str, list[float]] = {name: [] for name in names}
+    for k in range(44):
+        for name in names if k % 2 == 0 else names[::-1]:
+            scorer, spec, encoded = prepared[name]
+            longest = pad_batch(sorted(encoded, key=lambda e: len(e.input_ids))[-16:], spec)
+            started = time.perf_counter()
+            scorer(longest)
+            batch[name].append(time.perf_counter() - started)
+    medians = {name: float(np.median(v[4:])) for name, v in batch.items()}
+    return {"items": len(pairs), "passes": {k: v[1:] for k, v in passes.items()},
+            "ratio": float(np.mean(passes[names[1]][1:]) / np.mean(passes[names[0]][1:])),
+            "longest_batch_s": medians, "batch_ratio": medians[names[0]] / medians[names[1]]}
 
 
 def params(directory: Path) -> int:
@@ -189,7 +230,16 @@ def write(result: dict[str, Any]) -> None:
     for name, runs in s["runs"].items():
         rates = [x["items_per_s"] for x in runs]
         lines.append(f"| {name} | {', '.join(f'{x:.1f}' for x in rates)} | {np.mean(rates):.1f} |")
-    lines += ["", f"imported / native: **{s['ratio']:.2f}**", "",
+    p = s["in_process"]
+    lines += ["", f"imported / native, served: **{s['ratio']:.2f}**", "",
+              f"In process (no HTTP, no load generator): the same {p['items']} items, length-sorted batches of 16, "
+              "alternating passes.", "", "| | items/s per pass | mean |", "|---|---|---:|"]
+    for name, rates in p["passes"].items():
+        lines.append(f"| {name} | {', '.join(f'{x:.1f}' for x in rates)} | {np.mean(rates):.1f} |")
+    times = ", ".join(f"{n} {t * 1000:.0f} ms" for n, t in p["longest_batch_s"].items())
+    lines += ["", f"imported / native, in process: **{p['ratio']:.2f}**", "",
+              f"One batch (the 16 longest items), the forward alone, median of 40 interleaved runs: {times}; "
+              f"imported / native speed **{p['batch_ratio']:.2f}**.", "",
               f"## Time to ready: a {r['params'] / 1e9:.2f}B-parameter Llama reward model "
               f"({r['weights_bytes'] / 2**30:.1f} GiB of fp32 safetensors)", "",
               f"`rewardserve serve --model DIR --backend torch --max-item-tokens {r['max_item_tokens']}`, process "

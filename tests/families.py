@@ -335,19 +335,24 @@ def reward_token(path: Path) -> Built:
     return Built(path, "reward-token", score, remote=True)
 
 
-def process_reward(path: Path, max_steps: int = 64) -> Built:
-    """Qwen2.5-Math-PRM-style: a token classifier whose step tags (``<extra_0>``) carry the step rewards."""
+def process_reward(path: Path, remote: bool = False, max_steps: int = 64) -> Built:
+    """Qwen2.5-Math-PRM-style: a token classifier whose step tags (``<extra_0>``) carry the step rewards; ``remote``:
+    its own code, with Qwen2.5-Math-PRM's two-layer head, loaded by ``AutoModel``."""
     import transformers
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
+    from transformers import AutoModel, AutoModelForTokenClassification, AutoTokenizer
 
     tok = fast(bpe(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"]), CHATML, eos_token="<|im_end|>",
                pad_token="<|endoftext|>")
     config = transformers.Qwen2Config(**SMALL, vocab_size=len(tok), pad_token_id=tok.pad_token_id)
     config.num_labels = 2
-    torch.manual_seed(0)
-    save(path, transformers.Qwen2ForTokenClassification(config), tok)
-    sharpen(path)
-    model = AutoModelForTokenClassification.from_pretrained(path).eval()
+    if remote:
+        _remote(path, "prm_modeling.py", "Qwen2ForProcessRewardModel", config, "AutoModel", tok)
+    else:
+        torch.manual_seed(0)
+        save(path, transformers.Qwen2ForTokenClassification(config), tok)
+    sharpen(path, remote)
+    loader: Any = AutoModel if remote else AutoModelForTokenClassification
+    model = loader.from_pretrained(path, trust_remote_code=remote).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     step = tokenizer.encode("<extra_0>")[0]
 
@@ -356,13 +361,13 @@ def process_reward(path: Path, max_steps: int = 64) -> Built:
         text = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": content}], tokenize=False)
         ids = tokenizer.encode(text, return_tensors="pt")
         with torch.no_grad():
-            probs = torch.softmax(model(input_ids=ids).logits[0], dim=-1)[:, 1]
+            probs = torch.softmax(model(input_ids=ids)[0][0], dim=-1)[:, 1]
         steps = probs[ids[0] == step].numpy()
         out = np.zeros(1 + max_steps)
         out[0], out[1:1 + len(steps)] = steps.min(), steps
         return out
 
-    return Built(path, "process-reward", score)
+    return Built(path, "process-reward", score, remote=remote)
 
 
 def openrlhf(path: Path, prefix: str, chat: bool, normalize: bool, mean: float = 0.5, std: float = 2.0) -> Built:
@@ -458,6 +463,7 @@ BUILDERS: dict[str, Callable[[Path, Path], Built]] = {
     "armorm": lambda p, _: gated(p),
     "internlm2": lambda p, _: reward_token(p),
     "prm": lambda p, _: process_reward(p),
+    "prm-remote": lambda p, _: process_reward(p, remote=True),
 }
 """Every family the import proves, by the name tests use for it."""
 

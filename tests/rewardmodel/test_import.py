@@ -79,7 +79,7 @@ def test_reading_openrlhf_at_the_last_non_pad_token_is_refused(zoo: Any) -> None
     eos = derived.formatting.eos_token
     assert derived.formatting.read == "last_mask" and eos is not None
     wrong = replace(derived, formatting=replace(derived.formatting, read="last_non_pad", pad_token=eos))
-    with pytest.raises(ImportRefused, match="scores differ by .* with the same token ids"):
+    with pytest.raises(ImportRefused, match=r"scores differ by .* with the same token ids"):
         prove(family, ckpt, wrong)
     # and the peers' way: transformers' Llama classifier over the same weights and ids reads another token
     from transformers import LlamaConfig, LlamaForSequenceClassification
@@ -123,7 +123,7 @@ def test_the_command_line_prints_what_it_imported(zoo: Any, tmp_path: Path,
 def test_remote_code_needs_the_flag(zoo: Any, tmp_path: Path) -> None:
     from rewardserve.cli import main
 
-    with pytest.raises(BundleError, match="its own Python code .*--trust-remote-code"):
+    with pytest.raises(BundleError, match=r"its own Python code .*--trust-remote-code"):
         import_model(str(zoo["internlm2"].path), tmp_path / "out")
     assert main(["import", str(zoo["armorm"].path), "--output-dir", str(tmp_path / "out")]) == 2
     assert not list(tmp_path.iterdir())
@@ -135,24 +135,24 @@ def test_sources_that_cannot_be_imported_say_what_to_do(tmp_path: Path) -> None:
     tok = fast(bpe(["<s>", "</s>"]), None, bos_token="<s>", eos_token="</s>")
     config = transformers.LlamaConfig(**SMALL, vocab_size=len(tok))
     causal = save(tmp_path / "causal", transformers.LlamaForCausalLM(config), tok)
-    with pytest.raises(BundleError, match="LlamaForCausalLM is not a reward model.*rewardserve train"):
+    with pytest.raises(BundleError, match=r"LlamaForCausalLM is not a reward model.*rewardserve train"):
         import_model(str(causal), tmp_path / "a")
     config.num_labels = 3
     three = save(tmp_path / "three", transformers.LlamaForSequenceClassification(config), tok)
-    with pytest.raises(BundleError, match="'score' head is 3, not a linear layer of 1 output"):
+    with pytest.raises(BundleError, match=r"'score' head is 3, not a linear layer of 1 output"):
         import_model(str(three), tmp_path / "b")
     pickled = tmp_path / "pickled"
     shutil.copytree(three, pickled)
     (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
-    with pytest.raises(BundleError, match="only pickle-format weights .*pytorch_model.bin.*safe_serialization"):
+    with pytest.raises(BundleError, match=r"only pickle-format weights .*pytorch_model.bin.*safe_serialization"):
         import_model(str(pickled), tmp_path / "c")
     (pickled / "config.json").unlink()
-    with pytest.raises(BundleError, match="has no config.json"):
+    with pytest.raises(BundleError, match=r"has no config.json"):
         import_model(str(pickled), tmp_path / "d")
-    with pytest.raises(BundleError, match="not a directory, nor a Hugging Face hub name"):
+    with pytest.raises(BundleError, match=r"not a directory, nor a Hugging Face hub name"):
         import_model(str(tmp_path / "nowhere" / "x" / "y"), tmp_path / "e")
     tok.save_pretrained(tmp_path / "no-tag")
-    with pytest.raises(BundleError, match="no step tag '<extra_0>'; name the model's with --step-token"):
+    with pytest.raises(BundleError, match=r"no step tag '<extra_0>'; name the model's with --step-token"):
         config.num_labels = 2
         save(tmp_path / "no-tag", transformers.LlamaForTokenClassification(config), tok)
         import_model(str(tmp_path / "no-tag"), tmp_path / "f")
@@ -162,7 +162,7 @@ def test_sources_that_cannot_be_imported_say_what_to_do(tmp_path: Path) -> None:
 def test_an_existing_output_is_never_overwritten(zoo: Any, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(BundleError, match="exists; remove it or choose another"):
+    with pytest.raises(BundleError, match=r"exists; remove it or choose another"):
         import_model(str(zoo["bert"].path), out)
 
 
@@ -190,7 +190,7 @@ def test_a_hub_name_resolves_through_the_cache_offline(zoo: Any, tmp_path: Path,
     assert card.base_model == "acme/tiny-rm" and card.source["resolved"] == str(snapshot)
     weights = tmp_path / "bundle" / "model.safetensors"
     assert weights.read_bytes() == (repo / "blobs" / "model.safetensors").read_bytes()
-    with pytest.raises(BundleError, match="the Hugging Face cache has no snapshot of it.*hf download acme/other"):
+    with pytest.raises(BundleError, match=r"the Hugging Face cache has no snapshot of it.*hf download acme/other"):
         resolve_source("acme/other")
     # serve's path: imported once into the home, then found again without importing
     home = tmp_path / "home"
