@@ -62,6 +62,28 @@ def test_every_family_serves_its_reference_scores_from_its_plain_directory(every
             assert (about["backend"], about["variant"], about["family"]) == ("torch", "fp32", built.family), name
             assert Path(about["path"]).parent == tmp_path / "imported"  # imported on start, into the home
             _check_family(live.url, name, built)
+        _check_adapters(live.url, every_family)
+
+
+def _check_adapters(url: str, families: dict[str, Any]) -> None:
+    """verl's /classify takes the conversation rendered by the model's template (its BOS written once); Cohere's
+    rerank the question and documents of an encoder; both answer the family's reference rewards."""
+    from transformers import AutoTokenizer
+
+    llama3 = families["llama3"]
+    tokenizer = AutoTokenizer.from_pretrained(llama3.path)
+    texts = [tokenizer.apply_chat_template([*m, {"role": "assistant", "content": c}], tokenize=False)
+             for m, c in ITEMS]
+    r = httpx.post(url + "/classify", json={"model": "llama3", "input": texts})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose([d["probs"][0] for d in r.json()["data"]], llama3.references(ITEMS)[:, 0], atol=1e-4)
+    question, replies = ITEMS[0][0], [c for _, c in ITEMS]
+    want = families["deberta"].references([(question, c) for c in replies])[:, 0]
+    r = httpx.post(url + "/v1/rerank", json={"model": "deberta", "query": question[-1]["content"],
+                                             "documents": replies})
+    assert r.status_code == 200, r.text
+    got = {x["index"]: x["relevance_score"] for x in r.json()["results"]}
+    np.testing.assert_allclose([got[i] for i in range(len(replies))], want, atol=1e-4)
 
 
 def test_exported_families_serve_the_same_scores_on_onnx(every_family: dict[str, Any], zoo: Any) -> None:
