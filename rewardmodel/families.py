@@ -26,6 +26,7 @@ docs/design.md, "Families", says which):
 from __future__ import annotations
 
 import sys
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -183,19 +184,19 @@ def _linear_head(model: Any, name: str, outputs: int | None = 1) -> None:
                           "outputs do not fit a reward model of this family")
 
 
-class Family:
-    """How one family is scored; subclasses fill in :meth:`derive` and :meth:`reference`."""
+class Family(ABC):
+    """How one family is scored: its spec (:meth:`derive`) and its reference path (:meth:`reference`)."""
 
     name = ""
     auto_class = "AutoModelForSequenceClassification"
 
+    @abstractmethod
     def derive(self, ckpt: Checkpoint, options: ImportOptions) -> Derived:
         """The card's spec for ``ckpt`` (its model loaded)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def reference(self, ckpt: Checkpoint, derived: Derived, probe: Probe) -> Reference:
         """``probe`` scored by the family's documented usage."""
-        raise NotImplementedError
 
 
 class DecoderClassifier(Family):
