@@ -37,7 +37,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     REWARDSERVE_HOST=0.0.0.0 \
     REWARDSERVE_PORT=8000 \
-    REWARDSERVE_MODEL=/models/reward-model
+    REWARDSERVE_MODEL=/models/reward-model \
+    REWARDSERVE_HOME=/tmp/rewardserve
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     pip install --no-cache-dir "$(echo /wheels/rewardserve-*.whl)[serve,postgres]" \
  && groupadd --system --gid 10001 rewardserve \
@@ -49,7 +50,8 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('REWARDSERVE_PORT', '8000'), timeout=4)"]
 ENTRYPOINT ["rewardserve"]
-CMD ["serve", "--backend", "openvino", "--variant", "int8-static", "--streams", "2"]
+# --backend auto (the default) times the bundle's exported variants on this CPU at start and serves the fastest
+CMD ["serve"]
 
 # ---- GPU: CUDA runtime + cuDNN (what onnxruntime-gpu's CUDA provider links against) ----
 FROM ${CUDA_IMAGE} AS gpu
@@ -61,6 +63,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     REWARDSERVE_HOST=0.0.0.0 \
     REWARDSERVE_PORT=8000 \
     REWARDSERVE_MODEL=/models/reward-model \
+    REWARDSERVE_HOME=/tmp/rewardserve \
     REWARDSERVE_DEVICE=cuda
 # Ubuntu's Python; versions follow the CUDA base image's security updates rather than pins that rot.
 # hadolint ignore=DL3008

@@ -44,13 +44,13 @@ from machine import machine_info
 from offline_throughput import forward_flops
 from performance import bert_base_bundle
 
-from export.run import FILES
 from export.static_int8 import calibration_batches, nncf_int8_onnx, ort_static_int8
 from rewardmodel import EncodedInput, Formatter, PaddedBatch, load_tokenizer, pad_batch, read_card
 from rewardmodel.onnx_model import onnx_scorer, open_session
 from rewardmodel.openvino_model import Precision, compile_onnx, openvino_scorer
 from rewardmodel.sources import load_examples
 from rewardmodel.torch_model import load_torch_model, torch_scorer
+from rewardmodel.variants import ONNX_VARIANTS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 Scorer = Callable[[PaddedBatch], np.ndarray]
@@ -124,7 +124,7 @@ def engines(bundle: Path, calib: list[PaddedBatch], threads: int, work: Path, wa
             notes: dict[str, str]) -> dict[str, Scorer]:
     """Every engine in ``wanted`` that builds here (a failure is noted, not fatal)."""
     card = read_card(bundle)
-    fp32 = bundle / FILES["fp32"]
+    fp32 = bundle / ONNX_VARIANTS["fp32"].file
     raw = work / f"{bundle.name}-raw.onnx"  # the plain export, before onnxruntime's fusions
     if not raw.exists():
         from export.onnx_export import export_onnx
@@ -151,7 +151,7 @@ def engines(bundle: Path, calib: list[PaddedBatch], threads: int, work: Path, wa
     add("torch.compile bf16", lambda: torch_scorer(torch.compile(load_torch_model(bundle, dtype=torch.bfloat16)[0],
                                                                  dynamic=True)))
     add("ort fp32", lambda: onnx_scorer(open_session(fp32, threads=threads)))
-    add("ort int8 dynamic", lambda: onnx_scorer(open_session(bundle / FILES["int8"], threads=threads)))
+    add("ort int8 dynamic", lambda: onnx_scorer(open_session(bundle / ONNX_VARIANTS["int8"].file, threads=threads)))
 
     def static_ort() -> Scorer:
         out = work / f"{bundle.name}-ort-static.onnx"
@@ -172,7 +172,7 @@ def engines(bundle: Path, calib: list[PaddedBatch], threads: int, work: Path, wa
     add("ov nncf int8", lambda: ov_scorer(str(nncf_model()), threads, "f32"))
     add("ov nncf int8 + bf16", lambda: ov_scorer(str(nncf_model()), threads, "bf16"))
     if "int8-static" in card.onnx:  # what `rewardserve export` wrote (calibrated on its calibration data)
-        static = str(bundle / FILES["int8-static"])
+        static = str(bundle / ONNX_VARIANTS["int8-static"].file)
         add("ov int8-static (the bundle's)", lambda: ov_scorer(static, threads, "f32"))
         add("ov int8-static + bf16 (the bundle's)", lambda: ov_scorer(static, threads, "bf16"))
     return built

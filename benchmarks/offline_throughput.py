@@ -28,11 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import machine_info
 
-from export.run import FILES, ExportSettings, export_bundle
+from export.run import ExportSettings, export_bundle
 from rewardmodel import EncodedInput, Formatter, PaddedBatch, load_tokenizer, pad_batch, read_card
 from rewardmodel.onnx_model import onnx_scorer, open_session
 from rewardmodel.sources import load_examples
 from rewardmodel.torch_model import load_torch_model, torch_scorer
+from rewardmodel.variants import ONNX_VARIANTS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -104,7 +105,8 @@ def main() -> None:
     flops = sum(forward_flops(model.config, b) for b in batches)
     engines: dict[str, Callable[[PaddedBatch], np.ndarray]] = {"torch fp32": torch_scorer(model)}
     for variant in ("fp32", "int8"):
-        engines[f"onnx {variant}"] = onnx_scorer(open_session(bundle / FILES[variant], threads=args.threads))
+        path = bundle / ONNX_VARIANTS[variant].file
+        engines[f"onnx {variant}"] = onnx_scorer(open_session(path, threads=args.threads))
     rows: dict[str, dict[str, float]] = {}
     for name, score in engines.items():
         torch.set_num_threads(args.threads)

@@ -157,17 +157,18 @@ def mean_tokens(bundle: Path, pairs: list[Pair], sizes: Sizes) -> dict[str, floa
 # ---- the engine ceiling -------------------------------------------------------------------------
 
 def engine_ceiling(bundle: Path, variant: str, pairs: list[Pair], threads: int, peak: float,
-                   streams: int = 1) -> dict[str, Any]:
-    """The served backend in process (the variant's backend, :data:`ENGINES`), best batching: all pairs sorted by
-    length, cut under the limits; with ``streams`` > 1, that many batches at once from as many threads."""
+                   streams: int = 1, backend_name: str | None = None) -> dict[str, Any]:
+    """The served backend in process (``backend_name``, else the variant's, :data:`ENGINES`), best batching: all
+    pairs sorted by length, cut under the limits; with ``streams`` > 1, that many batches at once from as many
+    threads."""
     from transformers import AutoConfig
 
     from service.backends import load_backend
     from service.batching import BatchLimits, batch_end
     from service.settings import ServiceSettings
 
-    settings = ServiceSettings(model=bundle, variant=variant, backend=ENGINES[variant], threads=threads,
-                               streams=streams)
+    settings = ServiceSettings(model=bundle, variant=variant, backend=backend_name or ENGINES[variant],
+                               threads=threads, streams=streams)
     card = read_card(bundle)
     formatter = Formatter(load_tokenizer(bundle), card.formatting)
     encoded = sorted(formatter.encode_many(pairs), key=lambda e: len(e.input_ids))

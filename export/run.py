@@ -34,14 +34,11 @@ from rewardmodel.onnx_model import CPU, CUDA, available_providers
 from rewardmodel.scoring import outputs_encoded
 from rewardmodel.sources import DEMO_DATA, load_examples
 from rewardmodel.torch_model import load_torch_model, torch_scorer
+from rewardmodel.variants import ONNX_VARIANTS
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("fp32", "fp16", "int8", "int8-static")
-FILES = {"fp32": "onnx/model.onnx", "fp16": "onnx/model_fp16.onnx", "int8": "onnx/model_int8.onnx",
-         "int8-static": "onnx/model_int8_static.onnx"}
-DTYPES = {"fp32": "float32", "fp16": "float16", "int8": "int8 weights, float32 activations",
-          "int8-static": "int8 weights and activations (static, calibrated)"}
+VARIANTS = tuple(ONNX_VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -147,7 +144,7 @@ def export_bundle(bundle: str | Path, settings: ExportSettings) -> BundleCard:
         convert = {"fp32": to_fp32, "fp16": to_fp16, "int8": to_int8}
         for variant in settings.variants:
             started = time.perf_counter()
-            path = staging / Path(FILES[variant]).name
+            path = staging / Path(ONNX_VARIANTS[variant].file).name
             if variant == "int8-static":
                 items = formatter.encode_many([(ex.prompt, c) for ex in calibrating for c in ex.completions])
                 # from the plain export: NNCF's ONNX backend does not know onnxruntime's fused contrib ops
@@ -164,7 +161,7 @@ def export_bundle(bundle: str | Path, settings: ExportSettings) -> BundleCard:
         raw.with_name(raw.name + ".data").unlink(missing_ok=True)
         _install(staging, root / "onnx")
         for variant, record in records.items():
-            record["sha256"] = sha256_file(root / FILES[variant])
+            record["sha256"] = sha256_file(root / ONNX_VARIANTS[variant].file)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     onnx_records = {k: v for k, v in card.onnx.items() if k not in records} | records
@@ -187,8 +184,8 @@ def _check(variant: str, path: Path, method: str, reference: np.ndarray, encoded
         failures += [f"{name}: {f}" for f in gate(variant, per_criterion[name], settings.force, name)]
     size = path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob(path.name + ".data"))
     return {
-        "file": FILES[variant],
-        "dtype": DTYPES[variant],
+        "file": ONNX_VARIANTS[variant].file,
+        "dtype": ONNX_VARIANTS[variant].dtype,
         "opset": next((o.version for o in onnx.load(str(path), load_external_data=False).opset_import
                        if o.domain in ("", "ai.onnx")), settings.opset),
         "size_bytes": size,

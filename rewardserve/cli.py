@@ -21,6 +21,7 @@ from typing import Any
 
 from feedback.errors import FeedbackError
 from rewardmodel import RewardModelError
+from rewardmodel.variants import ONNX_VARIANTS
 from rewardserve.compare_cli import add_compare
 from rewardserve.feedback_cli import add_feedback
 from rewardserve.import_cli import add_import
@@ -94,7 +95,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="score a preference file with a bundle and print pairwise metrics as JSON")
     p.add_argument("--model", required=True, help="bundle directory (written by `rewardserve train`)")
     p.add_argument("--data", required=True, help="preference data: file, dataset directory, hub name or builtin:demo")
-    p.add_argument("--variant", default="torch", choices=["torch", "fp32", "fp16", "int8", "int8-static"],
+    p.add_argument("--variant", default="torch", choices=["torch", *ONNX_VARIANTS],
                    help="the torch checkpoint, or an exported ONNX variant (run on onnxruntime; int8-static on "
                         "OpenVINO where installed)")
     p.add_argument("--split", default="train", help="split of a `datasets` source")
@@ -210,10 +211,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 DEMO_VARIANTS = ("fp32", "int8", "int8-static")
-DEMO_SERVE: dict[str, Any] = {"backend": "openvino", "variant": "int8-static", "streams": 2}
-"""What the demo serves unless told otherwise: static int8 on OpenVINO, the fastest CPU engine that passes the
-parity gate (benchmarks/results/cpu_engines.md), on two streams, which serve every load profile faster on
-shared cores (benchmarks/results/performance-streams.md)."""
+DEMO_SERVE: dict[str, Any] = {}
+"""Serve settings the demo sets beyond the serve defaults: none. The default ``--backend auto --variant auto`` times
+the demo's variants (fp32, dynamic int8, static int8 on onnxruntime and OpenVINO) on this machine and serves the
+fastest: no fixed engine is fastest on every CPU (static int8 on OpenVINO won on AVX-512 VNNI, lost on AVX2)."""
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from rewardmodel import PreferenceExample, RewardModelError
+from rewardmodel.variants import ONNX_VARIANTS
 
 FEEDBACK_SCHEMES = ("sqlite", "postgresql")
 
@@ -31,7 +32,7 @@ def add_compare(sub: argparse._SubParsersAction, emit: Any) -> None:
                    help="pass only when the interval's lower end is at least this accuracy gain (e.g. 0.01; a "
                         "negative value tolerates that much loss). Default: pass unless the candidate is worse "
                         "beyond the interval")
-    p.add_argument("--variant", default="auto", choices=["auto", "torch", "fp32", "int8", "int8-static", "fp16"],
+    p.add_argument("--variant", default="auto", choices=["auto", "torch", *ONNX_VARIANTS],
                    help="what each bundle runs: auto (its fp32 ONNX variant when exported, else the checkpoint)")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: 2000)")
     p.add_argument("--confidence", type=float, default=0.95, help="interval confidence (default: 0.95)")

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rewardmodel import BundleCard, Formatter, load_tokenizer, pad_batch, read_card
+from service.autoselect import Choice
 from service.backends import Backend
 from service.batching import BatchLimits
 from service.engine import Engine, RequestLimits, Scored, ScoreInput, Timings
@@ -61,10 +62,12 @@ class Version:
     """One bundle loaded under one name: backend, scheduler and engine (after :meth:`start`)."""
 
     def __init__(self, name: str, root: Path, settings: ServiceSettings, metrics: Metrics,
-                 card: BundleCard | None = None) -> None:
+                 card: BundleCard | None = None, engine: Choice | None = None) -> None:
         self.name = name
         self.root = root
         self.settings = settings
+        self.engine_choice = engine
+        """How ``auto`` chose the backend and variant (None: the settings named them)."""
         self.card = card or read_card(root)
         self.formatter = serving_formatter(root, self.card, settings)
         self.version = version_id(self.card, settings.backend, settings.variant)
@@ -98,6 +101,8 @@ class Version:
                                                                       s.request_timeout_s),
                              self.card.normalization, s.tokenizer_threads, self._metrics, self.card.layout)
         self._metrics.loaded(backend.info.name, backend.info.device, backend.info.dtype)
+        choice = self.engine_choice
+        self._metrics.engine(s.backend, s.variant, s.streams, choice.how if choice else "flags")
         log.info("serving %s from %s: %s on %s (%s, %s)", self.label, self.root, backend.info.name,
                  backend.info.device, backend.info.dtype, backend.info.detail)
 

@@ -75,6 +75,10 @@ class Metrics:
                            registry=r)
         self.model_info = Gauge("rewardserve_model_info", "each served model version (value 1; gone once released)",
                                 ["model", "version", "backend", "device", "dtype"], registry=r)
+        self.engine = Gauge("rewardserve_engine_info", "the engine each served model version runs on (value 1), and "
+                            "how it was chosen: measured or remembered (--backend auto), only (the one the bundle "
+                            "has), flags", ["model", "version", "backend", "variant", "streams", "chosen"],
+                            registry=r)
         self.swaps = Counter("rewardserve_model_swaps_total", "hot swaps by model and result (ok, failed)",
                              ["model", "result"], registry=r)
         self.split = Counter("rewardserve_split_requests_total", "requests a traffic split sent to each target",
@@ -115,6 +119,7 @@ class ModelMetrics:
         m, labels = metrics, (name, version)
         self._metrics, self._labels = m, labels
         self._info: tuple[str, ...] | None = None
+        self._engine: tuple[str, ...] | None = None
         self._wait = m.queue_wait.labels(*labels)
         self._size, self._tokens_b = m.batch_size.labels(*labels), m.batch_tokens.labels(*labels)
         self._padding, self._inference = m.batch_padding.labels(*labels), m.inference.labels(*labels)
@@ -126,6 +131,11 @@ class ModelMetrics:
         self._info = (*self._labels, backend, device, dtype)
         self._metrics.model_info.labels(*self._info).set(1)
 
+    def engine(self, backend: str, variant: str, streams: int, chosen: str) -> None:
+        """The engine the version serves on: its ``engine_info`` series appears."""
+        self._engine = (*self._labels, backend, variant, str(streams), chosen)
+        self._metrics.engine.labels(*self._engine).set(1)
+
     def forget(self) -> None:
         """The version was released: drop its series, so dashboards show what is served."""
         m = self._metrics
@@ -136,6 +146,9 @@ class ModelMetrics:
         if self._info is not None:
             with contextlib.suppress(KeyError):
                 m.model_info.remove(*self._info)
+        if self._engine is not None:
+            with contextlib.suppress(KeyError):
+                m.engine.remove(*self._engine)
 
     # SchedulerObserver
     def item_waited(self, seconds: float) -> None:

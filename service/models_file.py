@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from rewardmodel import CARD_NAME, read_card
+from service.engines import BACKEND_CHOICES, VARIANT_CHOICES, known
 from service.errors import ModelsError
 
 OVERRIDES = ("backend", "variant", "device", "threads", "streams", "tensorrt", "onnx_spin", "openvino_precision",
@@ -53,8 +54,8 @@ class _Entry(BaseModel):
 class _Runs(_Entry):
     """An entry that loads models: it may override the serve settings that shape a backend."""
 
-    backend: Literal["onnx", "openvino", "torch"] | None = None
-    variant: Literal["fp32", "fp16", "bf16", "int8", "int8-static"] | None = None
+    backend: str | None = Field(None, json_schema_extra={"choices": list(BACKEND_CHOICES)})
+    variant: str | None = Field(None, json_schema_extra={"choices": list(VARIANT_CHOICES)})
     device: Literal["cpu", "cuda"] | None = None
     threads: int | None = Field(None, ge=0)
     streams: int | None = Field(None, ge=1, le=64)
@@ -71,6 +72,11 @@ class _Runs(_Entry):
     def overrides(self) -> dict[str, Any]:
         """The serve settings this entry sets."""
         return {k: getattr(self, k) for k in OVERRIDES if getattr(self, k) is not None}
+
+    @field_validator("backend", "variant")
+    @classmethod
+    def _known(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else known(str(info.field_name), value)
 
 
 class BundleEntry(_Runs):

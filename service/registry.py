@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -23,12 +22,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from rewardmodel import BundleCard, RewardModelError, read_card
-from service.deployment import BackendLoader, Ensemble, Version, versions_of
+from service.autoselect import Choice, choose, log_table
+from service.deployment import BackendLoader, Ensemble, Version, serving_formatter, versions_of
+from service.engines import AUTO, BACKENDS
 from service.errors import InsufficientMemory, ModelsError, NotFound, ServiceError, SwapFailed
+from service.machine import available_memory, cpu_count
 from service.metrics import Metrics
 from service.models_file import BundleEntry, EnsembleEntry, Entry, SplitEntry, check
 from service.settings import ServiceSettings
-from service.sources import bundle_path, checkpoint_defaults, verified_files
+from service.sources import bundle_path, verified_files
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +73,24 @@ class Registry:
 
     # -- building ---------------------------------------------------------------------------------------------
 
-    def _settings_for(self, entry: BundleEntry | EnsembleEntry, card: BundleCard) -> ServiceSettings:
-        overrides = entry.overrides()
-        values = {**self.settings.model_dump(), "threads": self._threads,
-                  **checkpoint_defaults(card, self.settings, overrides), **overrides}
+    def _settings_for(self, entry: BundleEntry | EnsembleEntry) -> ServiceSettings:
+        values = {**self.settings.model_dump(), "threads": self._threads, **entry.overrides()}
         try:
             return ServiceSettings.model_validate(values)
         except ValidationError as exc:
             problems = "; ".join(e["msg"] for e in exc.errors())
             raise ModelsError(f"model {entry.name!r}: {problems}") from None
+
+    def _engine(self, entry: BundleEntry | EnsembleEntry, root: Path, card: BundleCard,
+                settings: ServiceSettings) -> Choice | None:
+        """The engine ``auto`` stands for (measured, or remembered); None when the settings name both."""
+        if AUTO not in (settings.backend, settings.variant):
+            return None
+        streams_chosen = "streams" in self.settings.model_fields_set or "streams" in entry.overrides()
+        choice = choose(root, card, settings, serving_formatter(root, card, settings), self._load,
+                        self.settings.home / "engines", streams_chosen)
+        log_table(entry.name, choice)
+        return choice
 
     def _bundles(self, entry: BundleEntry | EnsembleEntry) -> list[Path]:
         """The entry's bundles, importing a plain directory or hub name first (blocking: call off the loop)."""
@@ -89,12 +100,15 @@ class Registry:
     def _build(self, entry: BundleEntry | EnsembleEntry, bundles: Sequence[Path] | None = None) -> Version | Ensemble:
         roots = list(bundles) if bundles is not None else self._bundles(entry)
         cards = [read_card(r, verified=verified_files(self.settings)) for r in roots]
-        s = self._settings_for(entry, cards[0])
+        s = self._settings_for(entry)
+        engine = self._engine(entry, roots[0], cards[0], s)  # an ensemble's members serve alike
+        if engine is not None:
+            s = engine.settings(s)
         if isinstance(entry, BundleEntry):
             name = self.settings.model_name if len(self.entries) == 1 and self.settings.model_name else entry.name
-            return Version(name, roots[0], s, self._metrics, cards[0])
+            return Version(name, roots[0], s, self._metrics, cards[0], engine)
         names = member_names([Path(p) for p in entry.members])
-        members = [Version(f"{entry.name}/{n}", r, s, self._metrics, c)
+        members = [Version(f"{entry.name}/{n}", r, s, self._metrics, c, engine)
                    for n, r, c in zip(names, roots, cards, strict=True)]
         return Ensemble(entry.name, members, names, entry.aggregate, entry.uwo_lambda, self._metrics)
 
@@ -241,9 +255,8 @@ class Registry:
     def _check_memory(self, entry: BundleEntry | EnsembleEntry, bundles: Sequence[Path]) -> None:
         # the card's file list only: its hashes are checked once, when the version is built (off the event loop)
         cards = [read_card(p, verify=False) for p in bundles]
-        s = self._settings_for(entry, cards[0])
-        need = int(MEMORY_OVERHEAD * sum(weights_bytes(p, c, s.backend, s.variant)
-                                         for p, c in zip(bundles, cards, strict=True)))
+        s = self._settings_for(entry)
+        need = int(MEMORY_OVERHEAD * sum(weights_bytes(p, c, s) for p, c in zip(bundles, cards, strict=True)))
         have = self.settings.swap_memory_bytes or available_memory()
         if have and need > have:
             raise InsufficientMemory(f"{entry.name!r}: loading it needs about {need / 2**20:.0f} MiB beside the "
@@ -286,36 +299,9 @@ def thread_budget(entries: Sequence[Entry], settings: ServiceSettings) -> int:
     return max(1, cpu_count() // models)
 
 
-def cpu_count() -> int:
-    """Cores this process may run on (its affinity mask, which containers' cpusets set)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def weights_bytes(root: Path, card: BundleCard, backend: str, variant: str) -> int:
-    """Bytes of the weight files a backend loads for ``variant``."""
-    if backend == "onnx":
-        record = card.onnx.get(variant, {})
-        files = [root / record["file"]] if "file" in record else []
-        files += [p for p in (root / "onnx").glob("*.data")] if files else []
-    else:
-        files = list(root.glob("*.safetensors"))
-    return sum(p.stat().st_size for p in files if p.is_file())
-
-
-def available_memory() -> int:
-    """Bytes free for a new model: MemAvailable, or what the cgroup limit leaves when that is lower (0: unknown)."""
-    have = 0
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                have = int(line.split()[1]) * 1024
-    except OSError:
-        return 0
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-        if limit != "max":
-            have = min(have, int(limit) - used) if have else int(limit) - used
-    except (OSError, ValueError):
-        pass
-    return max(have, 0)
+def weights_bytes(root: Path, card: BundleCard, settings: ServiceSettings) -> int:
+    """Bytes of the weight files the settings' backend loads (the largest of the candidates under ``auto``)."""
+    engines = [BACKENDS[settings.backend]] if settings.backend != AUTO else list(BACKENDS.values())
+    sizes = [sum(p.stat().st_size for p in e.weight_files(root, card, v) if p.is_file())
+             for e in engines for v in e.variants if settings.variant in (AUTO, v) and e.available(card, v) is None]
+    return max(sizes, default=0)

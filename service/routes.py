@@ -96,7 +96,9 @@ def _version_summary(v: Version) -> dict[str, Any]:
         "version": v.version, "path": str(v.root), "card_name": card.name,
         "base_model": card.base_model, "architecture": card.architecture, "model_type": card.model_type,
         "family": card.source.get("family", "rewardserve"), "head": card.head.kind,
-        "backend": s.backend, "variant": s.variant, "device": s.device, "threads": s.threads,
+        "backend": s.backend, "variant": s.variant, "device": s.device, "threads": s.threads, "streams": s.streams,
+        "engine": {"chosen": "flags"} if v.engine_choice is None else {"chosen": v.engine_choice.how,
+                                                                      "table": v.engine_choice.table},
         "runtime": None if info is None else {"dtype": info.dtype, "detail": info.detail},
         "max_length": v.formatter.spec.max_length, "template": card.formatting.template,
         "normalization": None if card.normalization is None else {

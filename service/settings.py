@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-Backend = Literal["onnx", "openvino", "torch"]
-Variant = Literal["fp32", "fp16", "bf16", "int8", "int8-static"]
+from service.engines import AUTO, BACKEND_CHOICES, VARIANT_CHOICES, incoherent, known
+
 Device = Literal["cpu", "cuda"]
 
 
@@ -30,12 +30,14 @@ class ServiceSettings(BaseSettings):
                                      "traffic splits and shadows, each with its own backend, variant and limits "
                                      "(README: Several models). SIGHUP re-reads it and swaps what changed")
     model_name: str = Field("", description="name reported to clients; default: the card's name")
-    backend: Backend = Field("onnx", description="onnx: onnxruntime on an exported variant (no torch needed); "
-                                                 "openvino: OpenVINO on an exported variant (CPU; the fastest with "
-                                                 "int8-static); torch: the safetensors checkpoint")
-    variant: Variant = Field("fp32", description="numeric format: fp32 (exact), int8 (onnx, dynamic: ~2x faster "
-                                                 "on CPU), int8-static (calibrated; with --backend openvino the "
-                                                 "fastest on CPU), fp16 (GPU), bf16 (torch on GPU)")
+    backend: str = Field(AUTO, description="auto: the fastest engine the bundle has on this machine, measured at "
+                         "start (and remembered); onnx: onnxruntime on an exported variant (no torch needed); "
+                         "openvino: OpenVINO on an exported variant (CPU); torch: the safetensors checkpoint",
+                         json_schema_extra={"choices": list(BACKEND_CHOICES)})
+    variant: str = Field(AUTO, description="numeric format: auto (with the backend, by measurement, among the "
+                         "variants that passed the parity gate), fp32 (exact), int8 (dynamic), int8-static "
+                         "(calibrated), fp16 (GPU), bf16 (torch on GPU)",
+                         json_schema_extra={"choices": list(VARIANT_CHOICES)})
     openvino_precision: Literal["f32", "bf16"] = Field(
         "f32", description="openvino backend: precision of the ops that are not quantized (bf16 is faster on "
                            "CPUs with avx512_bf16 or AMX; the export's parity gate checked f32)")
@@ -142,19 +144,15 @@ class ServiceSettings(BaseSettings):
             return tuple(k.strip() for k in value.split(",") if k.strip())
         return value
 
+    @field_validator("backend", "variant")
+    @classmethod
+    def _known(cls, value: str, info: ValidationInfo) -> str:
+        return known(str(info.field_name), value)
+
     @model_validator(mode="after")
     def _coherent(self) -> ServiceSettings:
-        if self.backend in ("onnx", "openvino") and self.variant == "bf16":
-            raise ValueError("variant bf16 runs on the torch backend; the ONNX variants are fp32, fp16, int8 and "
-                             "int8-static")
-        if self.backend == "torch" and self.variant.startswith("int8"):
-            raise ValueError(f"variant {self.variant} is an ONNX export; use --backend onnx or openvino (torch serves "
-                             "fp32/fp16/bf16)")
-        if self.backend == "openvino" and (self.device != "cpu" or self.variant == "fp16"):
-            raise ValueError("the openvino backend serves fp32, int8 and int8-static on --device cpu")
-        if self.streams > 1 and (self.backend == "torch" or self.device != "cpu"):
-            raise ValueError("streams > 1 splits CPU cores between batches: the onnx and openvino backends on "
-                             "--device cpu (torch and GPUs run one batch at a time)")
+        if (problem := incoherent(self.backend, self.variant, self.device, self.streams)) is not None:
+            raise ValueError(problem)
         if self.threads and self.threads < self.streams:
             raise ValueError(f"{self.streams} streams need at least {self.streams} threads (one each); got "
                              f"threads={self.threads}")
@@ -181,7 +179,9 @@ def setting_fields() -> list[tuple[str, Any, str, tuple[str, ...] | None]]:
     for name, info in ServiceSettings.model_fields.items():
         if name in SECRET_SETTINGS:
             continue
-        choices = getattr(info.annotation, "__args__", None)
-        literal = choices if choices and all(isinstance(c, str) for c in choices) else None
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        listed = extra.get("choices")
+        choices = listed if isinstance(listed, list) else getattr(info.annotation, "__args__", None)
+        literal = tuple(str(c) for c in choices) if choices and all(isinstance(c, str) for c in choices) else None
         out.append((name, info.default, info.description or "", literal))
     return out

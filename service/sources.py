@@ -3,16 +3,15 @@
 ``serve --model SRC``, a models file's ``path`` and ``PUT /admin/models/{name}`` take the sources
 ``rewardserve import`` takes. A source without a card is imported once, with the same proof, into
 ``$REWARDSERVE_HOME/imported/`` (:func:`rewardmodel.importer.ensure_bundle`); the import needs torch and
-transformers and runs off the event loop. An import has no ONNX variant until ``rewardserve export``: unless the
-backend was chosen, it is served by the torch backend.
+transformers and runs off the event loop. An import has no ONNX variant until ``rewardserve export``, so
+``--backend auto`` serves it on the torch backend.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from rewardmodel import CARD_NAME, BundleCard, VerifiedFiles
+from rewardmodel import CARD_NAME, VerifiedFiles
 from service.settings import ServiceSettings
 
 
@@ -30,14 +29,3 @@ def bundle_path(source: Path, settings: ServiceSettings) -> Path:
 
     return ensure_bundle(str(source), settings.home, ImportOptions(trust_remote_code=settings.trust_remote_code),
                          verified_files(settings), settings.device)
-
-
-def checkpoint_defaults(card: BundleCard, settings: ServiceSettings, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Settings for an imported bundle not exported yet, when the backend was not chosen: the torch backend, in fp32
-    on the CPU and bf16 on a GPU (unless a variant was chosen). A trained bundle is exported by its training
-    workflow; one that was not is refused by the ONNX backend, saying to export it."""
-    chosen = settings.model_fields_set | set(overrides)
-    if card.onnx or not card.source or "backend" in chosen:
-        return {}
-    device = overrides.get("device", settings.device)
-    return {"backend": "torch", **({} if "variant" in chosen else {"variant": "bf16" if device == "cuda" else "fp32"})}

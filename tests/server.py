@@ -44,10 +44,18 @@ def scrape(url: str, name: str, **labels: str) -> float:
     return total
 
 
+FIXED_ENGINE = {"backend": "onnx", "variant": "fp32"}
+"""The engine tests serve with unless they name one: fixed, so a test's scores are onnxruntime fp32's (what the
+offline reference computes) and no server start spends seconds timing engines. ``backend="auto"`` is tested on
+its own (tests/service/test_autoselect.py, the demo)."""
+
+
 @contextmanager
 def running(wait_ready: bool = True, load: BackendLoader = load_backend, **settings: Any) -> Iterator[Running]:
-    """Serve ``ServiceSettings(**settings)`` on a free port until the block ends (``load``: see ``create_app``)."""
-    app = create_app(ServiceSettings(**{"log_level": "warning", **settings}), load=load)
+    """Serve ``ServiceSettings(**settings)`` (with :data:`FIXED_ENGINE`'s backend and variant where not given) on a
+    free port until the block ends (``load``: see ``create_app``)."""
+    engine = {k: v for k, v in FIXED_ENGINE.items() if k not in settings}
+    app = create_app(ServiceSettings(**{"log_level": "warning", **engine, **settings}), load=load)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"

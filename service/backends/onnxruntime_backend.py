@@ -12,6 +12,7 @@ from rewardmodel import BundleCard, PaddedBatch, RewardModelError
 from rewardmodel.onnx_model import CPU, CUDA, TENSORRT, available_providers, onnx_scorer, open_session, variant_file
 from service.backends.base import BackendInfo, score_batch
 from service.errors import BackendFailure
+from service.settings import ServiceSettings
 
 
 def choose_providers(device: str, tensorrt: bool, installed: list[str]) -> list[str]:
@@ -63,6 +64,12 @@ class OnnxBackend:
             raise BackendFailure(f"onnxruntime fell back to {active}: the CUDA provider failed to start (see the "
                                  "log above for the missing library)")
         self.info = BackendInfo("onnx", device, card.onnx[variant].get("dtype", variant), ",".join(active))
+
+    @classmethod
+    def from_settings(cls, root: Path, card: BundleCard, settings: ServiceSettings) -> OnnxBackend:
+        """The backend the settings describe."""
+        return cls(root, card, settings.variant, settings.device, settings.threads, settings.tensorrt,
+                   settings.onnx_spin, settings.streams)
 
     def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
         """One score per row."""

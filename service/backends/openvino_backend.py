@@ -12,6 +12,7 @@ from rewardmodel.onnx_model import variant_file
 from rewardmodel.openvino_model import Precision, compile_onnx, openvino_scorer
 from service.backends.base import BackendInfo, score_batch
 from service.errors import BackendFailure
+from service.settings import ServiceSettings
 
 PAD_MULTIPLE = 16
 """OpenVINO's CPU plugin prepares each new input shape (shape inference, memory, kernels) before running it;
@@ -37,6 +38,12 @@ class OpenVinoBackend:
         self._width = card.layout.width
         detail = f"CPU, {precision} inference precision" + (f", {streams} streams" if streams > 1 else "")
         self.info = BackendInfo("openvino", device, card.onnx[variant].get("dtype", variant), detail)
+
+    @classmethod
+    def from_settings(cls, root: Path, card: BundleCard, settings: ServiceSettings) -> OpenVinoBackend:
+        """The backend the settings describe."""
+        return cls(root, card, settings.variant, settings.device, settings.threads, settings.openvino_precision,
+                   settings.streams)
 
     def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
         """One score per row (one per criterion for a criteria model)."""

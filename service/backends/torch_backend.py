@@ -9,10 +9,10 @@ import numpy as np
 import numpy.typing as npt
 
 from rewardmodel import BundleCard, PaddedBatch, RewardModelError
+from rewardmodel.variants import TORCH_DTYPES
 from service.backends.base import BackendInfo, score_batch
 from service.errors import BackendFailure
-
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+from service.settings import ServiceSettings
 
 
 class TorchBackend:
@@ -35,7 +35,7 @@ class TorchBackend:
             raise BackendFailure("--device cuda, but torch sees no CUDA device; serve with --device cpu")
         if threads:
             torch.set_num_threads(threads)
-        dtype = getattr(torch, DTYPES[variant])
+        dtype = getattr(torch, TORCH_DTYPES[variant])
         try:
             # transformers picks SDPA attention where the architecture has it, eager otherwise (DeBERTa-v2)
             model, _ = load_torch_model(root, device, dtype, trust_remote_code, card=card)
@@ -47,7 +47,12 @@ class TorchBackend:
         self._score = torch_scorer(model)
         self._device = torch.device(device)
         attention = getattr(model.config, "_attn_implementation", "sdpa")
-        self.info = BackendInfo("torch", device, DTYPES[variant], f"attention={attention}")
+        self.info = BackendInfo("torch", device, TORCH_DTYPES[variant], f"attention={attention}")
+
+    @classmethod
+    def from_settings(cls, root: Path, card: BundleCard, settings: ServiceSettings) -> TorchBackend:
+        """The backend the settings describe."""
+        return cls(root, card, settings.variant, settings.device, settings.threads, settings.trust_remote_code)
 
     def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
         """One score per row, computed without autograd."""

@@ -13,13 +13,14 @@ import pytest
 
 from export.errors import ParityError
 from export.parity import THRESHOLDS, Thresholds
-from export.run import FILES, ExportSettings, export_bundle
+from export.run import ExportSettings, export_bundle
 from rewardmodel import BundleError, Formatter, load_tokenizer, pad_batch, read_card
 from rewardmodel.card import sha256_file
 from rewardmodel.onnx_model import onnx_scorer
 from rewardmodel.scoring import score_examples
 from rewardmodel.sources import load_examples
 from rewardmodel.torch_model import load_torch_model, torch_scorer
+from rewardmodel.variants import ONNX_VARIANTS
 from rewardserve.cli import evaluate_bundle
 
 ITEMS = [("how are you ?", " it is good ."), ("a ?", " one"), ("the cat is red ?", " it is a bad three four .")]
@@ -51,7 +52,7 @@ def test_export_parity_on_both_padding_sides(bundle_copy: Path, good_bad_files: 
 
     # the exported graph scores any batch shape and either padding side like torch does
     model, _ = load_torch_model(bundle_copy)
-    session = ort.InferenceSession(str(bundle_copy / FILES["fp32"]), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(bundle_copy / ONNX_VARIANTS["fp32"].file), providers=["CPUExecutionProvider"])
     formatter = Formatter(load_tokenizer(bundle_copy), card.formatting)
     encoded = formatter.encode_many(ITEMS)
     sides = ("left", "right") if card.formatting.score_position == "last" else ("right",)  # encoders: right only
@@ -67,7 +68,8 @@ def test_export_parity_on_both_padding_sides(bundle_copy: Path, good_bad_files: 
     reference, _, _ = score_examples(torch_scorer(model), formatter, examples)
     ref = np.array(reference)
     for variant, max_diff, agreement in (("fp16", 5e-2, 0.99), ("int8", None, 0.95)):
-        variant_session = ort.InferenceSession(str(bundle_copy / FILES[variant]), providers=["CPUExecutionProvider"])
+        variant_session = ort.InferenceSession(str(bundle_copy / ONNX_VARIANTS[variant].file),
+                                               providers=["CPUExecutionProvider"])
         got = np.array(score_examples(onnx_scorer(variant_session), formatter, examples)[0])
         if max_diff is not None:
             assert np.abs(got - ref).max() <= max_diff, (variant, np.abs(got - ref).max())
@@ -88,7 +90,7 @@ def test_card_records_each_variant(bundle_copy: Path, good_bad_files: tuple[Path
     assert card.onnx["fp16"]["dtype"] == "float16" and card.onnx["fp16"]["providers_checked"] == [
         "CPUExecutionProvider"] and "re-run the export on a GPU" in card.onnx["fp16"]["note"]
     assert card.onnx["int8"]["size_bytes"] < card.onnx["fp32"]["size_bytes"] / 2
-    (bundle_copy / FILES["int8"]).write_bytes(b"tampered")
+    (bundle_copy / ONNX_VARIANTS["int8"].file).write_bytes(b"tampered")
     with pytest.raises(BundleError, match=r"model_int8\.onnx does not match"):
         read_card(bundle_copy)
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from service.engines import BACKENDS
 from tests.ops.conftest import K8S, OVERLAYS, ROOT
 
 # Custom resources kubernetes-validate has no schema for (it says so and moves on); everything else
@@ -86,9 +87,10 @@ def test_overlay_drains_probes_and_scales_as_documented(overlay: tuple[str, str]
         assert resources["limits"]["nvidia.com/gpu"] == "1" and config["REWARDSERVE_DEVICE"] == "cuda"
     else:
         assert "nvidia.com/gpu" not in resources["limits"]
-        assert (config["REWARDSERVE_BACKEND"], config["REWARDSERVE_VARIANT"]) == ("openvino", "int8-static")
+        assert (config["REWARDSERVE_BACKEND"], config["REWARDSERVE_VARIANT"]) == ("auto", "auto")
         assert int(config["REWARDSERVE_THREADS"]) == int(resources["limits"]["cpu"])
-        assert int(config["REWARDSERVE_THREADS"]) % int(config["REWARDSERVE_STREAMS"]) == 0  # whole cores per stream
+        # whole cores per stream, for any stream count auto may give a backend
+        assert all(int(config["REWARDSERVE_THREADS"]) % e.auto_streams == 0 for e in BACKENDS.values())
     scaler = objects.get("ScaledObject") if name.endswith("keda") else objects.get("HorizontalPodAutoscaler")
     assert scaler is not None and ("HorizontalPodAutoscaler" in objects) != name.endswith("keda")
     selector = objects["Deployment"]["spec"]["selector"]["matchLabels"]

@@ -14,7 +14,7 @@ from service.batching import BatchLimits
 from service.engine import Engine, RequestLimits, WholeText, _dedupe
 from service.errors import InvalidRequest, PayloadTooLarge
 from service.scheduler import Scheduler
-from tests.service.test_scheduler import Recorder
+from tests.doubles import Recorder
 
 
 def test_dedupe_keeps_first_copies_and_maps_every_input() -> None:

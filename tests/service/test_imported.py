@@ -55,7 +55,7 @@ def every_family(zoo: Any) -> dict[str, Any]:
 def test_every_family_serves_its_reference_scores_from_its_plain_directory(every_family: dict[str, Any],
                                                                            tmp_path: Path) -> None:
     models = tuple(f"{name}={built.path}" for name, built in every_family.items())
-    with running(model=models, home=tmp_path, trust_remote_code=True, max_batch_tokens=4096) as live:
+    with running(model=models, home=tmp_path, trust_remote_code=True, max_batch_tokens=4096, backend="auto") as live:
         listed = {m["id"]: m["rewardserve"] for m in httpx.get(live.url + "/v1/models").json()["data"]}
         for name, built in every_family.items():
             about = listed[name]
@@ -109,7 +109,7 @@ def test_openrlhf_normalization_and_its_adapter(zoo: Any, tmp_path: Path) -> Non
 
     tokenizer = AutoTokenizer.from_pretrained(built.path)
     raw = built.references(ITEMS)[:, 0]
-    with running(model=(str(built.path),), home=tmp_path) as live:
+    with running(model=(str(built.path),), home=tmp_path, backend="auto") as live:
         plain = httpx.post(live.url + "/score", json={"items": _items(True)}).json()
         np.testing.assert_allclose(plain["scores"], raw, atol=1e-4)
         centred = httpx.post(live.url + "/score", json={"items": _items(True), "normalize": True}).json()
@@ -125,7 +125,7 @@ def test_openrlhf_normalization_and_its_adapter(zoo: Any, tmp_path: Path) -> Non
 def test_a_hot_swap_takes_a_plain_directory(zoo: Any, tmp_path: Path) -> None:
     """PUT /admin/models/{name} with a model to import: imported off the event loop, proven, then swapped in."""
     first, second = zoo["bert"], zoo["roberta"]
-    with running(model=(f"rm={zoo.bundle('bert')}",), home=tmp_path, admin_keys=("root",)) as live:
+    with running(model=(f"rm={zoo.bundle('bert')}",), home=tmp_path, admin_keys=("root",), backend="auto") as live:
         before = httpx.post(live.url + "/score", json={"items": _items(False)}).json()["scores"]
         np.testing.assert_allclose(before, first.references(ITEMS)[:, 0], atol=1e-4)
         r = httpx.put(live.url + "/admin/models/rm", json={"path": str(second.path)},
@@ -145,7 +145,7 @@ def _samples(url: str, name: str) -> list[float]:
 
 def test_monitors_measure_an_imported_model_against_its_first_items(zoo: Any, tmp_path: Path) -> None:
     """No card normalization: the monitors' reference is the baseline window of the first items scored."""
-    with running(model=(str(zoo["qwen2"].path),), home=tmp_path, monitor_window_items=10) as live:
+    with running(model=(str(zoo["qwen2"].path),), home=tmp_path, monitor_window_items=10, backend="auto") as live:
         r = httpx.post(live.url + "/score", json={"items": _items(True)})
         assert r.status_code == 200 and len(ITEMS) < 10
         assert _samples(live.url, "rewardserve_monitor_reward_z_shift") == []  # no baseline yet
@@ -174,7 +174,7 @@ def test_imports_join_ensembles_and_the_compare_gate(zoo: Any, tmp_path: Path) -
         assert norm is not None and norm.count == 64 and norm.reference == str(data)
     models = tmp_path / "models.yaml"
     models.write_text(f"models:\n  - name: both\n    members: [{bundles['llama3']}, {bundles['qwen2']}]\n")
-    with running(models_file=models, home=tmp_path / "home") as live:
+    with running(models_file=models, home=tmp_path / "home", backend="auto") as live:
         r = httpx.post(live.url + "/score", json={"items": _items(True), "details": True})
         assert r.status_code == 200, r.text
         standardized = []

@@ -18,7 +18,7 @@ import yaml
 from rewardmodel import read_card
 from rewardserve.client import RewardClient
 from service.deployment import aggregate
-from service.registry import cpu_count
+from service.machine import cpu_count
 from tests.server import error_of, running
 from tests.service.test_http import offline
 

@@ -12,11 +12,11 @@ import numpy as np
 import onnx
 import pytest
 
-from export.run import FILES
 from rewardmodel import Formatter, load_tokenizer, read_card
 from rewardmodel.onnx_model import onnx_scorer, open_session, variant_file
 from rewardmodel.openvino_model import compile_onnx, openvino_scorer
 from rewardmodel.scoring import score_encoded
+from rewardmodel.variants import ONNX_VARIANTS
 from service.settings import ServiceSettings
 from tests.server import running
 
@@ -34,7 +34,7 @@ def openvino_offline(bundle: Path, variant: str, items: list[tuple[str, str]]) -
 
 def test_export_records_a_calibrated_int8_graph_gated_on_openvino(bert_onnx_bundle: Path) -> None:
     record = read_card(bert_onnx_bundle).onnx["int8-static"]
-    assert record["file"] == FILES["int8-static"] and record["parity_passed"], record
+    assert record["file"] == ONNX_VARIANTS["int8-static"].file and record["parity_passed"], record
     assert record["providers_checked"] == ["OpenVINO CPU (f32)"]
     assert "NNCF" in record["conversion"] and "calibrated on" in record["conversion"]
     assert record["dtype"] == "int8 weights and activations (static, calibrated)"

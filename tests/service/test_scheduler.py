@@ -10,49 +10,14 @@ import numpy as np
 import pytest
 
 from rewardmodel import EncodedInput, FormatSpec, PaddedBatch, SpecialToken
-from service.backends import Backend, BackendInfo
+from service.backends import Backend
 from service.batching import BatchLimits, window_cut
 from service.errors import BackendFailure, DeadlineExceeded, NotReady, Overloaded
 from service.scheduler import Scheduler, SchedulerObserver
+from tests.doubles import Recorder
 
 SPEC = FormatSpec(template="pair", max_length=64, score_position="first", padding_side="right",
                   pad_token=SpecialToken("[PAD]", 0))
-
-
-class Recorder:
-    """Scores a row as the sum of its token ids; records every batch; can be held to let a queue build up."""
-
-    info = BackendInfo("recorder", "cpu", "float64")
-
-    def __init__(self, fail_on: Callable[[PaddedBatch], bool] | None = None, streams: int = 1,
-                 pad_multiple: int = 1) -> None:
-        self.streams = streams
-        self.pad_multiple = pad_multiple
-        self.widths: list[int] = []
-        self.batches: list[list[list[int]]] = []
-        self.gate = threading.Event()
-        self.gate.set()
-        self.entered = threading.Event()
-        """Set when a call has begun (it may then wait at the gate)."""
-        self.fail_on = fail_on
-
-    def score(self, batch: PaddedBatch) -> np.ndarray:
-        self.entered.set()
-        self.gate.wait(10)
-        self.widths.append(batch.input_ids.shape[1])
-        self.batches.append([row[mask.astype(bool)].tolist() for row, mask in zip(batch.input_ids,
-                                                                                 batch.attention_mask, strict=True)])
-        if self.fail_on and self.fail_on(batch):
-            raise BackendFailure("boom")
-        scores = (batch.input_ids * batch.attention_mask).sum(axis=1).astype(float)
-        scores[batch.input_ids[:, 0] == 666] = np.nan
-        return scores
-
-    def health(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def item(*ids: int) -> EncodedInput:
