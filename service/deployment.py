@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rewardmodel import BundleCard, Formatter, load_tokenizer, pad_batch, read_card
+from service.admission import Work
 from service.autoselect import Choice
 from service.backends import Backend
 from service.batching import BatchLimits
@@ -86,15 +87,17 @@ class Version:
         """Load and warm up the backend on a thread, then start the scheduler (raises what loading raised)."""
         s = self.settings
         backend = await asyncio.to_thread(load, self.root, self.card, s)
+        warm_up = None
         try:
             if s.warmup:
-                await asyncio.to_thread(self._warm_up, backend)
+                warm_up = await asyncio.to_thread(self._warm_up, backend)
         except BaseException:
             backend.close()
             raise
         limits = BatchLimits(s.max_batch_tokens, s.max_batch_items, s.max_queue_items, s.max_wait_ms / 1000,
                              s.sort_window_items, s.max_batch_padding, s.batch_stall_s)
-        scheduler = Scheduler(backend, self.formatter.spec, limits, self._metrics, self.card.layout.width)
+        scheduler = Scheduler(backend, self.formatter.spec, limits, self._metrics, self.card.layout.width,
+                              warm_up)
         scheduler.start()
         self.backend = backend
         self.engine = Engine(self.formatter, scheduler, RequestLimits(s.max_items_per_request, s.max_request_tokens,
@@ -106,18 +109,23 @@ class Version:
         log.info("serving %s from %s: %s on %s (%s, %s)", self.label, self.root, backend.info.name,
                  backend.info.device, backend.info.dtype, backend.info.detail)
 
-    def _warm_up(self, backend: Backend) -> None:
+    def _warm_up(self, backend: Backend) -> tuple[Work, float]:
         """Run the shapes the first requests will bring: one short item, then a full batch of long ones, on every
-        stream at once (concurrent calls each get a stream of their own)."""
+        stream at once (concurrent calls each get a stream of their own); the full batch runs twice, and the
+        second run (its work and seconds) is what admission starts from (:mod:`service.admission`)."""
         s, spec = self.settings, self.formatter.spec
         # (prompt, completion) items: they carry what every head reads (a gate's header, step tags all along)
         short, long_item = self.formatter.encode_many([("warm up", "warm up"),
                                                        ("warm up " * spec.max_length, "warm up\n\n" * spec.max_length)])
         rows = max(1, min(s.max_batch_items, s.max_batch_tokens // len(long_item.input_ids)))
+        seconds = 0.0
         with ThreadPoolExecutor(backend.streams) as pool:
-            for batch in ([short], [long_item] * rows):
+            for batch in ([short], [long_item] * rows, [long_item] * rows):
                 padded = pad_batch(batch, spec, backend.pad_multiple)
+                started = time.perf_counter()
                 list(pool.map(backend.score, [padded] * backend.streams))
+                seconds = time.perf_counter() - started
+        return Work(rows, rows * len(long_item.input_ids)), seconds
 
     def health(self) -> str | None:
         """Why this version cannot serve, or ``None``."""

@@ -19,6 +19,7 @@ import numpy as np
 from rewardmodel import EncodedInput, Formatter, Normalization, Prompt, RewardModelError
 from rewardmodel.criteria import check_weights
 from rewardmodel.head import OutputLayout
+from service.admission import Work
 from service.errors import InvalidRequest, PayloadTooLarge
 from service.scheduler import Scheduler
 
@@ -133,6 +134,7 @@ class Engine:
         if normalize and self._normalization is None:
             raise InvalidRequest("normalize was asked for, but this bundle's card records no normalization "
                                  "(mean/std); send normalize=false")
+        self.scheduler.admit(Work(0, 0), deadline)  # under overload, refuse before spending time tokenizing
         started = time.perf_counter()
         encoded = await loop.run_in_executor(self._pool, self._encode, inputs)
         tokenize_s = time.perf_counter() - started

@@ -11,7 +11,7 @@ Hierarchy (status in brackets; ``kind`` is the JSON error type, a class default 
     ├── PayloadTooLarge    [413] body, item count or token budget over the limits
     ├── SwapFailed         [409] a hot swap's new version did not load or failed its checks; the old one serves
     ├── ValidationFailed   [422] the body does not match the endpoint's schema
-    ├── Overloaded         [429] too many items in the system (Retry-After: when the work in it is likely done)
+    ├── Overloaded         [429] its scores would be late, or too many items are queued (Retry-After: estimate)
     ├── ClientClosed       [499] the client went away; its queued items were dropped (nginx's code)
     ├── BackendFailure     [500] the backend failed or produced a non-finite score
     ├── InternalError      [500] a bug in the service (logged with the request id)
@@ -132,7 +132,8 @@ class ValidationFailed(ServiceError):
 
 
 class Overloaded(ServiceError):
-    """Admitting the request would pass ``max_queue_items``; retry after ``retry_after_s`` seconds."""
+    """Its scores would likely not be ready before its deadline, or admitting it would pass ``max_queue_items``;
+    retry after ``retry_after_s`` seconds."""
 
     kind = "overloaded"
     status = 429

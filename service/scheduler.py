@@ -13,7 +13,9 @@ State has one owner and one way to end. The deque holds exactly the live queued 
 batches holds exactly the formed or running ones, so every count (queue depth, items in the system) is
 read off them, never kept beside them. A job ends in :meth:`Scheduler._end` alone (scores, NaN, backend
 error, cancel, deadline), which also takes its remaining items out of the queue. The deadline is hard:
-a request whose scores are not ready by then gets 504, even if its batch is still running.
+a request whose scores are not ready by then gets 504, even if its batch is still running; so a request is
+admitted only if its scores are likely ready well before it (:mod:`service.admission`), and otherwise gets 429
+at once.
 
 Liveness: :meth:`Scheduler.health` says why the scheduler cannot serve (the batcher task died, the
 backend thread died, or a batch has run far past its expected time), or ``None``.
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rewardmodel import EncodedInput, FormatSpec, PaddedBatch, pad_batch
+from service.admission import Throughput, Work, judge
 from service.backend_thread import BackendThread
 from service.backends import Backend
 from service.batching import BatchLimits, window_cut
@@ -134,25 +136,13 @@ def _as_failure(exc: Exception, rows: int) -> ServiceError:
     return BackendFailure(f"the backend raised {type(exc).__name__}: {exc}")
 
 
-class _Throughput:
-    """Exponentially weighted items and padded tokens per second of the backend."""
-
-    def __init__(self) -> None:
-        self.items_per_s = 0.0
-        self.tokens_per_s = 0.0
-
-    def add(self, items: int, tokens: int, seconds: float) -> None:
-        seconds = max(seconds, 1e-6)
-        first = not self.items_per_s
-        self.items_per_s = items / seconds if first else 0.8 * self.items_per_s + 0.2 * items / seconds
-        self.tokens_per_s = tokens / seconds if first else 0.8 * self.tokens_per_s + 0.2 * tokens / seconds
-
-
 class Scheduler:
     """Owns the queue, the batcher task and the backend thread. Start with :meth:`start`, stop with :meth:`close`."""
 
     def __init__(self, backend: Backend, spec: FormatSpec, limits: BatchLimits,
-                 observer: SchedulerObserver | None = None, width: int = 1) -> None:
+                 observer: SchedulerObserver | None = None, width: int = 1,
+                 warm_up: tuple[Work, float] | None = None) -> None:
+        """``warm_up``: one warm-up batch's work and seconds (:class:`~service.admission.Throughput`)."""
         self._backend = backend
         self._width = width
         """Outputs per item: 1, or a criteria model's C."""
@@ -172,7 +162,7 @@ class Scheduler:
         self._batcher_died: str | None = None
         self._closing = False
         self._flushing = False
-        self._throughput = _Throughput()
+        self._throughput = Throughput(backend.streams, warm_up)
 
     @property
     def queue_depth(self) -> int:
@@ -183,6 +173,13 @@ class Scheduler:
     def in_system(self) -> int:
         """Items waiting or in a formed or running batch: what ``max_queue_items`` bounds."""
         return len(self._queue) + sum(len(b.items) for b in self._batches)
+
+    @property
+    def work_in_system(self) -> Work:
+        """The items waiting or in a formed or running batch, and their tokens: the work ahead of a new request."""
+        running = [it for b in self._batches for it in b.items]
+        return Work(len(self._queue) + len(running),
+                    sum(it.length for it in self._queue) + sum(it.length for it in running))
 
     def start(self) -> None:
         """Start the batcher on the running event loop."""
@@ -202,16 +199,31 @@ class Scheduler:
                         f"expected {batch.expected_s:.2f} s: the backend is stuck")
         return None
 
-    def submit(self, items: Sequence[EncodedInput], deadline: float) -> Job:
-        """Queue ``items`` (one job) due by ``deadline`` (event-loop time); raises :class:`Overloaded`."""
+    def admit(self, own: Work, deadline: float) -> None:
+        """Raise unless a request of ``own`` work, due by ``deadline`` (event-loop time), can be queued now:
+        :class:`NotReady` when closing or unhealthy, :class:`Overloaded` past ``max_queue_items`` or when its
+        scores would likely be late (:mod:`service.admission`). ``Work(0, 0)`` asks whether the work ahead alone is
+        late already (what the engine asks before it spends time tokenizing)."""
         if self._closing:
             raise NotReady("the server is shutting down", kind="draining")
         if (reason := self.health()) is not None:
             raise NotReady.unhealthy(reason)
-        if self.in_system + len(items) > self._limits.max_queue_items:
+        ahead = self.work_in_system
+        if ahead.items + own.items > self._limits.max_queue_items:
             raise Overloaded(
-                f"{self.in_system} items are queued or running and this request adds {len(items)}; the limit is "
+                f"{ahead.items} items are queued or running and this request adds {own.items}; the limit is "
                 f"{self._limits.max_queue_items}", self.retry_after_s())
+        verdict = judge(ahead, own, self._throughput, deadline - asyncio.get_running_loop().time())
+        if not verdict.admitted:
+            this = f"this request ({own.items} items, {own.tokens} tokens)" if own.items else "this request"
+            raise Overloaded(
+                f"{this} would wait behind {ahead.items} items ({ahead.tokens} tokens) already queued or running; at "
+                f"the rate measured ({self._throughput}) its scores would likely be ready in "
+                f"{verdict.expected_s:.1f} s, past its deadline", verdict.retry_after_s)
+
+    def submit(self, items: Sequence[EncodedInput], deadline: float) -> Job:
+        """Queue ``items`` (one job) due by ``deadline`` (event-loop time), if :meth:`admit` lets them in."""
+        self.admit(Work(len(items), sum(len(e.input_ids) for e in items)), deadline)
         loop = asyncio.get_running_loop()
         job = Job(len(items), loop.create_future(), self._width)
         self._jobs.add(job)
@@ -230,9 +242,8 @@ class Scheduler:
             raise
 
     def retry_after_s(self) -> int:
-        """Seconds until the work now in the system is likely done (1–60), for ``Retry-After``."""
-        rate = self._throughput.items_per_s
-        return 1 if not rate else max(1, min(60, math.ceil(self.in_system / rate)))
+        """Seconds until the work now in the system is likely done (1-60), for ``Retry-After``."""
+        return judge(self.work_in_system, Work(0, 0), self._throughput, 0.0).retry_after_s
 
     def flush(self) -> None:
         """Stop waiting for fuller batches (``max_wait_s``): the process is draining, no more items will come."""
@@ -347,7 +358,7 @@ class Scheduler:
     # -- running a batch --------------------------------------------------------------------------------------
 
     async def _execute(self, batch: _Batch) -> None:
-        rate = self._throughput.tokens_per_s
+        rate = self._throughput.padded_tokens_per_s
         batch.expected_s = len(batch.items) * max(it.length for it in batch.items) / rate if rate else 0.0
         loop = asyncio.get_running_loop()
         loop.call_later(self._stall_limit(batch), self._check_stall, batch)
@@ -368,7 +379,8 @@ class Scheduler:
             self._end(job, error)
         if outcome.padded is None:
             return  # every item's request was gone before the batch started
-        self._throughput.add(len(outcome.live), int(outcome.padded.input_ids.size), elapsed)
+        self._throughput.add(Work(len(outcome.live), sum(it.length for it in outcome.live)),
+                             int(outcome.padded.input_ids.size), elapsed)
         if self._observer:
             self._observer.batch(len(outcome.live), int(outcome.padded.input_ids.size), outcome.padded.padding_ratio,
                                  elapsed)
