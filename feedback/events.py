@@ -37,6 +37,29 @@ from rewardmodel.conversation import validate_messages
 from rewardmodel.errors import FormatError
 from rewardmodel.records import ranking_groups
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+"""The instants a date/time field takes, ``EARLIEST <= t < LATEST`` in UTC: wide enough for any judgement, and
+far from the ends of Python's (and the stores') calendar, where converting an offset to UTC overflows (year 0001
+at +00:01, year 9999 at -00:01)."""
+RANGE = f"from {EARLIEST:%Y-%m-%dT%H:%M:%SZ} to before {LATEST:%Y-%m-%dT%H:%M:%SZ}"
+
+
+def in_range(moment: datetime) -> datetime:
+    """``moment`` in UTC (a naive one is taken to be UTC), or ``ValueError`` naming the range: one spelling per
+    instant, so a retry that writes the time in another zone hashes the same."""
+    try:
+        utc = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except OverflowError:  # the offset moves it past year 1 or year 9999
+        utc = None
+    if utc is None or not EARLIEST <= utc < LATEST:
+        raise ValueError(f"must be {RANGE}, got {moment.isoformat()}")
+    return utc
+
+
+Moment = Annotated[datetime, AfterValidator(in_range)]
+"""A date/time field: RFC 3339, in :data:`EARLIEST` to :data:`LATEST`, kept in UTC."""
+
 MAX_EVENTS = 1000
 """Events in one ``POST /feedback``; a client with more sends several batches."""
 MAX_COMPLETIONS = 64
@@ -83,7 +106,8 @@ class FeedbackEvent(BaseModel):
     policy: Name | None = Field(None, description="the model that wrote the completions")
     scores: list[Number] | None = Field(None, description="the rewards the reward model gave these completions")
     reward_model: Name | None = Field(None, description="the model id that gave `scores`")
-    created_at: AwareDatetime | None = Field(None, description="RFC 3339; default: the server's time")
+    created_at: Annotated[AwareDatetime, AfterValidator(in_range)] | None = Field(
+        None, description=f"RFC 3339 with an offset, {RANGE}; default: the server's time")
     metadata: dict[str, Any] | None = Field(None, description="anything else, at most 16 KB as JSON; "
                                                               "metadata.user names the user for erasure")
 
@@ -96,12 +120,6 @@ class FeedbackEvent(BaseModel):
             except FormatError as exc:
                 raise ValueError(str(exc)) from None
         return prompt
-
-    @field_validator("created_at")
-    @classmethod
-    def _utc(cls, moment: datetime | None) -> datetime | None:
-        # one spelling per instant, so a retry that writes the time in another zone hashes the same
-        return None if moment is None else moment.astimezone(UTC)
 
 
     @field_validator("scores")

@@ -12,17 +12,16 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, params
 from fastapi.responses import HTMLResponse
 from prometheus_client import CollectorRegistry
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
 
 from feedback.errors import InvalidFeedback
-from feedback.events import FeedbackAccepted, FeedbackBatch, Rating, utc_now
+from feedback.events import RANGE, FeedbackAccepted, FeedbackBatch, Moment, Rating, utc_now
 from feedback.metrics import FeedbackMetrics
 from feedback.queue import LabelQueue, LabelTask
 from feedback.stats import annotator_agreement, feedback_stats
@@ -87,8 +86,8 @@ def feedback_router(service: FeedbackService, dependencies: Sequence[params.Depe
         return await service.add(body)
 
     @router.get("/feedback/stats", summary="Counts, inter-annotator agreement and live accuracy")
-    async def get_stats(since: Annotated[datetime | None, Query(description="RFC 3339; judged from then")] = None,
-                        until: Annotated[datetime | None, Query(description="RFC 3339; judged before then")] = None,
+    async def get_stats(since: Annotated[Moment | None, Query(description=f"RFC 3339, {RANGE}; from then")] = None,
+                        until: Annotated[Moment | None, Query(description=f"RFC 3339, {RANGE}; before then")] = None,
                         source: Annotated[str | None, Query(max_length=64, description="only this source")] = None,
                         ) -> dict[str, Any]:
         """What ``rewardserve feedback stats`` prints, for the events in the window."""
@@ -98,6 +97,9 @@ def feedback_router(service: FeedbackService, dependencies: Sequence[params.Depe
 
 
 MAX_TASKS_PER_REQUEST = 1000
+TaskId = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z_-]{1,64}$")]
+"""A task's id (a hex digest) as clients send it back: a word of at most 64 characters, so no NUL or other text
+reaches a store that holds none (PostgreSQL's text cannot hold NUL)."""
 PAGE = Path(__file__).parent / "static" / "label.html"
 
 
@@ -115,7 +117,7 @@ class Judgement(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task_id: str = Field(min_length=1, max_length=64)
+    task_id: TaskId
     ranking: list[StrictInt | list[StrictInt]] | None = None
     choice: StrictInt | None = None
     ratings: list[Rating] | None = None
@@ -153,7 +155,7 @@ def label_router(service: FeedbackService, queue: LabelQueue, push: Sequence[par
         return {"queued": queued, "duplicates": len(body.tasks) - queued}
 
     @router.get("/label/next", dependencies=list(judge), summary="The next task for this annotator")
-    async def next_task(skip: Annotated[list[str] | None, Query(max_length=100)] = None,
+    async def next_task(skip: Annotated[list[TaskId] | None, Query(max_length=100)] = None,
                         name: str = who) -> dict[str, Any]:
         """``{"annotator", "judged", "agreement", "criteria", "task": {"id", "prompt", "completions", …} |
         null}``: ``agreement`` is how often this annotator's preferences matched other annotators' on the same

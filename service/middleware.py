@@ -1,4 +1,5 @@
-"""The one ASGI middleware: request ids, timing headers, draining, body-size limit, request metrics, last-resort 500.
+"""The one ASGI middleware: request ids, timing headers, draining, body-size limit, lone surrogates in JSON text,
+request metrics, last-resort 500.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so it does not buffer responses or break disconnect detection.
 It runs outside FastAPI's exception handling, so even a bug's 500 carries the request id and is
@@ -20,7 +21,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.error_handling import error_response
-from service.errors import InternalError, PayloadTooLarge
+from service.errors import InternalError, InvalidRequest, PayloadTooLarge
+from service.json_text import lone_surrogate
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -79,10 +81,18 @@ class RequestContext:
             self.metrics.inflight.inc()
         try:
             body_receive = await self._limit_body(headers, receive)
+            refusal: InvalidRequest | PayloadTooLarge | None = None
             if body_receive is None:
-                too_large = PayloadTooLarge(f"the request body is over the {self.max_body_bytes}-byte limit")
-                await error_response(too_large, self.metrics, request_id)(scope, receive, send_with_headers)
+                refusal = PayloadTooLarge(f"the request body is over the {self.max_body_bytes}-byte limit")
+            elif scope["method"] in ("POST", "PUT", "PATCH") and "json" in headers.get("content-type", "json"):
+                body_receive, where = await _json_text(body_receive)
+                if where is not None:
+                    refusal = InvalidRequest(f"{where} holds a lone UTF-16 surrogate escape (such as \\ud800 "
+                                             "without its pair), which is no Unicode text", kind="invalid_json")
+            if refusal is not None:
+                await error_response(refusal, self.metrics, request_id)(scope, receive, send_with_headers)
             else:
+                assert body_receive is not None
                 await self.app(scope, body_receive, send_with_headers)
         except Exception:  # a bug: answer in JSON with the id (if nothing was sent yet), log it with the id
             log.exception("unhandled error in request %s %s (request id %s)", scope["method"], path, request_id)
@@ -118,3 +128,22 @@ class RequestContext:
             return replay.pop() if replay else await receive()
 
         return replaying
+
+
+async def _json_text(receive: Receive) -> tuple[Receive, str | None]:
+    """The body read in full (its size is already within the limit; the endpoint reads it all anyway), where it
+    holds a lone surrogate (:mod:`service.json_text`), and a ``receive`` that replays it."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return receive, None  # the client left; the endpoint sees the disconnect
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    body = b"".join(chunks)
+    replay: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replaying() -> Message:
+        return replay.pop() if replay else await receive()
+
+    return replaying, lone_surrogate(body)

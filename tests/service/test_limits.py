@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -46,6 +47,16 @@ def test_bad_input_is_a_clear_4xx(bert_onnx_bundle: Path) -> None:
                  413, "payload_too_large")
         error_of(httpx.get(live.url + "/nowhere"), 404, "not_found")
         error_of(httpx.get(live.url + "/score"), 405, "method_not_allowed")
+        # a lone surrogate escape is valid JSON and no text: refused where it is, before it reaches a tokenizer
+        for path, payload, where in (("/score", {"items": [{"prompt": "q \ud800", "completion": "a"}]},
+                                      "body.items.0.prompt"),
+                                     ("/v1/rerank", {"query": "q", "documents": ["a", "\udc00 b"]}, "body.documents.1"),
+                                     ("/get_reward", {"query": ["\ud83d"]}, "body.query.0")):
+            raw = json.dumps(payload).encode()  # ASCII: the surrogate travels as its escape
+            assert where in error_of(post(path, content=raw, headers={"content-type": "application/json"}), 400,
+                                     "invalid_json")
+        emoji = json.dumps({"items": [{"prompt": "\U0001f600 ?", "completion": "a \\ud800"}]}).encode()
+        assert post("/score", content=emoji, headers={"content-type": "application/json"}).status_code == 200
         assert post("/score", json={"items": [ITEM]}).status_code == 200  # the server is unharmed
         assert live.metric("rewardserve_truncated_items_total") == 1
         assert live.metric("rewardserve_rejected_total", reason="too_many_items") == 1
