@@ -5,7 +5,8 @@ AVX-512 VNNI machine, and 0.6 x on a 2-core AVX2-only EPYC (issue 32's probe). S
 every (backend, variant) the table (:mod:`service.engines`) offers that the bundle has, whose export passed the
 parity gate and whose package is installed: each is loaded with the threads and streams it would serve with,
 warmed up, and timed on batches shaped like the settings (``max_batch_items`` rows, or fewer under
-``max_batch_tokens``, of ``TIMED_TOKENS`` tokens), for about ``TIME_BUDGET_S`` seconds. The fastest serves; the
+``max_batch_tokens``, of ``TIMED_TOKENS`` tokens), for about ``TIME_BUDGET_S`` seconds (one round, when it is far
+behind the fastest so far). The fastest serves; the
 table is logged, shown in ``/v1/models`` and the ``rewardserve_engine_info`` metric, and remembered under
 ``$REWARDSERVE_HOME/engines/`` keyed by the bundle's content, the CPU model, the cores and threads, the batch
 settings and the libraries' versions, so a restart does not time again. A flag that names a backend or variant
@@ -38,7 +39,11 @@ TIMED_TOKENS = 128
 """Tokens per timed item (or the card's limit, when lower): about an HH pair's length."""
 TIME_BUDGET_S = 1.0
 """Timed seconds per candidate, after its warm-up."""
-MIN_CALLS = 3
+MIN_CALLS = 2
+"""Timed rounds (one batch per stream each) at least, whatever the budget."""
+HOPELESS = 0.7
+"""A candidate timed below this share of the best so far after its first round stops there: it cannot win, and
+on 2 cores each round of a slow engine costs seconds of start-up."""
 CACHE_VERSION = 1
 
 How = Literal["measured", "remembered", "only", "flags"]
@@ -124,8 +129,9 @@ def timed_batch(formatter: Formatter, settings: ServiceSettings, pad_multiple: i
     return pad_batch([item] * rows, spec, pad_multiple), rows
 
 
-def items_per_s(backend: Backend, formatter: Formatter, settings: ServiceSettings) -> float:
-    """The backend's items/s on batches shaped like the settings, every stream busy."""
+def items_per_s(backend: Backend, formatter: Formatter, settings: ServiceSettings, best: float = 0.0) -> float:
+    """The backend's items/s on batches shaped like the settings, every stream busy (cut short when it falls
+    below :data:`HOPELESS` of ``best``, the fastest candidate so far)."""
     batch, rows = timed_batch(formatter, settings, backend.pad_multiple)
     with ThreadPoolExecutor(backend.streams) as pool:
         list(pool.map(backend.score, [batch] * backend.streams))  # warm-up, every stream
@@ -133,6 +139,8 @@ def items_per_s(backend: Backend, formatter: Formatter, settings: ServiceSetting
         while calls < MIN_CALLS * backend.streams or time.perf_counter() - started < TIME_BUDGET_S:
             list(pool.map(backend.score, [batch] * backend.streams))
             calls += backend.streams
+            if rows * calls / (time.perf_counter() - started) < HOPELESS * best:
+                break
         elapsed = time.perf_counter() - started
     return rows * calls / elapsed
 
@@ -165,7 +173,8 @@ def choose(root: Path, card: BundleCard, settings: ServiceSettings, formatter: F
             table.append({**asdict(c), "skipped": f"failed to load: {exc}"})
             continue
         try:
-            table.append({**asdict(c), "items_per_s": round(items_per_s(backend, formatter, settings), 2)})
+            best = max((row["items_per_s"] for row in table if "items_per_s" in row), default=0.0)
+            table.append({**asdict(c), "items_per_s": round(items_per_s(backend, formatter, settings, best), 2)})
         except BackendFailure as exc:
             table.append({**asdict(c), "skipped": f"failed on a batch: {exc.message}"})
         finally:
