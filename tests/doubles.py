@@ -1,7 +1,8 @@
 """Test doubles of the service's backend protocol, in one place: a recorder that scores rows as the sum of their ids
 (for the scheduler's batching and failure paths), a backend whose batches take a set time per row (for measured
 engine choice and admission by time), and a real backend slowed down per row (a slow CPU behind a real server).
-They stand in for a model runtime, never for a user-facing part.
+They stand in for a model runtime, never for a user-facing part. The tokenized items the scheduler's tests
+feed them are here too.
 """
 
 from __future__ import annotations
@@ -13,9 +14,23 @@ from typing import Any
 
 import numpy as np
 
-from rewardmodel import PaddedBatch
+from rewardmodel import EncodedInput, FormatSpec, PaddedBatch, SpecialToken
 from service.backends.base import BackendInfo
 from service.errors import BackendFailure
+
+SPEC = FormatSpec(template="pair", max_length=64, score_position="first", padding_side="right",
+                  pad_token=SpecialToken("[PAD]", 0))
+"""The format the scheduler's doubles are fed with: items already tokenized, padded on the right with id 0."""
+
+
+def item(*ids: int) -> EncodedInput:
+    """One tokenized item of ``ids``."""
+    return EncodedInput(list(ids), None, 0, len(ids), False)
+
+
+def items(length: int, count: int, first: int = 1) -> list[EncodedInput]:
+    """``count`` items of ``length`` tokens, told apart by their first id (``first``, ``first + 1``, …)."""
+    return [item(first + i, *[1] * (length - 1)) for i in range(count)]
 
 
 class Recorder:

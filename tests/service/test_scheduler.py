@@ -9,23 +9,12 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from rewardmodel import EncodedInput, FormatSpec, PaddedBatch, SpecialToken
+from rewardmodel import PaddedBatch
 from service.backends import Backend
 from service.batching import BatchLimits, window_cut
 from service.errors import BackendFailure, DeadlineExceeded, NotReady, Overloaded
 from service.scheduler import Scheduler, SchedulerObserver
-from tests.doubles import Recorder
-
-SPEC = FormatSpec(template="pair", max_length=64, score_position="first", padding_side="right",
-                  pad_token=SpecialToken("[PAD]", 0))
-
-
-def item(*ids: int) -> EncodedInput:
-    return EncodedInput(list(ids), None, 0, len(ids), False)
-
-
-def items(length: int, count: int, first: int = 1) -> list[EncodedInput]:
-    return [item(first + i, *[1] * (length - 1)) for i in range(count)]
+from tests.doubles import SPEC, Recorder, item, items
 
 
 def limits(**kw: float) -> BatchLimits:
