@@ -71,10 +71,11 @@ class ServiceSettings(BaseSettings):
                                                       "policy and counted. 0: the card's max_length")
     max_request_tokens: int = Field(1 << 20, ge=1, description="tokens in one request after truncation; more: 413")
     max_queue_items: int = Field(4096, ge=1, description="items queued or running per served model (each has its "
-                                                         "own queue); a request that would pass it gets 429 with "
-                                                         "Retry-After")
-    request_timeout_s: float = Field(60.0, gt=0, description="per-request deadline: a request whose scores are "
-                                     "not ready by then gets 504, and its items still queued are dropped")
+                                                         "own queue): the bound on memory; a request that would pass "
+                                                         "it gets 429 with Retry-After")
+    request_timeout_s: float = Field(60.0, gt=0, description="per-request deadline: a request whose scores would "
+                                     "likely not be ready by then gets 429 at once (admission by time); one whose "
+                                     "scores are still not ready by then gets 504, and its queued items are dropped")
     batch_stall_s: float = Field(30.0, gt=0, description="a batch running longer than this and 10x its expected "
                                  "time means the backend is stuck: /healthz answers 503 so the pod is restarted")
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
