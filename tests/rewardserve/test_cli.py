@@ -16,12 +16,8 @@ import pytest
 
 from rewardmodel import read_card
 from rewardserve.cli import DEMO_SERVE, DEMO_VARIANTS
+from tests.cli import run_cli
 from tests.helpers import free_port, wait_ready
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rewardserve", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
 
 
 def test_eval_reproduces_the_accuracy_training_reported(trained_bert_bundle: Path,

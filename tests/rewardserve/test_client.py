@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from rewardserve.client import AsyncRewardClient, RetryPolicy, RewardClient, RewardServeError
+from tests.references import offline
 from tests.server import running
-from tests.service.test_http import offline
 
 PROMPTS = [f"how are you {i} ?" for i in range(20)]
 REPLIES = [" i am good ." if i % 3 else " i am bad ." for i in range(20)]

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from rewardmodel.compare import compare, paired_bootstrap
+from tests.cli import run_cli
 from tests.conftest import edited_bundle
-from tests.rewardserve.test_cli import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import pytest
 from rewardmodel import Formatter, load_tokenizer, read_card
 from rewardmodel.scoring import score_encoded
 from rewardmodel.torch_model import load_torch_model, torch_scorer
+from tests.references import offline
 from tests.server import running
-from tests.service.test_http import offline
 
 PAIRS = [("how are you ?", " i am good ."), ("how are you ?", " i am bad ."), ("the sun ?", " one two three")]
 LONG = ("how are you ?", " it is" + " a red cat" * 40 + " .")  # far past the tiny models' 64 tokens

@@ -4,7 +4,7 @@ offline scores, order, batching visible in the metrics, request ids and timing h
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from rewardmodel.scoring import score_encoded, score_examples
 from rewardmodel.sources import load_examples
 from rewardserve.cli import evaluate_bundle
 from tests.faults import Faulty
+from tests.references import offline
 from tests.server import Running, running
 
 PAIRS = [("how are you ?", " i am good ."), ("how are you ?", " i am bad ."), ("the sun ?", " one two"),
@@ -29,13 +30,6 @@ PAIRS = [("how are you ?", " i am good ."), ("how are you ?", " i am bad ."), ("
 def server(bert_onnx_bundle: Path) -> Iterator[Running]:
     with running(model=bert_onnx_bundle, max_wait_ms=50) as live:
         yield live
-
-
-def offline(bundle: Path, inputs: Sequence[tuple[object, str]], variant: str = "fp32") -> np.ndarray:
-    card = read_card(bundle)
-    formatter = Formatter(load_tokenizer(bundle), card.formatting)
-    scorer = onnx_scorer(open_session(variant_file(bundle, card, variant)))
-    return score_encoded(scorer, card.formatting, formatter.encode_many(inputs))  # type: ignore[arg-type]
 
 
 def test_score_equals_offline_scores_in_order(server: Running, bert_onnx_bundle: Path) -> None:

@@ -19,8 +19,8 @@ from rewardmodel import read_card
 from rewardserve.client import RewardClient
 from service.deployment import aggregate
 from service.machine import cpu_count
+from tests.references import offline
 from tests.server import error_of, running
-from tests.service.test_http import offline
 
 ADMIN = {"Authorization": "Bearer admin-key"}
 ITEMS = [("how are you ?", " i am good ."), ("how are you ?", " i am bad ."), ("the sun", " is red !"),

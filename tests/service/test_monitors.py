@@ -16,9 +16,9 @@ from rewardmodel import Normalization
 from rewardmodel.metrics import pearson, rankdata
 from rewardserve.client import RewardClient
 from service.monitors import Monitors, Observed
-from tests.rewardserve.test_cli import run_cli
+from tests.cli import run_cli
+from tests.references import offline
 from tests.server import running
-from tests.service.test_http import offline
 
 
 class Clock:
