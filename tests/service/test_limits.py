@@ -150,6 +150,9 @@ def test_a_client_that_disconnects_has_its_items_dropped(bert_onnx_bundle: Path)
         while live.metric("rewardserve_requests_total", code="499", endpoint="/score") < 1:
             assert time.monotonic() < deadline, "the disconnect was not noticed"
             time.sleep(0.02)
-        time.sleep(1.0)  # past max_wait: had the item stayed queued, it would have run by now
-        assert live.metric("rewardserve_batch_size_items_count") == 0
         assert live.metric("rewardserve_queue_depth_items") == 0
+        # had the dropped item stayed queued, it would share the next request's batch (max_wait fills batches)
+        other = {"prompt": "the sun ?", "completion": " one two"}
+        assert httpx.post(live.url + "/score", json={"items": [other]}, timeout=30).status_code == 200
+        assert live.metric("rewardserve_batch_size_items_count") == 1
+        assert live.metric("rewardserve_batch_size_items_sum") == 1
