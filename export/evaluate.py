@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rewardmodel import BundleCard, Formatter, PairwiseReport, PreferenceExample, load_tokenizer, read_card
-from rewardmodel.onnx_model import CPU, onnx_scorer, open_session, variant_file
-from rewardmodel.openvino_model import compile_onnx, openvino_available, openvino_scorer
-from rewardmodel.scoring import BatchScorer, Progress, evaluate
+from rewardmodel.onnx_model import CPU, ROWS_OUTPUT, has_rows, onnx_row_scorer, onnx_scorer, open_session, variant_file
+from rewardmodel.openvino_model import compile_onnx, openvino_available, openvino_row_scorer, openvino_scorer
+from rewardmodel.scoring import BatchScorer, Progress, RowScorer, evaluate
 
 
 def variant_scorer(path: Path, variant: str, providers: Sequence[str] = (CPU,)) -> tuple[BatchScorer, list[str]]:
@@ -18,6 +18,16 @@ def variant_scorer(path: Path, variant: str, providers: Sequence[str] = (CPU,)) 
     if variant == "int8-static" and openvino_available():
         return openvino_scorer(compile_onnx(path)), ["OpenVINO CPU (f32)"]
     return onnx_scorer(open_session(path, providers)), list(providers)
+
+
+def variant_row_scorer(path: Path, variant: str, providers: Sequence[str] = (CPU,)) -> RowScorer | None:
+    """(scores, read rows) of the variant's file, on the runtime :func:`variant_scorer` picks; None when the
+    graph has no read rows."""
+    if variant == "int8-static" and openvino_available():
+        compiled = compile_onnx(path)
+        return openvino_row_scorer(compiled) if any(ROWS_OUTPUT in o.get_names() for o in compiled.outputs) else None
+    session = open_session(path, providers)
+    return onnx_row_scorer(session) if has_rows(session) else None
 
 
 def evaluate_variant(

@@ -6,6 +6,10 @@ for the same tiny models and emits opset-conversion failures on the way; the dyn
 the fallback if the TorchScript one fails. The module exported is the bundle's
 :class:`~rewardmodel.torch_heads.ScoringModule`: no KV cache is built or returned (a reward model reads one score
 per sequence, never generates), and heads read at explicit positions take them as a ``positions`` input.
+
+Where the reward is linear in one row per item (classifier and linear heads), the graph has a second output,
+``hidden``: that row (:class:`~rewardmodel.torch_heads.WithRows`), which personal rewards read. Runtimes fetch it
+only when asked; the parity gate checks it like the scores.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import onnx
 import torch
 
 from export.errors import ExportError
-from rewardmodel import FormatSpec
+from rewardmodel import BundleError, FormatSpec
+from rewardmodel.onnx_model import ROWS_OUTPUT
+from rewardmodel.torch_heads import WithRows
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +61,9 @@ def export_onnx(model: torch.nn.Module, spec: FormatSpec, path: Path, opset: int
     ``external_data_threshold`` bytes or more go to one side file."""
     names = input_names(spec)
     args = _dummy_inputs(spec, names)
-    wrapped = model.eval()
+    wrapped, outputs = _with_rows(model.eval(), args)
     axes = {n: {0: "batch"} if n == "positions" else {0: "batch", 1: "sequence"} for n in names} | {
-        "logits": {0: "batch"}}
+        o: {0: "batch"} for o in outputs}
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # the exporter may write one file per tensor
         raw = str(Path(tmp) / "model.onnx")
@@ -66,19 +72,34 @@ def export_onnx(model: torch.nn.Module, spec: FormatSpec, path: Path, opset: int
                 # tracing notes about Python-side shape checks and index ops; the parity gate is the real check
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 warnings.filterwarnings("ignore", message="Exporting aten::index operator")
-                torch.onnx.export(wrapped, args, raw, input_names=names, output_names=["logits"],
+                torch.onnx.export(wrapped, args, raw, input_names=names, output_names=outputs,
                                   dynamic_axes=axes, opset_version=opset, dynamo=False)
         except Exception as exc:  # the TorchScript exporter failed: try torch.export's
             log.warning("TorchScript ONNX export failed (%s); retrying with the dynamo exporter", exc)
             batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
             try:
                 shapes = {n: {0: batch} if n == "positions" else {0: batch, 1: seq} for n in names}
-                torch.onnx.export(wrapped, args, raw, input_names=names, output_names=["logits"],
+                torch.onnx.export(wrapped, args, raw, input_names=names, output_names=outputs,
                                   dynamic_shapes=shapes, opset_version=opset, dynamo=True)
             except Exception as exc2:
                 raise ExportError(f"ONNX export failed with both exporters: {exc2}") from exc2
         save_model(onnx.load(raw, load_external_data=True), path, external_data_threshold)
     return path
+
+
+def _with_rows(model: torch.nn.Module, args: tuple[torch.Tensor | None, ...]
+               ) -> tuple[torch.nn.Module, list[str]]:
+    """The module to trace and its outputs: with the read rows where the head has them, else the scores alone."""
+    why = getattr(model, "why_no_rows", lambda: "not a ScoringModule")()
+    if why is None:
+        try:
+            with torch.no_grad():
+                model.forward_with_rows(*args)  # type: ignore[operator]
+            return WithRows(model), ["logits", ROWS_OUTPUT]  # type: ignore[arg-type]
+        except BundleError as exc:
+            why = str(exc)
+    log.info("exporting the scores without read rows (no personal rewards from this export): %s", why)
+    return model, ["logits"]
 
 
 def save_model(proto: onnx.ModelProto, path: Path, external_data_threshold: int = TWO_GB) -> None:

@@ -15,9 +15,9 @@ import onnx
 
 from export.convert import to_fp16, to_fp32, to_int8
 from export.errors import ExportError
-from export.evaluate import variant_scorer
+from export.evaluate import variant_row_scorer, variant_scorer
 from export.onnx_export import TWO_GB, export_onnx
-from export.parity import THRESHOLDS, gate, measure
+from export.parity import ROW_THRESHOLDS, THRESHOLDS, RowParity, gate, measure
 from export.static_int8 import calibration_batches, nncf_int8_onnx
 from rewardmodel import (
     BundleCard,
@@ -31,9 +31,9 @@ from rewardmodel import (
 from rewardmodel.card import sha256_file
 from rewardmodel.head import OutputLayout
 from rewardmodel.onnx_model import CPU, CUDA, available_providers
-from rewardmodel.scoring import outputs_encoded
+from rewardmodel.scoring import outputs_encoded, rows_encoded
 from rewardmodel.sources import DEMO_DATA, load_examples
-from rewardmodel.torch_model import load_torch_model, torch_scorer
+from rewardmodel.torch_model import load_torch_model, torch_row_scorer, torch_scorer
 from rewardmodel.variants import ONNX_VARIANTS
 
 log = logging.getLogger(__name__)
@@ -129,8 +129,7 @@ def export_bundle(bundle: str | Path, settings: ExportSettings) -> BundleCard:
     formatter = Formatter(load_tokenizer(root), card.formatting)
     examples, calibrating = (formatted(formatter, part) for part in _calibration(settings))
     encoded = formatter.encode_many([(ex.prompt, c) for ex in examples for c in ex.completions])
-    reference = outputs_encoded(torch_scorer(model), card.formatting, encoded, settings.batch_size,
-                                width=card.layout.width)
+    reference, reference_rows = _reference(model, card, encoded, settings.batch_size)
     cfg = model.config
     heads, hidden = int(getattr(cfg, "num_attention_heads", 0)), int(getattr(cfg, "hidden_size", 0))
 
@@ -155,7 +154,8 @@ def export_bundle(bundle: str | Path, settings: ExportSettings) -> BundleCard:
                 method = convert[variant](raw, path, card.model_type, heads, hidden,
                                           settings.external_data_threshold)
             records[variant] = _check(variant, path, method, reference, encoded, examples, formatter, settings,
-                                      card.layout)
+                                      card.layout) | _check_rows(variant, path, reference_rows, encoded, formatter,
+                                                                 settings.batch_size, card.layout.width)
             log.info("%s: %s (%.1fs)", variant, records[variant]["parity"], time.perf_counter() - started)
         raw.unlink()
         raw.with_name(raw.name + ".data").unlink(missing_ok=True)
@@ -199,6 +199,32 @@ def _check(variant: str, path: Path, method: str, reference: np.ndarray, encoded
         "calibration": {"data": settings.calibration_data or f"{DEMO_DATA}:heldout", "examples": len(examples)},
         **(_fp16_note(providers) if variant == "fp16" else {}),
     }
+
+
+def _reference(model: Any, card: BundleCard, encoded: Sequence[Any], batch_size: int
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The torch model's outputs, and its read rows where the head has them (None: it has none)."""
+    width = card.layout.width
+    if model.why_no_rows() is None:
+        try:
+            return rows_encoded(torch_row_scorer(model), card.formatting, encoded, batch_size, width=width)
+        except RewardModelError:
+            pass  # a head that reads every token: scores only, as export_onnx decides too
+    return outputs_encoded(torch_scorer(model), card.formatting, encoded, batch_size, width=width), None
+
+
+def _check_rows(variant: str, path: Path, reference: np.ndarray | None, encoded: Sequence[Any], formatter: Formatter,
+                batch_size: int, width: int) -> dict[str, Any]:
+    """The variant's read rows against the reference's (``rows`` in its record; nothing without rows)."""
+    scorer = None if reference is None else variant_row_scorer(path, variant, _check_providers(variant))
+    if scorer is None or reference is None:
+        return {}
+    _, rows = rows_encoded(scorer, formatter.spec, encoded, batch_size, width=width)
+    parity = RowParity.of(reference, rows, variant)
+    if not parity.passed:
+        log.warning("%s: its read rows differ from torch's by %.3g on average (limit %g): it serves scores, but not "
+                    "personal rewards", variant, parity.mean_rel_error, ROW_THRESHOLDS[variant])
+    return {"rows": parity.to_dict() | {"threshold": ROW_THRESHOLDS[variant]}}
 
 
 def _install(staging: Path, target: Path) -> None:

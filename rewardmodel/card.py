@@ -70,6 +70,9 @@ class BundleCard:
     head: HeadSpec = field(default_factory=HeadSpec)
     source: dict[str, Any] = field(default_factory=dict)
     """Where an imported model came from: its family, source and the import proof's figures (empty: trained)."""
+    personalization: dict[str, Any] = field(default_factory=dict)
+    """The basis heads of personal rewards (:mod:`rewardmodel.personal`): their file, K, what they were fitted on
+    and the held-out figures (empty: none)."""
 
     def __post_init__(self) -> None:
         self.layout  # noqa: B018 -- a head, formatting and criteria that do not fit together are refused here

@@ -6,7 +6,7 @@ the same way: all graph optimizations on, only the inputs the graph declares fed
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,11 +16,14 @@ import numpy.typing as npt
 from rewardmodel.batching import PaddedBatch
 from rewardmodel.card import BundleCard
 from rewardmodel.errors import BundleError
-from rewardmodel.scoring import BatchScorer
+from rewardmodel.scoring import BatchScorer, RowScorer
 
 if TYPE_CHECKING:
     import onnxruntime as ort
 
+ROWS_OUTPUT = "hidden"
+"""The exported graph's second output: each item's read row (:mod:`rewardmodel.personal`); fetched only when
+asked for."""
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
@@ -65,14 +68,44 @@ def open_session(path: Path, providers: Sequence[str] = (CPU,), threads: int = 0
 
 
 def onnx_scorer(session: ort.InferenceSession) -> BatchScorer:
-    """Score padded batches with ``session``; feeds only the inputs its graph declares."""
-    names = [i.name for i in session.get_inputs()]
+    """Score padded batches with ``session``; feeds only the inputs its graph declares, fetches only the scores."""
+    fetch = [session.get_outputs()[0].name]
+    feeds = _feeder(session)
 
     def score(batch: PaddedBatch) -> npt.NDArray[np.float32]:
-        feed = batch.as_dict()
-        missing = [n for n in names if n not in feed]
-        if missing:
-            raise BundleError(f"the ONNX graph expects inputs {missing} that the bundle's formatting does not make")
-        return session.run(None, {n: feed[n] for n in names})[0]
+        return session.run(fetch, feeds(batch))[0]
 
     return score
+
+
+def has_rows(session: ort.InferenceSession) -> bool:
+    """The graph returns read rows (exported by a rewardserve that knows personal rewards)."""
+    return any(o.name == ROWS_OUTPUT for o in session.get_outputs())
+
+
+def onnx_row_scorer(session: ort.InferenceSession) -> RowScorer:
+    """(scores, read rows) of padded batches with ``session``; a graph exported without rows is refused."""
+    if not has_rows(session):
+        raise BundleError("this ONNX variant was exported without read rows: re-export the bundle "
+                          "(rewardserve export) to serve personal rewards with it")
+    fetch = [session.get_outputs()[0].name, ROWS_OUTPUT]
+    feeds = _feeder(session)
+
+    def score(batch: PaddedBatch) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        out, rows = session.run(fetch, feeds(batch))
+        return out, rows
+
+    return score
+
+
+def _feeder(session: ort.InferenceSession) -> Callable[[PaddedBatch], dict[str, npt.NDArray[np.int64]]]:
+    names = [i.name for i in session.get_inputs()]
+
+    def feed(batch: PaddedBatch) -> dict[str, npt.NDArray[np.int64]]:
+        given = batch.as_dict()
+        missing = [n for n in names if n not in given]
+        if missing:
+            raise BundleError(f"the ONNX graph expects inputs {missing} that the bundle's formatting does not make")
+        return {n: given[n] for n in names}
+
+    return feed

@@ -8,6 +8,7 @@ gate and the service's openvino backend compile the same way, so the gate checks
 from __future__ import annotations
 
 import queue
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +17,8 @@ import numpy.typing as npt
 
 from rewardmodel.batching import PaddedBatch
 from rewardmodel.errors import BundleError
-from rewardmodel.scoring import BatchScorer
+from rewardmodel.onnx_model import ROWS_OUTPUT
+from rewardmodel.scoring import BatchScorer, RowScorer
 
 Precision = Literal["f32", "bf16"]
 """The precision OpenVINO runs the float (unquantized) ops in. Its CPU default is bf16 on CPUs with
@@ -59,20 +61,48 @@ def openvino_scorer(compiled: Any, requests: int = 1) -> BatchScorer:
     """Score padded batches with ``requests`` infer requests of ``compiled`` (one per stream): up to that many
     callers at once, each on its own request (an infer request is not thread-safe); feeds only the inputs the
     graph declares."""
+    run = _runner(compiled, requests)
+
+    def score(batch: PaddedBatch) -> npt.NDArray[np.float32]:
+        return run(batch)[0]
+
+    return score
+
+
+def openvino_row_scorer(compiled: Any, requests: int = 1) -> RowScorer:
+    """(scores, read rows) of padded batches, as :func:`openvino_scorer`; a graph without rows is refused."""
+    if not any(ROWS_OUTPUT in port.get_names() for port in compiled.outputs):
+        raise BundleError("this ONNX variant was exported without read rows: re-export the bundle "
+                          "(rewardserve export) to serve personal rewards with it")
+    run = _runner(compiled, requests, with_rows=True)
+
+    def score(batch: PaddedBatch) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        out, rows = run(batch)
+        return out, rows
+
+    return score
+
+
+def _runner(compiled: Any, requests: int, with_rows: bool = False
+            ) -> Callable[[PaddedBatch], list[npt.NDArray[np.float32]]]:
     names = [port.get_any_name() for port in compiled.inputs]
     idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
     for _ in range(requests):
         idle.put(compiled.create_infer_request())
 
-    def score(batch: PaddedBatch) -> npt.NDArray[np.float32]:
+    def run(batch: PaddedBatch) -> list[npt.NDArray[np.float32]]:
         feed = batch.as_dict()
         missing = [n for n in names if n not in feed]
         if missing:
             raise BundleError(f"the ONNX graph expects inputs {missing} that the bundle's formatting does not make")
         request = idle.get()  # never waits while callers are at most ``requests``
         try:
-            return np.array(request.infer({n: feed[n] for n in names})[0], dtype=np.float32)
+            result = request.infer({n: feed[n] for n in names})
+            out = [np.array(result[compiled.outputs[0]], dtype=np.float32)]
+            if with_rows:
+                out.append(np.array(result[compiled.output(ROWS_OUTPUT)], dtype=np.float32))
+            return out
         finally:
             idle.put(request)
 
-    return score
+    return run

@@ -75,6 +75,9 @@ class PreferenceExample:
     criterion_pairs: tuple[CriterionPair, ...] = ()
     source: str = ""
     """Where the judgement came from (a feedback export's ``source``, e.g. chat-ui or labeling), when given."""
+    user: str = ""
+    """Whose judgement it is (a feedback export's ``user``: the event's ``metadata.user``), when given; personal
+    rewards are fitted per user (:mod:`rewardmodel.personal`)."""
 
 
 def parse_record(row: Mapping[str, Any], where: str) -> PreferenceExample:
@@ -83,16 +86,17 @@ def parse_record(row: Mapping[str, Any], where: str) -> PreferenceExample:
         raise DataError(where, f"expected a JSON object, got {type(row).__name__}")
     # Parquet and `datasets` give every row every column, null where a form lacks it.
     row = {k: v for k, v in row.items() if v is not None}
-    source = row.get("source", "")
-    if not isinstance(source, str):
-        raise DataError(where, f"field 'source' must be a string, got {source!r}")
+    source, user = row.get("source", ""), row.get("user", "")
+    for name, value in (("source", source), ("user", user)):
+        if not isinstance(value, str):
+            raise DataError(where, f"field {name!r} must be a string, got {value!r}")
     try:
         if "completions" in row:
-            return replace(_parse_ranking(row, where), source=source)
+            return replace(_parse_ranking(row, where), source=source, user=user)
         if "completion" in row:
-            return replace(_parse_point(row, where), source=source)
+            return replace(_parse_point(row, where), source=source, user=user)
         if "chosen" in row and "rejected" in row:
-            return replace(_parse_pair(row, where), source=source)
+            return replace(_parse_pair(row, where), source=source, user=user)
     except (FormatError, ValueError) as exc:
         raise DataError(where, str(exc)) from exc
     raise DataError(

@@ -25,6 +25,10 @@ BatchScorer = Callable[[PaddedBatch], npt.NDArray[np.floating]]
 """Outputs of a padded batch: shape ``(rows,)`` or ``(rows, 1)``, or ``(rows, width)`` as the card's
 :class:`~rewardmodel.head.OutputLayout` says (criteria, gated objectives, step rewards)."""
 
+RowScorer = Callable[[PaddedBatch], tuple[npt.NDArray[np.floating], npt.NDArray[np.floating]]]
+"""(outputs, read rows) of a padded batch: the outputs as :data:`BatchScorer` gives them, and ``(rows, H)``, the
+vector each row's reward was read from (:mod:`rewardmodel.personal`)."""
+
 T = TypeVar("T")
 Progress = Callable[[Iterable[T]], Iterable[T]]
 
@@ -68,6 +72,26 @@ def outputs_encoded(
     if not np.isfinite(outputs).all():
         raise RuntimeError("the model produced NaN/inf scores; check the checkpoint and its dtype")
     return outputs
+
+
+def rows_encoded(
+    scorer: RowScorer, spec: FormatSpec, encoded: Sequence[EncodedInput], batch_size: int = 32,
+    progress: Progress[list[int]] | None = None, width: int = 1,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(outputs ``(n, width)``, read rows ``(n, H)``) of ``encoded``, in input order (see :func:`outputs_encoded`)."""
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    outputs = np.empty((len(encoded), width), dtype=np.float64)
+    rows: npt.NDArray[np.float64] | None = None
+    for chunk in _progress_or_not(progress)(chunks):
+        out, read = scorer(pad_batch([encoded[i] for i in chunk], spec))
+        outputs[chunk] = model_outputs(out, len(chunk), width)
+        if rows is None:
+            rows = np.empty((len(encoded), np.asarray(read).shape[-1]), dtype=np.float64)
+        rows[chunk] = np.asarray(read, dtype=np.float64)
+    if rows is None or not (np.isfinite(outputs).all() and np.isfinite(rows).all()):
+        raise RuntimeError("the model produced NaN/inf outputs or no rows; check the checkpoint and its dtype")
+    return outputs, rows
 
 
 def score_encoded(

@@ -4,10 +4,15 @@ Imported only where torch is (see :mod:`rewardmodel.torch_model`). Positions com
 (:func:`rewardmodel.batching.read_positions` computes them from the ids), so the graph holds no search of its
 own: the same gathers run in torch, onnxruntime and OpenVINO. Heads read at positions run only on the rows
 they read, not on every token.
+
+For personal rewards the module also returns, when asked, the *read row* of each item: the input of the head's
+final linear layer, the vector the reward is a linear function of (:mod:`rewardmodel.personal`). A forward
+pre-hook on that layer catches it, per thread, so concurrent calls (streams) never see each other's rows.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import torch
@@ -33,6 +38,15 @@ def at(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return hidden.gather(1, index)
 
 
+def final_linear(module: Any, outputs: int | None = None) -> torch.nn.Linear | None:
+    """The last ``Linear`` of ``module`` (with ``outputs`` outputs, when given): the layer a reward is read from."""
+    found = None
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.Linear) and (outputs is None or sub.out_features == outputs):
+            found = sub
+    return found
+
+
 class ScoringModule(torch.nn.Module):
     """A loaded checkpoint scoring as its :class:`~rewardmodel.head.HeadSpec` says; returns ``(rows, width)``."""
 
@@ -48,6 +62,53 @@ class ScoringModule(torch.nn.Module):
         if head.kind == "gated":
             self.gate = submodule(model, head.gate)
             self.transform = submodule(model, head.transform) if head.transform else None
+        self._rows = threading.local()
+        self.reader = self._reader()
+        if self.reader is not None:
+            self.reader.register_forward_pre_hook(self._catch)
+
+    def _reader(self) -> torch.nn.Linear | None:
+        """The final linear layer whose input is the read row, or None where the reward is not linear in one row
+        (gated and step heads)."""
+        if self.head.kind == "classifier":
+            return final_linear(self.model, int(getattr(self.config, "num_labels", 1)))
+        if self.head.kind == "linear":
+            return final_linear(self.read)
+        return None
+
+    def _catch(self, _module: Any, args: tuple[Any, ...]) -> None:
+        self._rows.value = args[0]
+
+    def why_no_rows(self) -> str | None:
+        """Why this head cannot return its read rows (None: it can)."""
+        if self.reader is None:
+            return (f"a {self.head.kind} head's reward is not a linear function of one row (personal rewards need "
+                    "a classifier or linear head)")
+        return None
+
+    def forward_with_rows(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                          token_type_ids: torch.Tensor | None = None, positions: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(output rows, read rows ``(rows, H)``): the outputs and the vector the head's final layer read."""
+        if (why := self.why_no_rows()) is not None:
+            raise BundleError(why)
+        self._rows.value = None
+        out = self.forward(input_ids, attention_mask, token_type_ids, positions)
+        rows = self._rows.value
+        self._rows.value = None
+        if rows is not None and rows.dim() == 3 and rows.shape[1] == 1:  # a linear head reads (rows, 1, H)
+            rows = rows[:, 0]
+        pad = getattr(self.config, "pad_token_id", None)
+        if rows is not None and rows.dim() == 3 and self.head.kind == "classifier" and pad is not None:
+            # a decoder classifier scores every token and keeps the last one that is not padding, found as
+            # transformers' *ForSequenceClassification finds it
+            order = torch.arange(input_ids.shape[-1], device=input_ids.device)
+            last = (order * (input_ids != pad).long()).argmax(-1)
+            rows = rows[torch.arange(rows.shape[0], device=rows.device), last]
+        if rows is None or rows.dim() != 2:
+            raise BundleError("the head's final layer reads every token, not one row per item (personal rewards "
+                              "need a pooled row: import the model with a linear head)")
+        return out, rows
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
@@ -90,3 +151,17 @@ class ScoringModule(torch.nn.Module):
 
     def _activate(self, reward: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(reward) if self.head.activation == "sigmoid" else reward
+
+
+class WithRows(torch.nn.Module):
+    """A :class:`ScoringModule` whose forward returns (outputs, read rows): what export traces into ONNX."""
+
+    def __init__(self, scoring: ScoringModule) -> None:
+        super().__init__()
+        self.scoring = scoring
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None, positions: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both outputs of a padded batch."""
+        return self.scoring.forward_with_rows(input_ids, attention_mask, token_type_ids, positions)

@@ -22,7 +22,7 @@ from rewardmodel.batching import PaddedBatch
 from rewardmodel.card import BundleCard, read_card
 from rewardmodel.errors import BundleError
 from rewardmodel.head import OPENRLHF, HeadSpec
-from rewardmodel.scoring import BatchScorer
+from rewardmodel.scoring import BatchScorer, RowScorer
 
 if TYPE_CHECKING:
     import torch
@@ -127,5 +127,22 @@ def torch_scorer(model: Any) -> BatchScorer:
         with torch.inference_mode():
             out = model(**inputs)
             return getattr(out, "logits", out).float().cpu().numpy()
+
+    return score
+
+
+def torch_row_scorer(module: Any) -> RowScorer:
+    """A :data:`~rewardmodel.scoring.RowScorer` over a :class:`ScoringModule`: its outputs and read rows."""
+    import torch
+
+    device = next(module.parameters()).device
+    if (why := module.why_no_rows()) is not None:
+        raise BundleError(why)
+
+    def score(batch: PaddedBatch) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        inputs = {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.as_dict().items()}
+        with torch.inference_mode():
+            out, rows = module.forward_with_rows(**inputs)
+            return out.float().cpu().numpy(), rows.float().cpu().numpy()
 
     return score

@@ -133,3 +133,37 @@ def test_eval_on_an_exported_variant_matches_the_checkpoint(bundle_copy: Path,
     assert fp32["mean_margin"] == pytest.approx(torch_report["mean_margin"], abs=1e-4)
     assert int8["accuracy"] >= torch_report["accuracy"] - 0.05
     assert set(int8) == set(torch_report)
+
+
+@pytest.mark.parametrize(
+    "bundle_copy", ["trained_bert_bundle", "trained_llama_bundle", "trained_qwen_bundle"], indirect=True
+)
+def test_the_read_rows_are_what_the_head_reads_in_torch_and_in_every_variant(
+        bundle_copy: Path, good_bad_files: tuple[Path, Path]) -> None:
+    from export.evaluate import variant_row_scorer
+    from rewardmodel.personal import own_head
+    from rewardmodel.torch_model import torch_row_scorer
+
+    card = export_bundle(bundle_copy, _settings(good_bad_files, variants=("fp32", "int8")))
+    model, _ = load_torch_model(bundle_copy)
+    formatter = Formatter(load_tokenizer(bundle_copy), card.formatting)
+    batch = pad_batch(formatter.encode_many(ITEMS), card.formatting)
+    scores, rows = torch_row_scorer(model)(batch)
+    assert rows.shape == (len(ITEMS), model.config.hidden_size)
+    # the model's own head on the rows gives its score: the rows are the vector the reward is read from
+    head, bias = own_head(model.reader.weight.detach().numpy(), model.reader.bias.detach().numpy()
+                          if model.reader.bias is not None else np.zeros(1))
+    np.testing.assert_allclose(rows @ head + bias, scores[:, 0], atol=1e-4)
+    for variant in ("fp32", "int8"):
+        gate = card.onnx[variant]["rows"]
+        assert gate["passed"] and gate["mean_rel_error"] <= gate["threshold"], (variant, gate)
+        scorer = variant_row_scorer(bundle_copy / ONNX_VARIANTS[variant].file, variant)
+        assert scorer is not None
+        got_scores, got_rows = scorer(batch)
+        if variant == "fp32":
+            np.testing.assert_allclose(got_rows, rows, atol=1e-4)
+            np.testing.assert_allclose(got_scores[:, 0], scores[:, 0], atol=1e-4)
+    # the scores-only path fetches no rows (the graph's first output alone)
+    session = ort.InferenceSession(str(bundle_copy / ONNX_VARIANTS["fp32"].file), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["logits", "hidden"]
+    assert onnx_scorer(session)(batch).shape == (len(ITEMS), 1)
