@@ -33,6 +33,7 @@ from service.settings import ServiceSettings
 from service.state import BackendLoader, ServiceState
 
 if TYPE_CHECKING:
+    from feedback.profiles import Targets
     from feedback.queue import LabelQueue
     from feedback.router import FeedbackService
 
@@ -46,9 +47,10 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[str], None] | None
     ``load`` builds the backend (the settings' onnxruntime or torch one); tests pass one that wraps it to
     inject faults into a real server."""
     metrics = Metrics()
-    state = ServiceState(settings, served_entries(settings), metrics, on_fatal, load)
-
-    feedback = _feedback(settings, metrics)
+    # profiles are refitted on the served models (state, bound below: the refitter asks only once serving)
+    feedback = _feedback(settings, metrics, lambda: state.personal_targets())
+    state = ServiceState(settings, served_entries(settings), metrics, on_fatal, load,
+                         None if feedback is None else feedback.profile)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,6 +62,8 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[str], None] | None
         finally:
             state.draining = True
             await loading
+            if feedback is not None and feedback.refitter is not None:
+                await feedback.refitter.idle()  # refits read rows on the served models: before they go
             await state.stop()
             if feedback is not None and preparing is not None:
                 await preparing
@@ -112,14 +116,15 @@ def served_entries(settings: ServiceSettings) -> list[Entry]:
     return entries_from_flags(settings.model, settings.model_name)
 
 
-def _feedback(settings: ServiceSettings, metrics: Metrics) -> FeedbackService | None:
-    """The feedback stage when a database is configured (its packages are imported only then)."""
+def _feedback(settings: ServiceSettings, metrics: Metrics, targets: Targets) -> FeedbackService | None:
+    """The feedback stage when a database is configured (its packages are imported only then); ``targets`` are
+    the served models whose users' profiles it refits."""
     if settings.feedback_db is None:
         return None
     from feedback.router import FeedbackService
     from feedback.store import FeedbackStore
 
-    return FeedbackService(FeedbackStore(settings.feedback_db), metrics.registry)
+    return FeedbackService(FeedbackStore(settings.feedback_db), metrics.registry, targets)
 
 
 def _page_criteria(state: ServiceState) -> dict[str, Any] | None:

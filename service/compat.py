@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
-from service.engine import ScoreInput, WholeText
+from service.engine import ScoreCall, ScoreInput, WholeText
 from service.errors import InvalidRequest
 from service.plumbing import require_api_key, score_for, service_state
 from service.schemas import ERROR_RESPONSES, ranked
@@ -48,7 +48,7 @@ async def get_reward(body: GetRewardRequest, request: Request, response: Respons
     for i, text in enumerate(body.query):
         prompt = body.prompts[i] if body.prompts else ""
         inputs.append(WholeText(text, prompt_chars=len(prompt) if prompt and text.startswith(prompt) else 0))
-    scored = await score_for(request, response, inputs, None, "query")
+    scored = await score_for(request, response, ScoreCall(inputs, field="query"))
     return {"rewards": scored.scores, "scores": scored.raw_scores, "extra_logs": {}}
 
 
@@ -67,7 +67,7 @@ async def classify(body: ClassifyRequest, request: Request, response: Response) 
     """Each text is scored whole, as the model sees it: a chat bundle's text must be rendered already."""
     texts = [body.input] if isinstance(body.input, str) else body.input
     inputs = [WholeText(t, body.add_special_tokens) for t in texts]
-    scored = await score_for(request, response, inputs, None, "input", model=_served(request, body.model))
+    scored = await score_for(request, response, ScoreCall(inputs, field="input"), _served(request, body.model))
     scores = [0.5 * (1 + math.tanh(s / 2)) if body.activation else s for s in scored.scores]  # overflow-free sigmoid
     data = [{"index": i, "label": "reward", "probs": [s], "num_classes": 1} for i, s in enumerate(scores)]
     return {"id": f"classify-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),
@@ -95,8 +95,8 @@ class CohereRerankRequest(BaseModel):
 async def _cohere_rerank(body: CohereRerankRequest, request: Request, response: Response,
                          version: str) -> dict[str, Any]:
     texts = [d if isinstance(d, str) else d.text for d in body.documents]
-    scored = await score_for(request, response, [(body.query, t) for t in texts], None, "documents",
-                             model=_served(request, body.model), rerank=True)
+    scored = await score_for(request, response, ScoreCall([(body.query, t) for t in texts], field="documents"),
+                             _served(request, body.model), rerank=True)
     results: list[dict[str, Any]] = []
     for index, score in ranked(scored.scores, body.top_n):
         result: dict[str, Any] = {"index": index, "relevance_score": score}

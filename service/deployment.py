@@ -23,11 +23,12 @@ import numpy as np
 import numpy.typing as npt
 
 from rewardmodel import BundleCard, Formatter, load_tokenizer, pad_batch, read_card
+from rewardmodel.personal import bundle_basis
 from service.admission import Work
 from service.autoselect import Choice
 from service.backends import Backend
 from service.batching import BatchLimits
-from service.engine import Engine, RequestLimits, Scored, ScoreInput, Timings
+from service.engine import Engine, RequestLimits, ScoreCall, Scored, Timings
 from service.errors import InvalidRequest, NotReady, ServiceError
 from service.metrics import Metrics
 from service.scheduler import Scheduler
@@ -72,6 +73,8 @@ class Version:
         self.card = card or read_card(root)
         self.formatter = serving_formatter(root, self.card, settings)
         self.version = version_id(self.card, settings.backend, settings.variant)
+        self.basis = bundle_basis(root, self.card.personalization) if self.card.personalization else None
+        """The bundle's basis heads for personal rewards (None: it has none)."""
         self.backend: Backend | None = None
         self.engine: Engine | None = None
         self.admitted = 0
@@ -102,7 +105,8 @@ class Version:
         self.backend = backend
         self.engine = Engine(self.formatter, scheduler, RequestLimits(s.max_items_per_request, s.max_request_tokens,
                                                                       s.request_timeout_s),
-                             self.card.normalization, s.tokenizer_threads, self._metrics, self.card.layout)
+                             self.card.normalization, s.tokenizer_threads, self._metrics, self.card.layout,
+                             self.basis)
         self._metrics.loaded(backend.info.name, backend.info.device, backend.info.dtype)
         choice = self.engine_choice
         self._metrics.engine(s.backend, s.variant, s.streams, choice.how if choice else "flags")
@@ -147,12 +151,10 @@ class Version:
         finally:
             self.admitted -= 1
 
-    async def score(self, inputs: Sequence[ScoreInput], normalize: bool, field: str = "items",
-                    criteria: bool = False, weights: dict[str, float] | None = None,
-                    details: bool = False) -> Scored:
-        """Scores of ``inputs`` by this version (``details`` is for ensembles: a lone model has no members)."""
+    async def score(self, call: ScoreCall) -> Scored:
+        """Scores of the call's inputs by this version (``details`` is for ensembles: a lone model has none)."""
         assert self.engine is not None, "admit() before score()"
-        scored = await self.engine.score(inputs, normalize, field, criteria, weights)
+        scored = await self.engine.score(call)
         return replace(scored, model=self.name, version=self.version)
 
     def flush(self) -> None:
@@ -217,14 +219,17 @@ class Ensemble:
                 stack.enter_context(member.admit())
             yield
 
-    async def score(self, inputs: Sequence[ScoreInput], normalize: bool, field: str = "items",
-                    criteria: bool = False, weights: dict[str, float] | None = None,
-                    details: bool = False) -> Scored:
+    async def score(self, call: ScoreCall) -> Scored:
         """Every member scores (their schedulers run side by side); the aggregate is the reward."""
-        if criteria or weights is not None:
+        if call.criteria or call.weights is not None:
             raise InvalidRequest("an ensemble answers one aggregate reward; leave out 'criteria' and 'weights'",
                                  kind="no_criteria")
-        results = await asyncio.gather(*(m.score(inputs, True, field) for m in self.members))
+        if call.user is not None:
+            raise InvalidRequest("an ensemble has no personal rewards; leave out 'user', or name one of its members "
+                                 "that has basis heads", kind="no_personalization")
+        inputs, details = call.inputs, call.details
+        member_call = ScoreCall(inputs, True, call.field)
+        results = await asyncio.gather(*(m.score(member_call) for m in self.members))
         z = np.asarray([r.scores for r in results], dtype=np.float64)
         reward = aggregate(z, self.how, self.uwo_lambda)
         std = z.std(axis=0)

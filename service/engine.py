@@ -19,6 +19,7 @@ import numpy as np
 from rewardmodel import EncodedInput, Formatter, Normalization, Prompt, RewardModelError
 from rewardmodel.criteria import check_weights
 from rewardmodel.head import OutputLayout
+from rewardmodel.personal import BasisHeads
 from service.admission import Work
 from service.errors import InvalidRequest, PayloadTooLarge
 from service.scheduler import Scheduler
@@ -42,6 +43,43 @@ class WholeText:
 
 ScoreInput = tuple[Prompt, str] | WholeText
 """A (prompt, completion) pair formatted by the card's rules, or a whole text."""
+
+
+@dataclass(frozen=True)
+class Personal:
+    """Whose reward a request asks for, and the profile it stands on."""
+
+    user: str
+    weights: tuple[float, ...] | None = None
+    """The user's weights on the basis heads (None: the population's, the plain reward)."""
+    judgements: int = 0
+    """The pairs the weights were fitted from."""
+
+    def answer(self) -> dict[str, Any]:
+        """What the response says of it."""
+        return {"user": self.user, "profile": "population" if self.weights is None else "personal",
+                "judgements": self.judgements}
+
+
+@dataclass(frozen=True)
+class ScoreCall:
+    """One scoring request as every layer below the route sees it."""
+
+    inputs: Sequence[ScoreInput]
+    normalize: bool | None = None
+    """Centre with the card's normalization (None: the server's setting, resolved before the engine)."""
+    field: str = "items"
+    """The request's name for the inputs, in errors."""
+    criteria: bool = False
+    """A criteria model: return each item's score per criterion."""
+    weights: dict[str, float] | None = None
+    """A criteria model: the reward's criteria weights (None: the card's)."""
+    details: bool = False
+    """An ensemble: return each item's member scores."""
+    user: str | None = None
+    """Score with this user's personal reward (:mod:`rewardmodel.personal`)."""
+    personal: Personal | None = None
+    """The user's profile, looked up before the call reaches the engine."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +124,8 @@ class Scored:
     """An ensemble's per-item std across members."""
     steps: list[list[float]] | None = None
     """A process reward model's step rewards of each item."""
+    personal: dict[str, Any] | None = None
+    """Whose reward scored: the user, their profile (personal or population) and its judgements."""
 
 
 @dataclass(frozen=True)
@@ -100,8 +140,11 @@ class RequestLimits:
 class UsageObserver(Protocol):
     """Counts what was scored (the service's metrics implement it)."""
 
-    def scored(self, items: int, tokens: int, truncated: int) -> None:
-        """One request's items were scored."""
+    def scored(self, items: int, tokens: int, truncated: int, personal: str = "none") -> None:
+        """One request's items were scored (``personal``: none, personal or population)."""
+
+    def shifted(self, shifts: Sequence[float]) -> None:
+        """How far a personal request's rewards moved from the population's, per item."""
 
 
 class Engine:
@@ -109,8 +152,11 @@ class Engine:
 
     def __init__(self, formatter: Formatter, scheduler: Scheduler, limits: RequestLimits,
                  normalization: Normalization | None, tokenizer_threads: int,
-                 observer: UsageObserver | None = None, layout: OutputLayout | None = None) -> None:
+                 observer: UsageObserver | None = None, layout: OutputLayout | None = None,
+                 basis: BasisHeads | None = None) -> None:
         self.formatter = formatter
+        self.basis = basis
+        """The bundle's basis heads for personal rewards (None: it has none)."""
         self._layout = layout
         self._criteria = layout.criteria if layout else None
         self.scheduler = scheduler
@@ -119,11 +165,15 @@ class Engine:
         self._observer = observer
         self._pool = ThreadPoolExecutor(tokenizer_threads, thread_name_prefix="rewardserve-tokenize")
 
-    async def score(self, inputs: Sequence[ScoreInput], normalize: bool, field: str = "items",
-                    criteria: bool = False, weights: dict[str, float] | None = None) -> Scored:
-        """Scores of ``inputs`` (the request's ``field``) in order, with a criteria model's per-criterion scores
-        when ``criteria``, its reward weighted by ``weights`` when given; raises the service's typed errors."""
+    async def score(self, call: ScoreCall) -> Scored:
+        """Scores of ``call.inputs`` in order, with a criteria model's per-criterion scores when asked, its reward
+        weighted by the call's weights when given, or the user's personal reward; raises the service's typed
+        errors."""
+        inputs, field, normalize = call.inputs, call.field, bool(call.normalize)
+        criteria, weights, personal = call.criteria, call.weights, call.personal
         vector = self._weights(criteria, weights, normalize)
+        if personal is not None:
+            self._check_personal(weights)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._limits.timeout_s
         if not inputs:
@@ -143,19 +193,23 @@ class Engine:
             raise PayloadTooLarge(f"the request holds {tokens} tokens after truncation; the limit is "
                                   f"{self._limits.max_tokens}", kind="too_many_tokens")
         unique, index = _dedupe(encoded)
-        job = self.scheduler.submit(unique, deadline)
+        # rows only for a fitted profile: a user on the population's weights gets the plain reward
+        job = self.scheduler.submit(unique, deadline, rows=personal is not None and personal.weights is not None)
         result = await self.scheduler.wait(job)
         outputs = result.scores[index]
         if outputs.ndim == 1:
             outputs = outputs[:, None]
         raw = self._layout.reward(outputs, vector) if self._layout else outputs[:, 0]
+        if personal is not None:
+            raw = self._personal_reward(personal, result.rows, index, raw)
         scores = raw
         if normalize:
             assert self._normalization is not None
             scores = (raw - self._normalization.mean) / self._normalization.std
         truncated = sum(e.truncated for e in encoded)
         if self._observer:
-            self._observer.scored(len(encoded), tokens, truncated)
+            kind = "none" if personal is None else personal.answer()["profile"]
+            self._observer.scored(len(encoded), tokens, truncated, kind)
         per_criterion = None
         if criteria and self._layout is not None and self._layout.criteria is not None:
             names = self._layout.criteria.names
@@ -165,7 +219,47 @@ class Engine:
         return Scored([float(s) for s in scores], normalize, tokens, truncated, [float(r) for r in raw],
                       Timings(tokenize_s, result.queue_s, result.inference_s), per_criterion,
                       lengths=[e.completion_tokens for e in encoded], truncated_flags=[e.truncated for e in encoded],
-                      steps=steps)
+                      steps=steps, personal=None if personal is None else personal.answer())
+
+    async def read_rows(self, inputs: Sequence[ScoreInput]) -> np.ndarray:
+        """``(n, H)``: the read rows of ``inputs`` (what a user's profile is fitted on), through the scheduler like
+        any request, so refitting shares the batches and the admission of the traffic."""
+        if (why := self.scheduler.rows_error) is not None:
+            raise InvalidRequest(why, kind="no_personalization")
+        loop = asyncio.get_running_loop()
+        parts = []
+        for start in range(0, len(inputs), self._limits.max_items):  # a request's worth at a time
+            deadline = loop.time() + self._limits.timeout_s
+            encoded = await loop.run_in_executor(self._pool, self._encode, inputs[start:start + self._limits.max_items])
+            unique, index = _dedupe(encoded)
+            result = await self.scheduler.wait(self.scheduler.submit(unique, deadline, rows=True))
+            assert result.rows is not None, "the scheduler returns rows for a job that asks for them"
+            parts.append(result.rows[index])
+        return np.concatenate(parts) if parts else np.zeros((0, 0))
+
+    def _check_personal(self, weights: dict[str, float] | None) -> None:
+        """400 for a personal request this model cannot answer."""
+        if self.basis is None:
+            raise InvalidRequest("this model has no basis heads for personal rewards: fit them with `rewardserve "
+                                 "personalize fit`, or leave out 'user'", kind="no_personalization")
+        if (why := self.scheduler.rows_error) is not None:
+            raise InvalidRequest(f"this model cannot serve personal rewards on its engine: {why}",
+                                 kind="no_personalization")
+        if weights is not None:
+            raise InvalidRequest("a personal reward weighs the user's own profile; leave out 'weights' or 'user'",
+                                 kind="invalid_weights")
+
+    def _personal_reward(self, personal: Personal, rows: np.ndarray | None, index: np.ndarray,
+                         plain: np.ndarray) -> np.ndarray:
+        """The user's reward of each item (the population's, the plain reward, without a profile)."""
+        if personal.weights is None:
+            return plain
+        assert self.basis is not None and rows is not None, "the scheduler returns rows for a personal job"
+        read = rows[index]
+        mine = self.basis.reward(read, personal.weights)
+        if self._observer:  # against the population's reward of the same rows: what the profile alone moved
+            self._observer.shifted(np.abs(mine - self.basis.reward(read, self.basis.population)).tolist())
+        return mine
 
     def _weights(self, criteria: bool, weights: dict[str, float] | None, normalize: bool) -> list[float] | None:
         """The request's reward weights in output order (None: the card's); 400 for what this model lacks."""

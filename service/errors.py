@@ -52,8 +52,9 @@ class InvalidRequest(ServiceError):
 
     kind = "invalid_request"
     status = 400
-    description = ("malformed or empty input (invalid_json, invalid_request, invalid_input), or criteria asked of a "
-                   "model without them (no_criteria, invalid_weights)")
+    description = ("malformed or empty input (invalid_json, invalid_request, invalid_input), criteria asked of a "
+                   "model without them (no_criteria, invalid_weights), or a user's personal reward of a model "
+                   "without basis heads (no_personalization)")
 
 
 class Unauthorized(ServiceError):

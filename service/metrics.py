@@ -8,7 +8,7 @@ knowing Prometheus exists. ``k8s/`` dashboards and alerts use these names only.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -34,6 +34,10 @@ RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 CAPACITY_REASONS = ("overloaded", "deadline_exceeded", "not_ready", "draining")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+PERSONAL_KINDS = ("none", "personal", "population")
+SHIFT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 class Metrics:
@@ -92,6 +96,11 @@ class Metrics:
                                   ["model", "shadow", "outcome"], registry=r)
         self.shadow_failed = Counter("rewardserve_shadow_failures_total", "shadow scorings that failed (the "
                                      "primary answered anyway)", ["model", "shadow"], registry=r)
+        self.scored_requests = Counter("rewardserve_scored_requests_total", "requests scored, by whose reward: none "
+                                       "(the plain reward), personal (a user's profile) or population (a user "
+                                       "without one yet)", [*per_model, "personal"], registry=r)
+        self.personal_shift = Histogram("rewardserve_personal_shift", "per item of a personal request: |personal "
+                                        "reward − population reward|", per_model, buckets=SHIFT_BUCKETS, registry=r)
         self.ensemble_std = Histogram("rewardserve_ensemble_disagreement", "per item: std of an ensemble's "
                                       "standardized member rewards", ["model"], buckets=STD_BUCKETS, registry=r)
 
@@ -140,12 +149,15 @@ class ModelMetrics:
         """The version was released: drop its series, so dashboards show what is served."""
         m = self._metrics
         for metric in (m.queue_wait, m.inference, m.batch_size, m.batch_tokens, m.batch_padding, m.items, m.tokens,
-                       m.truncated):
+                       m.truncated, m.personal_shift):
             with contextlib.suppress(KeyError):
                 metric.remove(*self._labels)
         if self._info is not None:
             with contextlib.suppress(KeyError):
                 m.model_info.remove(*self._info)
+        for kind in PERSONAL_KINDS:
+            with contextlib.suppress(KeyError):
+                m.scored_requests.remove(*self._labels, kind)
         if self._engine is not None:
             with contextlib.suppress(KeyError):
                 m.engine.remove(*self._engine)
@@ -163,8 +175,15 @@ class ModelMetrics:
         self._inference.observe(seconds)
 
     # UsageObserver
-    def scored(self, items: int, tokens: int, truncated: int) -> None:
-        """One request's items were scored."""
+    def scored(self, items: int, tokens: int, truncated: int, personal: str = "none") -> None:
+        """One request's items were scored (``personal``: whose reward, one of :data:`PERSONAL_KINDS`)."""
         self._items.inc(items)
         self._tokens.inc(tokens)
         self._truncated.inc(truncated)
+        self._metrics.scored_requests.labels(*self._labels, personal).inc()
+
+    def shifted(self, shifts: Sequence[float]) -> None:
+        """How far a personal request's rewards moved from the population's, per item."""
+        child = self._metrics.personal_shift.labels(*self._labels)
+        for shift in shifts:
+            child.observe(shift)

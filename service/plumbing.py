@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from fastapi import Depends, Request, Response
 
-from service.engine import Scored, ScoreInput
-from service.errors import ClientClosed, Forbidden, Unauthorized
+from service.engine import ScoreCall, Scored
+from service.errors import ClientClosed, Forbidden, InvalidRequest, Unauthorized
 from service.state import ServiceState
 
 MAX_RUN_ID = 64
@@ -95,21 +96,32 @@ def guard(setting: str) -> Any:
     return Depends(check)
 
 
-async def score_for(request: Request, response: Response, inputs: Sequence[ScoreInput], normalize: bool | None,
-                    field: str = "items", criteria: bool = False, weights: dict[str, float] | None = None,
-                    model: str | None = None, details: bool = False, rerank: bool = False) -> Scored:
-    """Score ``inputs`` for this request on the model it names (``field`` names them in errors) and set the
-    timing and ``x-model-version`` headers.
+USER_HEADER = "x-rewardserve-user"
+"""A request's user for personal rewards, when its body has no ``user`` (the adapters' bodies have none)."""
+MAX_USER = 256
+
+
+async def score_for(request: Request, response: Response, call: ScoreCall, model: str | None = None,
+                    rerank: bool = False) -> Scored:
+    """Score ``call`` for this request on the model it names and set the timing and ``x-model-version`` headers.
 
     The request is admitted first (503 while loading, draining or unhealthy; 404 for an unknown model) and
     counted until it is answered, so a drain or a swap finishes it; if the client disconnects first, its
-    queued items are dropped. A shadow, when the model has one, scores the same inputs afterwards (``rerank``:
-    the request picks a best candidate, whose agreement is recorded too).
+    queued items are dropped. A user (the call's, or the ``x-rewardserve-user`` header's) gets their personal
+    reward, their profile looked up first. A shadow, when the model has one, scores the same inputs afterwards
+    (``rerank``: the request picks a best candidate, whose agreement is recorded too); not for a personal
+    request, whose reward the shadow does not know.
     """
     state = service_state(request)
+    user = call.user if call.user is not None else request.headers.get(USER_HEADER)
+    if user is not None and not 0 < len(user) <= MAX_USER:
+        raise InvalidRequest(f"'user' must be 1 to {MAX_USER} characters", kind="invalid_input")
     with state.admit(model, request.headers) as resolved:
-        wanted = state.settings.normalize if normalize is None else normalize
-        work = asyncio.ensure_future(resolved.target.score(inputs, wanted, field, criteria, weights, details))
+        wanted = state.settings.normalize if call.normalize is None else call.normalize
+        call = replace(call, normalize=wanted, user=user)
+        if user is not None:
+            call = replace(call, personal=await state.profile(resolved.target, user))
+        work = asyncio.ensure_future(resolved.target.score(call))
         gone = asyncio.ensure_future(_disconnected(request))
         try:
             await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -120,9 +132,11 @@ async def score_for(request: Request, response: Response, inputs: Sequence[Score
         if not work.done():
             raise ClientClosed("the client disconnected before its scores were ready")
         scored = work.result()
+    inputs = call.inputs
     state.monitor(resolved, request.headers.get("x-run-id", "")[:MAX_RUN_ID], inputs, scored)
     state.collect(inputs, scored)
-    state.shadow(resolved, inputs, scored, rerank)
+    if user is None:
+        state.shadow(resolved, inputs, scored, rerank)
     response.headers.update(scored.timings.headers())
     response.headers["x-model-version"] = scored.version
     return scored

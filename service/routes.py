@@ -11,12 +11,14 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from service.deployment import Ensemble, Version
+from service.engine import ScoreCall
 from service.errors import BackendFailure, NotReady
 from service.metrics import CONTENT_TYPE
 from service.models_file import SplitEntry
 from service.plumbing import guard, require_api_key, score_for, service_state
 from service.schemas import (
     ERROR_RESPONSES,
+    PersonalAnswer,
     RerankRequest,
     RerankResponse,
     RerankResult,
@@ -38,11 +40,13 @@ scoring = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RES
               summary="Score (prompt, completion) items")
 async def score(body: ScoreRequest, request: Request, response: Response) -> ScoreResponse:
     """One reward per item, in order."""
-    scored = await score_for(request, response, [item.to_input() for item in body.items], body.normalize,
-                             criteria=body.criteria, weights=body.weights, model=body.model, details=body.details)
+    call = ScoreCall([item.to_input() for item in body.items], body.normalize, criteria=body.criteria,
+                     weights=body.weights, details=body.details, user=body.user)
+    scored = await score_for(request, response, call, body.model)
     return ScoreResponse(scores=scored.scores, raw_scores=scored.raw_scores if scored.normalized else None,
                          normalized=scored.normalized, criteria=scored.criteria, details=scored.details,
-                         step_scores=scored.steps, model=scored.model, usage=Usage.of(scored))
+                         step_scores=scored.steps, model=scored.model, usage=Usage.of(scored),
+                         personal=PersonalAnswer.of(scored))
 
 
 @scoring.post("/rerank", response_model=RerankResponse, response_model_exclude_none=True,
@@ -50,14 +54,16 @@ async def score(body: ScoreRequest, request: Request, response: Response) -> Sco
 async def rerank(body: RerankRequest, request: Request, response: Response) -> RerankResponse:
     """Candidates best first; identical candidates are scored once."""
     prompt = as_prompt(body.prompt)
-    scored = await score_for(request, response, [(prompt, c) for c in body.completions], body.normalize,
-                             "completions", body.criteria, body.weights, body.model, body.details, rerank=True)
+    call = ScoreCall([(prompt, c) for c in body.completions], body.normalize, "completions", body.criteria,
+                     body.weights, body.details, body.user)
+    scored = await score_for(request, response, call, body.model, rerank=True)
     results = [RerankResult(index=i, score=s, criteria=scored.criteria[i] if scored.criteria else None,
                             members=scored.details[i]["members"] if scored.details else None,
                             std=scored.details[i]["std"] if scored.details else None,
                             step_scores=scored.steps[i] if scored.steps else None)
                for i, s in ranked(scored.scores, body.top_k)]
-    return RerankResponse(results=results, best_index=results[0].index, model=scored.model, usage=Usage.of(scored))
+    return RerankResponse(results=results, best_index=results[0].index, model=scored.model, usage=Usage.of(scored),
+                          personal=PersonalAnswer.of(scored))
 
 
 @scoring.get("/v1/models", summary="The served models (OpenAI-style list)")

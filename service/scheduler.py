@@ -73,13 +73,17 @@ class JobResult:
     """Longest time one of its items waited in the queue."""
     inference_s: float
     """Backend time of the batches its items ran in."""
+    rows: npt.NDArray[np.float64] | None = None
+    """``(items, H)``: each item's read row, when the job asked for them (personal rewards)."""
 
 
 class Job:
     """One request's items on their way through the scheduler; its outcome arrives in :attr:`future`."""
 
-    def __init__(self, size: int, future: asyncio.Future[JobResult], width: int = 1) -> None:
+    def __init__(self, size: int, future: asyncio.Future[JobResult], width: int = 1, rows: bool = False) -> None:
         self.scores = _unscored(size, width)
+        self.wants_rows = rows
+        self.rows: npt.NDArray[np.float64] | None = None
         self.future = future
         self.unscored = size
         self.queue_s = 0.0
@@ -121,6 +125,8 @@ class _Outcome:
     padded: PaddedBatch | None
     """``None`` when no item was live (nothing ran)."""
     failed: dict[Job, ServiceError] = field(default_factory=dict)
+    rows: npt.NDArray[np.float64] | None = None
+    """The live items' read rows, when one of their jobs asked for them."""
 
 
 def _unscored(rows: int, width: int) -> npt.NDArray[np.float64]:
@@ -221,11 +227,17 @@ class Scheduler:
                 f"the rate measured ({self._throughput}) its scores would likely be ready in "
                 f"{verdict.expected_s:.1f} s, past its deadline", verdict.retry_after_s)
 
-    def submit(self, items: Sequence[EncodedInput], deadline: float) -> Job:
-        """Queue ``items`` (one job) due by ``deadline`` (event-loop time), if :meth:`admit` lets them in."""
+    @property
+    def rows_error(self) -> str | None:
+        """Why the backend cannot return read rows (None: it can)."""
+        return self._backend.rows_error
+
+    def submit(self, items: Sequence[EncodedInput], deadline: float, rows: bool = False) -> Job:
+        """Queue ``items`` (one job) due by ``deadline`` (event-loop time), if :meth:`admit` lets them in;
+        ``rows``: return their read rows too (a batch holding such a job asks the backend for rows)."""
         self.admit(Work(len(items), sum(len(e.input_ids) for e in items)), deadline)
         loop = asyncio.get_running_loop()
-        job = Job(len(items), loop.create_future(), self._width)
+        job = Job(len(items), loop.create_future(), self._width, rows)
         self._jobs.add(job)
         now = time.perf_counter()  # timings use perf_counter: uvloop's loop.time() has millisecond steps
         self._queue.extend(_Item(job, slot, enc, now) for slot, enc in enumerate(items))
@@ -384,7 +396,7 @@ class Scheduler:
         if self._observer:
             self._observer.batch(len(outcome.live), int(outcome.padded.input_ids.size), outcome.padded.padding_ratio,
                                  elapsed)
-        self._scatter(outcome.live, outcome.scores, elapsed)
+        self._scatter(outcome.live, outcome.scores, elapsed, outcome.rows)
 
     def _check_stall(self, batch: _Batch) -> None:
         """Log once when ``batch`` stalls (it may have waited behind another batch before it started)."""
@@ -410,30 +422,42 @@ class Scheduler:
         if not live:
             return _Outcome(live, _unscored(0, self._width), None)
         padded = self._pad([it.encoded for it in live])
+        with_rows = any(it.job.wants_rows for it in live)
         try:
+            if with_rows:
+                scores, rows_read = self._backend.score_rows(padded)
+                return _Outcome(live, scores, padded, rows=rows_read)
             return _Outcome(live, self._backend.score(padded), padded)
         except Exception:
-            rows: dict[Job, list[int]] = {}
+            jobs: dict[Job, list[int]] = {}
             for i, item in enumerate(live):
-                rows.setdefault(item.job, []).append(i)
-            if len(rows) == 1:
+                jobs.setdefault(item.job, []).append(i)
+            if len(jobs) == 1:
                 raise
         scores = _unscored(len(live), self._width)
+        rows: npt.NDArray[np.float64] | None = None
         failed: dict[Job, ServiceError] = {}
-        for job, index in rows.items():
+        for job, index in jobs.items():
+            alone = self._pad([live[i].encoded for i in index])
             try:
-                scores[index] = self._backend.score(self._pad([live[i].encoded for i in index]))
+                if job.wants_rows:
+                    scores[index], mine = self._backend.score_rows(alone)
+                    rows = np.full((len(live), mine.shape[1]), np.nan) if rows is None else rows
+                    rows[index] = mine
+                else:
+                    scores[index] = self._backend.score(alone)
             except Exception as exc:
                 failed[job] = _as_failure(exc, len(index))
-        return _Outcome(live, scores, padded, failed)
+        return _Outcome(live, scores, padded, failed, rows)
 
     def _pad(self, items: list[EncodedInput]) -> PaddedBatch:
         """``items`` as one batch, padded the way the backend wants."""
         return pad_batch(items, self._spec, self._backend.pad_multiple)
 
-    def _scatter(self, batch: list[_Item], scores: npt.NDArray[np.float64], elapsed: float) -> None:
+    def _scatter(self, batch: list[_Item], scores: npt.NDArray[np.float64], elapsed: float,
+                 rows: npt.NDArray[np.float64] | None = None) -> None:
         timed: set[Job] = set()
-        for item, score in zip(batch, scores, strict=True):
+        for i, (item, score) in enumerate(zip(batch, scores, strict=True)):
             job = item.job
             if job.done:
                 continue
@@ -445,6 +469,13 @@ class Scheduler:
                 timed.add(job)
                 job.inference_s += elapsed
             job.scores[item.slot] = score
+            if job.wants_rows:
+                if rows is None or not np.isfinite(rows[i]).all():
+                    self._end(job, BackendFailure("the model gave no finite read row for an item of this request"))
+                    continue
+                if job.rows is None:
+                    job.rows = np.empty((len(job.scores), rows.shape[1]))
+                job.rows[item.slot] = rows[i]
             job.unscored -= 1
             if job.unscored == 0:
-                self._end(job, JobResult(job.scores, job.queue_s, job.inference_s))
+                self._end(job, JobResult(job.scores, job.queue_s, job.inference_s, job.rows))

@@ -6,6 +6,8 @@ done. Semantic checks that need the model (empty lists, limits, formatting) happ
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
 
 from rewardmodel import Prompt, RewardModelError
@@ -67,6 +69,10 @@ class _Criteria(_Strict):
     weights: dict[str, StrictFloat | StrictInt] | None = Field(
         None, description="a criteria model: weights of the reward's criteria (names left out keep the card's); "
                           "finite numbers")
+    user: str | None = Field(None, min_length=1, max_length=256,
+                             description="score with this user's (or group's) personal reward: their profile, fitted "
+                                         "from their feedback (metadata.user), or the population's while they have "
+                                         "too few judgements; the x-rewardserve-user header says the same")
 
 
 class ScoreRequest(_Criteria):
@@ -89,6 +95,21 @@ class Usage(BaseModel):
         return cls(input_tokens=scored.input_tokens, truncated_items=scored.truncated_items)
 
 
+class PersonalAnswer(BaseModel):
+    """Whose reward scored a personal request."""
+
+    user: str
+    profile: Literal["personal", "population"] = Field(
+        description="personal: the user's own weights; population: theirs are not fitted yet (too few judgements, "
+                    "or none), so this is the plain reward")
+    judgements: int = Field(description="the pairs the user's profile was fitted from")
+
+    @classmethod
+    def of(cls, scored: Scored) -> PersonalAnswer | None:
+        """The answer's ``personal`` field (None: not a personal request)."""
+        return None if scored.personal is None else cls.model_validate(scored.personal)
+
+
 class ScoreResponse(BaseModel):
     """Scores in item order."""
 
@@ -106,6 +127,7 @@ class ScoreResponse(BaseModel):
     model: str = Field(description="the model that scored (a split's chosen target); its version is in the "
                                    "x-model-version header")
     usage: Usage
+    personal: PersonalAnswer | None = Field(None, description="a personal request: whose reward scored")
 
 
 class RerankRequest(_Criteria):
@@ -135,6 +157,7 @@ class RerankResponse(BaseModel):
     best_index: int
     model: str = Field(description="the model that scored; its version is in the x-model-version header")
     usage: Usage
+    personal: PersonalAnswer | None = Field(None, description="a personal request: whose reward scored")
 
 
 class ErrorDetail(BaseModel):

@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from rewardmodel.personal import BasisHeads, Profile
 from service.backends import Backend, load_backend
 from service.collect import LiveSampler
-from service.deployment import BackendLoader, Version, versions_of
-from service.engine import Engine, Scored, ScoreInput, WholeText
+from service.deployment import BackendLoader, Ensemble, Version, versions_of
+from service.engine import Engine, Personal, ScoreCall, Scored, ScoreInput, WholeText
 from service.errors import NotReady, ServiceError
 from service.metrics import Metrics
 from service.models_file import Entry, SplitEntry, read_models_file
@@ -31,13 +33,22 @@ __all__ = ["BackendLoader", "ServiceState"]
 
 log = logging.getLogger(__name__)
 
+ProfileLookup = Callable[[str, str], Awaitable[Profile | None]]
+"""(user, basis heads' id) → the user's profile on those heads, or None."""
+RowsOf = Callable[[Sequence[tuple[Any, str]]], Awaitable[npt.NDArray[np.float64]]]
+"""The read rows of (prompt, completion) items, by one serving version."""
+
 
 class ServiceState:
     """The registry of served models and the readiness flags; one per app."""
 
     def __init__(self, settings: ServiceSettings, entries: Sequence[Entry], metrics: Metrics,
-                 on_fatal: Callable[[str], None] | None = None, load: BackendLoader = load_backend) -> None:
+                 on_fatal: Callable[[str], None] | None = None, load: BackendLoader = load_backend,
+                 profiles: ProfileLookup | None = None) -> None:
+        """``profiles``: looks up a user's profile on a set of basis heads (the feedback store's; None: every
+        user gets the population's reward)."""
         self.settings = settings
+        self._profiles = profiles
         self.metrics = metrics
         self.monitors = (Monitors(metrics.registry, settings.monitor_window_items, settings.monitor_max_runs)
                          if settings.monitors else None)
@@ -188,6 +199,30 @@ class ServiceState:
             return
         self.started = True
 
+    async def profile(self, target: Version | Ensemble, user: str) -> Personal:
+        """The profile ``user``'s request to ``target`` stands on: their fitted weights, or the population's while
+        they have fewer judgements than the heads' ``min_judgements`` (or no store keeps profiles)."""
+        basis = target.basis if isinstance(target, Version) else None
+        if basis is None or self._profiles is None:
+            return Personal(user)  # the engine (or the ensemble) answers 400 when there are no heads
+        found = await self._profiles(user, basis.id)
+        if found is None or found.judgements < basis.min_judgements:
+            return Personal(user, None, found.judgements if found else 0)
+        return Personal(user, found.weights, found.judgements)
+
+    def personal_targets(self) -> list[tuple[BasisHeads, RowsOf]]:
+        """The serving versions with basis heads, and how to read rows with each (profiles are refitted on
+        them after new judgements)."""
+        if not self.started:
+            return []
+        out = []
+        for target in list(self.registry.targets.values()):
+            for version in versions_of(target):
+                if version.basis is not None and version.engine is not None and version.backend is not None \
+                        and version.backend.rows_error is None:
+                    out.append((version.basis, _rows_of(version)))
+        return out
+
     async def stop(self) -> None:
         """Drain: refuse new work, finish what is queued (shadows included), release the models."""
         self.draining = True
@@ -204,7 +239,7 @@ async def compare_shadow(resolved: Resolved, inputs: Sequence[ScoreInput], prima
     labels = (resolved.entry, shadow.name)
     try:
         with shadow.admit():
-            theirs = await shadow.score(inputs, primary.normalized, "items", False, None, False)
+            theirs = await shadow.score(ScoreCall(inputs, primary.normalized))
     except Exception as exc:  # a shadow never harms the primary's answer; count it and move on
         metrics.shadow_failed.labels(*labels).inc()
         log.debug("shadow %s failed: %s", shadow.name, exc)
@@ -222,3 +257,14 @@ def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
     i, j = np.triu_indices(len(x), 1)
     concordance = np.sign(x[i] - x[j]) * np.sign(y[i] - y[j])
     return float(concordance.mean()) if len(i) else 1.0
+
+
+def _rows_of(version: Version) -> RowsOf:
+    """Read rows with ``version``, admitted like a request (a swap waits for it)."""
+
+    async def rows(items: Sequence[tuple[Any, str]]) -> npt.NDArray[np.float64]:
+        with version.admit():
+            assert version.engine is not None
+            return await version.engine.read_rows(items)
+
+    return rows

@@ -62,6 +62,16 @@ class Recorder:
         scores[batch.input_ids[:, 0] == 666] = np.nan
         return scores
 
+    rows_error = None
+    row_calls = 0
+    """Batches scored with their rows."""
+
+    def score_rows(self, batch: PaddedBatch) -> tuple[np.ndarray, np.ndarray]:
+        """The scores, and each row's read row: [its first id, its length]."""
+        scores = self.score(batch)
+        self.row_calls += 1
+        return scores, np.stack([batch.input_ids[:, 0], batch.attention_mask.sum(axis=1)], axis=1).astype(float)
+
     def health(self) -> None:
         pass
 
@@ -86,6 +96,11 @@ class Timed:
         time.sleep(self.row_s * batch.input_ids.shape[0])
         return (batch.input_ids * batch.attention_mask).sum(axis=1).astype(float)
 
+    rows_error = "a timed double returns no read rows"
+
+    def score_rows(self, batch: PaddedBatch) -> tuple[np.ndarray, np.ndarray]:
+        raise BackendFailure(self.rows_error)
+
     def health(self) -> None:
         pass
 
@@ -106,6 +121,14 @@ class Throttled:
     def score(self, batch: PaddedBatch) -> np.ndarray:
         time.sleep(self.row_s * batch.input_ids.shape[0])
         return self.inner.score(batch)  # type: ignore[no-any-return]
+
+    @property
+    def rows_error(self) -> str | None:
+        return self.inner.rows_error  # type: ignore[no-any-return]
+
+    def score_rows(self, batch: PaddedBatch) -> tuple[np.ndarray, np.ndarray]:
+        time.sleep(self.row_s * batch.input_ids.shape[0])
+        return self.inner.score_rows(batch)  # type: ignore[no-any-return]
 
     def health(self) -> None:
         self.inner.health()

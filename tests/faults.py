@@ -39,6 +39,26 @@ class Faulty:
 
     def score(self, batch: PaddedBatch) -> np.ndarray:
         assert self._real is not None
+        nan = self._faults(batch)
+        scores = self._real.score(batch)
+        scores[nan] = np.nan
+        return scores
+
+    @property
+    def rows_error(self) -> str | None:
+        assert self._real is not None
+        return self._real.rows_error
+
+    def score_rows(self, batch: PaddedBatch) -> tuple[np.ndarray, np.ndarray]:
+        """The real scores and read rows, with the markers' faults."""
+        assert self._real is not None
+        nan = self._faults(batch)
+        scores, read = self._real.score_rows(batch)
+        scores[nan] = np.nan
+        return scores, read
+
+    def _faults(self, batch: PaddedBatch) -> np.ndarray:
+        """Count the markers, raise or hang as they say; the rows to score NaN."""
         rows = {w: (batch.input_ids == i).any(axis=1) for w, i in self._ids.items()}
         with self._lock:  # several streams may score at once
             for word, where in rows.items():
@@ -49,9 +69,7 @@ class Faulty:
             raise RuntimeError("planted backend failure")
         if rows["die"].any():
             raise SystemExit("planted thread death")
-        scores = self._real.score(batch)
-        scores[rows["nan"]] = np.nan
-        return scores
+        return rows["nan"]
 
     def health(self) -> None:
         pass

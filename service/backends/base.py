@@ -14,8 +14,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from rewardmodel import PaddedBatch, RewardModelError
-from rewardmodel.scoring import BatchScorer, model_outputs
+from rewardmodel import BundleCard, PaddedBatch, RewardModelError
+from rewardmodel.scoring import BatchScorer, RowScorer, model_outputs
 from service.errors import BackendFailure
 
 
@@ -45,6 +45,15 @@ class Backend(Protocol):
         ``(rows, C)``; may contain NaN (the scheduler checks)."""
         ...
 
+    @property
+    def rows_error(self) -> str | None:
+        """Why this backend cannot return read rows for personal rewards (None: it can)."""
+        ...
+
+    def score_rows(self, batch: PaddedBatch) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """:meth:`score`'s outputs, and each row's read row ``(rows, H)`` (:mod:`rewardmodel.personal`)."""
+        ...
+
     def health(self) -> None:
         """Raise :class:`BackendFailure` if the backend can no longer score."""
         ...
@@ -66,3 +75,32 @@ def score_batch(score: BatchScorer, batch: PaddedBatch, width: int, runtime: str
         raise BackendFailure(str(exc)) from exc
     except Exception as exc:  # the runtimes raise untyped errors (out of memory, bad ids, …)
         raise BackendFailure(f"{runtime} failed on a batch of {tuple(batch.input_ids.shape)}: {exc}") from exc
+
+
+def score_rows_batch(score: RowScorer | None, batch: PaddedBatch, width: int, runtime: str, why_not: str | None
+                     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """``score(batch)``'s (outputs in the protocol's shape, read rows), translated as :func:`score_batch` does;
+    ``why_not`` (with ``score`` None) is why the backend has no rows."""
+    if score is None:
+        raise BackendFailure(why_not or f"the {runtime} backend returns no read rows")
+    found: list[npt.NDArray[np.float64]] = []
+
+    def outputs_only(b: PaddedBatch) -> npt.NDArray[np.floating]:
+        out, rows = score(b)
+        found.append(np.asarray(rows, dtype=np.float64))
+        return out
+
+    outputs = score_batch(outputs_only, batch, width, runtime)
+    return outputs, found[0]
+
+
+def rows_of_variant(card: BundleCard, variant: str) -> str | None:
+    """Why an exported ``variant``'s read rows cannot serve personal rewards (None: they can)."""
+    rows = card.onnx.get(variant, {}).get("rows")
+    if rows is None:
+        return (f"the {variant} export has no read rows: re-export the bundle (rewardserve export) to serve personal "
+                "rewards with it")
+    if not rows.get("passed", False):
+        return (f"the {variant} export's read rows failed their parity gate (mean relative error "
+                f"{rows.get('mean_rel_error', float('nan')):.3g}): serve personal rewards with fp32 or torch")
+    return None

@@ -9,8 +9,17 @@ import numpy as np
 import numpy.typing as npt
 
 from rewardmodel import BundleCard, PaddedBatch, RewardModelError
-from rewardmodel.onnx_model import CPU, CUDA, TENSORRT, available_providers, onnx_scorer, open_session, variant_file
-from service.backends.base import BackendInfo, score_batch
+from rewardmodel.onnx_model import (
+    CPU,
+    CUDA,
+    TENSORRT,
+    available_providers,
+    onnx_row_scorer,
+    onnx_scorer,
+    open_session,
+    variant_file,
+)
+from service.backends.base import BackendInfo, rows_of_variant, score_batch, score_rows_batch
 from service.errors import BackendFailure
 from service.settings import ServiceSettings
 
@@ -58,6 +67,8 @@ class OnnxBackend:
         self._session = session
         self._width = card.layout.width
         self._score = onnx_scorer(session)
+        self._rows_error = rows_of_variant(card, variant)
+        self._score_rows = onnx_row_scorer(session) if self._rows_error is None else None
         self.streams = streams
         active = session.get_providers()
         if device == "cuda" and CUDA not in active:
@@ -74,6 +85,15 @@ class OnnxBackend:
     def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
         """One score per row."""
         return score_batch(self._score, batch, self._width, "onnxruntime")
+
+    @property
+    def rows_error(self) -> str | None:
+        """Why this variant serves no read rows (None: it does)."""
+        return self._rows_error
+
+    def score_rows(self, batch: PaddedBatch) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Scores and read rows."""
+        return score_rows_batch(self._score_rows, batch, self._width, "onnxruntime", self._rows_error)
 
     def health(self) -> None:
         """A session that loaded stays usable; nothing to probe."""

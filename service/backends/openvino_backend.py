@@ -9,8 +9,8 @@ import numpy.typing as npt
 
 from rewardmodel import BundleCard, PaddedBatch, RewardModelError
 from rewardmodel.onnx_model import variant_file
-from rewardmodel.openvino_model import Precision, compile_onnx, openvino_scorer
-from service.backends.base import BackendInfo, score_batch
+from rewardmodel.openvino_model import Precision, compile_onnx, openvino_row_scorer, openvino_scorer
+from service.backends.base import BackendInfo, rows_of_variant, score_batch, score_rows_batch
 from service.errors import BackendFailure
 from service.settings import ServiceSettings
 
@@ -34,6 +34,8 @@ class OpenVinoBackend:
         except RewardModelError as exc:
             raise BackendFailure(str(exc)) from exc
         self._score = openvino_scorer(self._compiled, streams)
+        self._rows_error = rows_of_variant(card, variant)
+        self._score_rows = openvino_row_scorer(self._compiled, streams) if self._rows_error is None else None
         self.streams = streams
         self._width = card.layout.width
         detail = f"CPU, {precision} inference precision" + (f", {streams} streams" if streams > 1 else "")
@@ -48,6 +50,15 @@ class OpenVinoBackend:
     def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
         """One score per row (one per criterion for a criteria model)."""
         return score_batch(self._score, batch, self._width, "OpenVINO")
+
+    @property
+    def rows_error(self) -> str | None:
+        """Why this variant serves no read rows (None: it does)."""
+        return self._rows_error
+
+    def score_rows(self, batch: PaddedBatch) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Scores and read rows."""
+        return score_rows_batch(self._score_rows, batch, self._width, "OpenVINO", self._rows_error)
 
     def health(self) -> None:
         """A compiled model stays usable; nothing to probe."""

@@ -10,7 +10,7 @@ import numpy.typing as npt
 
 from rewardmodel import BundleCard, PaddedBatch, RewardModelError
 from rewardmodel.variants import TORCH_DTYPES
-from service.backends.base import BackendInfo, score_batch
+from service.backends.base import BackendInfo, score_batch, score_rows_batch
 from service.errors import BackendFailure
 from service.settings import ServiceSettings
 
@@ -29,7 +29,7 @@ class TorchBackend:
         except ImportError as exc:
             raise BackendFailure("--backend torch needs torch and transformers: pip install 'rewardserve[train]'") \
                 from exc
-        from rewardmodel.torch_model import load_torch_model, torch_scorer
+        from rewardmodel.torch_model import load_torch_model, torch_row_scorer, torch_scorer
 
         if device == "cuda" and not torch.cuda.is_available():
             raise BackendFailure("--device cuda, but torch sees no CUDA device; serve with --device cpu")
@@ -45,6 +45,8 @@ class TorchBackend:
         self._model = model
         self._width = card.layout.width
         self._score = torch_scorer(model)
+        self._rows_error: str | None = model.why_no_rows()
+        self._score_rows = torch_row_scorer(model) if self._rows_error is None else None
         self._device = torch.device(device)
         attention = getattr(model.config, "_attn_implementation", "sdpa")
         self.info = BackendInfo("torch", device, TORCH_DTYPES[variant], f"attention={attention}")
@@ -57,6 +59,15 @@ class TorchBackend:
     def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
         """One score per row, computed without autograd."""
         return score_batch(self._score, batch, self._width, "torch")
+
+    @property
+    def rows_error(self) -> str | None:
+        """Why this model serves no read rows (None: it does)."""
+        return self._rows_error
+
+    def score_rows(self, batch: PaddedBatch) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Scores and read rows, without autograd."""
+        return score_rows_batch(self._score_rows, batch, self._width, "torch", self._rows_error)
 
     def health(self) -> None:
         """A CUDA device that has gone bad raises on synchronize."""

@@ -11,7 +11,7 @@ import pytest
 
 from rewardmodel import EncodedInput, Formatter, Normalization, load_tokenizer, read_card
 from service.batching import BatchLimits
-from service.engine import Engine, RequestLimits, WholeText, _dedupe
+from service.engine import Engine, RequestLimits, ScoreCall, WholeText, _dedupe
 from service.errors import InvalidRequest, PayloadTooLarge
 from service.scheduler import Scheduler
 from tests.doubles import Recorder
@@ -40,7 +40,7 @@ def test_limits_dedup_normalization_and_timings(bert_onnx_bundle: Path) -> None:
     async def go() -> None:
         engine = _engine(bert_onnx_bundle)
         pair = ("how are you ?", " i am good .")
-        scored = await engine.score([pair, ("how are you ?", " i am bad ."), pair], normalize=False)
+        scored = await engine.score(ScoreCall([pair, ("how are you ?", " i am bad ."), pair], False))
         assert scored.scores[0] == scored.scores[2] and scored.scores == scored.raw_scores
         assert engine.scheduler.in_system == 0
         recorder = engine.scheduler._backend
@@ -48,18 +48,18 @@ def test_limits_dedup_normalization_and_timings(bert_onnx_bundle: Path) -> None:
         assert scored.timings.tokenize_s > 0 and scored.timings.inference_s > 0 and scored.timings.queue_s >= 0
         assert set(scored.timings.headers()) == {"x-tokenization-time-ms", "x-queue-time-ms", "x-inference-time-ms"}
 
-        normalized = await engine.score([pair], normalize=True)
+        normalized = await engine.score(ScoreCall([pair], True))
         assert normalized.scores[0] == pytest.approx((normalized.raw_scores[0] - 10.0) / 2.0)
-        whole = await engine.score([WholeText("how are you ? i am good .")], normalize=False)
+        whole = await engine.score(ScoreCall([WholeText("how are you ? i am good .")], False))
         assert np.isfinite(whole.scores[0]) and whole.input_tokens > 0
 
         with pytest.raises(InvalidRequest, match="'completions' is empty"):
-            await engine.score([], normalize=False, field="completions")
+            await engine.score(ScoreCall([], False, "completions"))
         with pytest.raises(PayloadTooLarge, match="5 documents in one request; the limit is 4") as too_many:
-            await engine.score([pair] * 5, normalize=False, field="documents")
+            await engine.score(ScoreCall([pair] * 5, False, "documents"))
         assert too_many.value.kind == "too_many_items"
         with pytest.raises(PayloadTooLarge, match="limit is 200") as too_long:
-            await engine.score([("how are you ?", " good" * 150)] * 4, normalize=False)  # 4 x 64 (the card's cap)
+            await engine.score(ScoreCall([("how are you ?", " good" * 150)] * 4, False))  # 4 x 64 (the card's cap)
         assert too_long.value.kind == "too_many_tokens"
         await engine.scheduler.close()
         engine.close()
@@ -75,8 +75,8 @@ def test_normalize_without_the_cards_figures_is_refused(bert_onnx_bundle: Path) 
         engine = Engine(Formatter(load_tokenizer(bert_onnx_bundle), card.formatting), scheduler,
                         RequestLimits(4, 200, 30), None, tokenizer_threads=1)
         with pytest.raises(InvalidRequest, match="no normalization"):
-            await engine.score([("a", "b")], normalize=True)
-        assert (await engine.score([("a", "b")], normalize=False)).normalized is False
+            await engine.score(ScoreCall([("a", "b")], True))
+        assert (await engine.score(ScoreCall([("a", "b")], False))).normalized is False
         await scheduler.close()
         engine.close()
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from rewardmodel import BundleCard, read_card
+from service.engine import ScoreCall
 from service.engines import BACKENDS
 from service.errors import InsufficientMemory, SwapFailed
 from service.machine import cpu_count
@@ -80,7 +81,7 @@ def test_swaps_serve_the_new_version_refuse_what_will_not_fit_and_keep_the_old_o
         await registry.start()
         assert [s.threads for _, s in load.calls] == [max(1, cpu_count() // 2)] * 2  # two models share the cores
         first = registry.targets["rm"]
-        assert (await first.score([ITEM], False)).scores == [pytest.approx(_sum(first))]
+        assert (await first.score(ScoreCall([ITEM], False))).scores == [pytest.approx(_sum(first))]
         # a failed load: the old version keeps serving
         with pytest.raises(SwapFailed, match="refused the model"):
             await registry.swap("rm", broken)

@@ -481,3 +481,48 @@ def test_a_deadline_that_passes_after_part_of_a_request_started() -> None:
         assert [[r[0] for r in b] for b in backend.batches] == [[200, 201]]  # the formed batch never ran
 
     run(go)
+
+
+@pytest.mark.parametrize("max_wait_s", [0.0, 0.05])
+def test_a_batch_holding_a_job_that_wants_rows_runs_once_and_each_job_gets_what_it_asked(max_wait_s: float) -> None:
+    async def go() -> None:
+        backend = Recorder()
+        scheduler = started(backend, max_wait_s=max_wait_s)
+        await _held(backend, scheduler)
+        deadline = asyncio.get_running_loop().time() + 30
+        plain = scheduler.submit([item(2, 1), item(3, 1, 1)], deadline)
+        personal = scheduler.submit([item(4, 1, 1, 1), item(5)], deadline, rows=True)
+        backend.gate.set()
+        got, mine = await scheduler.wait(plain), await scheduler.wait(personal)
+        await scheduler.close()
+        assert len(backend.batches) == 2 and backend.row_calls == 1  # one batch (after the held one), with rows
+        assert got.scores.tolist() == [3.0, 5.0] and got.rows is None
+        assert mine.scores.tolist() == [7.0, 5.0]
+        assert mine.rows is not None and mine.rows.tolist() == [[4.0, 4.0], [5.0, 1.0]]  # [first id, length]
+
+    run(go)
+
+
+@pytest.mark.parametrize("max_wait_s", [0.0, 0.05])
+def test_a_failing_batch_with_a_rows_job_gives_the_others_their_scores_and_rows(max_wait_s: float) -> None:
+    async def go() -> None:
+        backend = Recorder(fail_on=lambda b: bool((b.input_ids == 13).any()))
+        scheduler = started(backend, max_wait_s=max_wait_s)
+        await _held(backend, scheduler)
+        deadline = asyncio.get_running_loop().time() + 30
+        personal = scheduler.submit([item(4, 1), item(6, 1, 1)], deadline, rows=True)
+        bad = scheduler.submit([item(13, 1)], deadline, rows=True)
+        plain = scheduler.submit([item(2, 1)], deadline)
+        backend.gate.set()
+        with pytest.raises(BackendFailure, match="boom"):
+            await scheduler.wait(bad)
+        mine, got = await scheduler.wait(personal), await scheduler.wait(plain)
+        assert mine.rows is not None and mine.rows.tolist() == [[4.0, 2.0], [6.0, 3.0]]
+        assert mine.scores.tolist() == [5.0, 8.0] and got.scores.tolist() == [3.0] and got.rows is None
+        # the next job is served as usual
+        after = await scheduler.wait(scheduler.submit([item(7)], deadline, rows=True))
+        assert after.rows is not None and after.rows.tolist() == [[7.0, 1.0]]
+        await scheduler.close()
+        assert scheduler.in_system == 0 and scheduler.health() is None
+
+    run(go)
