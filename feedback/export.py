@@ -84,8 +84,9 @@ def _records(e: FeedbackEvent, report: ExportReport) -> list[dict[str, Any]]:
 
 
 def _source(e: FeedbackEvent) -> dict[str, str]:
-    """The event's source as a record field, when it has one (``rewardserve compare`` breaks results down by it)."""
-    return {"source": e.source} if e.source else {}
+    """The event's source and user as record fields, when it has them (``rewardserve compare`` breaks results
+    down by source; ``rewardserve personalize fit`` fits per user)."""
+    return ({"source": e.source} if e.source else {}) | ({"user": e.user} if e.user else {})
 
 
 def _pointwise(e: FeedbackEvent, report: ExportReport) -> list[dict[str, Any]]:

@@ -55,6 +55,10 @@ class FeedbackMetrics(Collector):
                               ["form", "source"], registry=registry)
         for form in FORMS:
             self.events.labels(form, "none")
+        self.profile_fits = Counter("rewardserve_profile_fits", "personal-reward profiles refitted after new "
+                                    "judgements, by result (ok, failed)", ["result"], registry=registry)
+        for result in ("ok", "failed"):
+            self.profile_fits.labels(result)
         self._source = BoundedLabel()
         self._model = BoundedLabel()
         self._window: deque[tuple[float, str, int, int]] = deque(maxlen=MAX_WINDOW_EVENTS)

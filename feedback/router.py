@@ -23,9 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints,
 from feedback.errors import InvalidFeedback
 from feedback.events import RANGE, FeedbackAccepted, FeedbackBatch, Moment, Rating, utc_now
 from feedback.metrics import FeedbackMetrics
+from feedback.profiles import Refitter, Targets, load_profile
 from feedback.queue import LabelQueue, LabelTask
 from feedback.stats import annotator_agreement, feedback_stats
 from feedback.store import FeedbackStore, Filters
+from rewardmodel.personal import Profile
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +35,24 @@ T = TypeVar("T")
 
 WRITER_THREADS = 4
 """Concurrent database transactions of one process (SQLite serializes writers anyway; PostgreSQL takes them)."""
+PROFILE_THREADS = 2
+"""Concurrent profile lookups (a primary-key read each, on the path of personal requests)."""
 
 
 class FeedbackService:
     """The store, the threads that talk to it, and the metrics; one per app, closed with it."""
 
-    def __init__(self, store: FeedbackStore, registry: CollectorRegistry) -> None:
+    def __init__(self, store: FeedbackStore, registry: CollectorRegistry, targets: Targets | None = None) -> None:
+        """``targets``: the served models with basis heads, whose users' profiles are refitted after new
+        judgements (None: none are)."""
         self.store = store
         self.metrics = FeedbackMetrics(registry)
         self._writers = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="feedback-write")
         # stats read the whole window: on their own thread, so they never hold up writes
         self._readers = ThreadPoolExecutor(1, thread_name_prefix="feedback-read")
+        # profile lookups are on the scoring path: threads of their own, never behind stats or writes
+        self._profiles = ThreadPoolExecutor(PROFILE_THREADS, thread_name_prefix="feedback-profile")
+        self.refitter = None if targets is None else Refitter(store, targets, self.run, self.metrics.profile_fits)
 
     async def add(self, batch: FeedbackBatch) -> FeedbackAccepted:
         """Store the batch (all or nothing); answer only after the commit."""
@@ -55,6 +64,8 @@ class FeedbackService:
                 new.append(e)
                 seen.add(e.id)
         self.metrics.stored(new)
+        if self.refitter is not None:
+            self.refitter.stored(new)
         # counts and ids only: stored text never reaches the logs
         log.debug("stored %d feedback events (%d duplicates)", len(new), len(batch.events) - len(new))
         return FeedbackAccepted(accepted=len(new), duplicates=len(batch.events) - len(new))
@@ -62,6 +73,10 @@ class FeedbackService:
     async def run(self, work: Callable[..., T], *args: Any) -> T:
         """``work(*args)`` on a writer thread (the queue's reads and writes)."""
         return await asyncio.get_running_loop().run_in_executor(self._writers, lambda: work(*args))
+
+    async def profile(self, user: str, basis: str) -> Profile | None:
+        """The user's profile on the heads ``basis`` names (None: not fitted yet)."""
+        return await asyncio.get_running_loop().run_in_executor(self._profiles, load_profile, self.store, user, basis)
 
     async def stats(self, filters: Filters) -> dict[str, Any]:
         """:func:`~feedback.stats.feedback_stats` on the reader thread."""
@@ -71,6 +86,7 @@ class FeedbackService:
         """Finish the writes in flight (they were acknowledged or are about to be), then close the pool."""
         self._writers.shutdown(wait=True)
         self._readers.shutdown(wait=False, cancel_futures=True)
+        self._profiles.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
 

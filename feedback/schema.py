@@ -1,5 +1,6 @@
-"""The store's tables: ``feedback_events`` (an event per row, its client id the primary key), and the
-labeling queue's ``label_tasks`` and ``label_assignments`` (revision 0002).
+"""The store's tables: ``feedback_events`` (an event per row, its client id the primary key), the
+labeling queue's ``label_tasks`` and ``label_assignments`` (revision 0002), and personal rewards'
+``user_profiles`` (revision 0003).
 
 The columns filters and counts need are real columns (indexed where a query selects on them); the rest of
 the event (prompt, completions, judgement, scores, metadata) is one JSON document, ``body``, exactly
@@ -71,3 +72,17 @@ class AssignmentRow(Base):
     annotator: Mapped[str] = mapped_column(String(256), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(128))
     done_at: Mapped[datetime] = mapped_column(DateTime())
+
+
+class ProfileRow(Base):
+    """One user's weights on one set of basis heads (:mod:`rewardmodel.personal`), fitted from their judgements."""
+
+    __tablename__ = "user_profiles"
+
+    user_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    basis: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """The basis heads' content id: a refitted basis needs profiles of its own."""
+    weights: Mapped[list[float]] = mapped_column(JSON())
+    judgements: Mapped[int] = mapped_column(Integer())
+    """The pairs the weights were fitted from."""
+    fitted_at: Mapped[datetime] = mapped_column(DateTime())

@@ -32,7 +32,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 
 from feedback.errors import Conflict, FeedbackUnavailable, InvalidFeedback
 from feedback.events import FeedbackEvent, hash_content, item_key
-from feedback.schema import EventRow
+from feedback.schema import EventRow, ProfileRow
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,15 @@ def redact(url: str) -> str:
 
 @dataclass(frozen=True)
 class Filters:
-    """Which events a read takes: created in [since, until), from one source or annotator, and about the items
-    (prompt and completions) that annotator ``items_of`` judged."""
+    """Which events a read takes: created in [since, until), from one source, annotator or user, and about the
+    items (prompt and completions) that annotator ``items_of`` judged."""
 
     since: datetime | None = None
     until: datetime | None = None
     source: str | None = None
     annotator: str | None = None
     items_of: str | None = None
+    user: str | None = None
 
     def where(self) -> list[Any]:
         """SQLAlchemy conditions."""
@@ -88,6 +89,8 @@ class Filters:
             out.append(EventRow.source == self.source)
         if self.annotator is not None:
             out.append(EventRow.annotator == self.annotator)
+        if self.user is not None:
+            out.append(EventRow.user_id == self.user)
         if self.items_of is not None:
             out.append(EventRow.item_key.in_(select(EventRow.item_key).where(EventRow.annotator == self.items_of)))
         return out
@@ -230,8 +233,9 @@ class FeedbackStore:
         return insert(table).on_conflict_do_nothing(index_elements=keys)
 
     def prune(self, before: datetime | None = None, annotator: str | None = None, user: str | None = None) -> int:
-        """Delete events created before ``before``, or by ``annotator``, or about ``user`` (metadata.user);
-        return how many. At least one criterion is required; several must all hold."""
+        """Delete events created before ``before``, or by ``annotator``, or about ``user`` (metadata.user, whose
+        personal-reward profiles are deleted with them); return how many events. At least one criterion is required;
+        several must all hold."""
         where = [cond for cond in (None if before is None else EventRow.created_at < naive_utc(before),
                                    None if annotator is None else EventRow.annotator == annotator,
                                    None if user is None else EventRow.user_id == user) if cond is not None]
@@ -239,7 +243,10 @@ class FeedbackStore:
             raise InvalidFeedback("say what to delete: --before, --annotator or --user")
         self.ready()
         with self.translating("deleting feedback"), self.engine.begin() as conn:
-            return int(conn.execute(delete(EventRow).where(*where)).rowcount)
+            deleted = int(conn.execute(delete(EventRow).where(*where)).rowcount)
+            if user is not None:  # erasure: the user's profiles go with their judgements, in the same transaction
+                conn.execute(delete(ProfileRow).where(ProfileRow.user_id == user))
+            return deleted
 
     # reading
 

@@ -26,6 +26,7 @@ from rewardserve.compare_cli import add_compare
 from rewardserve.feedback_cli import add_feedback
 from rewardserve.import_cli import add_import
 from rewardserve.monitor_cli import add_monitor
+from rewardserve.personalize_cli import add_personalize
 from service.errors import ServiceError
 
 DEMO_BUNDLE = "demo-minilm"
@@ -312,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare(sub, _emit)
     add_import(sub, _emit, default_home)
     add_monitor(sub)
+    add_personalize(sub, _emit)
     return parser
 
 

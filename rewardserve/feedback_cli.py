@@ -62,7 +62,7 @@ def add_feedback(sub: argparse._SubParsersAction, emit: Any) -> None:
                          "(metadata.user, for an erasure request); several criteria must all hold")
     r.add_argument("--before", help="delete events judged before this RFC 3339 time")
     r.add_argument("--annotator", help="delete this annotator's events")
-    r.add_argument("--user", help="delete events whose metadata.user is this")
+    r.add_argument("--user", help="delete events whose metadata.user is this, and the user's personal-reward profiles")
     command("migrate", "create or upgrade the store's schema (Kubernetes: run it in an init container)")
     p.set_defaults(func=lambda args: _run(args, emit))
 

@@ -123,6 +123,19 @@ def good_bad_rows(n: int, seed: int = 0, chat_every: int = 0) -> list[dict[str, 
     return rows
 
 
+def user_rows(users: int = 8, pairs: int = 40) -> list[dict[str, Any]]:
+    """The good/bad set judged by users with a ``user`` field: u0, u1, … prefer the POSITIVE reply (as a model
+    trained on the set does), f0, f1, … the NEGATIVE one (half the users each): data for personal rewards."""
+    rows = []
+    for u in range(users):
+        name = f"{'f' if u % 2 else 'u'}{u // 2}"
+        for r in good_bad_rows(pairs, seed=100 + u):
+            flip = name.startswith("f")
+            rows.append({"prompt": r["prompt"], "chosen": r["rejected"] if flip else r["chosen"],
+                         "rejected": r["chosen"] if flip else r["rejected"], "user": name})
+    return rows
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (for a server started as a separate process)."""
     import socket
