@@ -8,6 +8,7 @@ import json
 import math
 import random
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -18,7 +19,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.helpers import free_port
+from tests.helpers import free_port, user_rows
 from tests.ops.conftest import K8S
 from tests.server import Running, running
 
@@ -63,6 +64,18 @@ def length_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> 
     return _export(trained, root / "served", files, ("fp32",))
 
 
+def _personalized(bundle: Path, work: Path) -> Path:
+    """A copy of ``bundle`` with basis heads for personal rewards."""
+    from training.personalize import personalize_bundle
+
+    target = work / "personal"
+    shutil.copytree(bundle, target)
+    data = work / "users.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in user_rows(4, 20)))
+    personalize_bundle(target, str(data), 4, progress=False)
+    return target
+
+
 @pytest.fixture(scope="module")
 def loaded(bert_onnx_bundle: Path, length_bundle: Path, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[Running]:
@@ -71,12 +84,14 @@ def loaded(bert_onnx_bundle: Path, length_bundle: Path, tmp_path_factory: pytest
     work = tmp_path_factory.mktemp("feedback")
     db = work / "feedback.db"
     models = work / "models.yaml"
+    mine = _personalized(bert_onnx_bundle, work)
     models.write_text(yaml.safe_dump({"models": [
         {"name": "rm", "path": str(bert_onnx_bundle), "shadow": "rm-int8"},
         {"name": "rm-int8", "path": str(bert_onnx_bundle), "variant": "int8"},
         {"name": "chat", "split": {"rm": 1, "rm-int8": 1}},
         {"name": "ens", "members": [str(bert_onnx_bundle), str(bert_onnx_bundle)], "aggregate": "min"},
-        {"name": "lengthy", "path": str(length_bundle)}]}))
+        {"name": "lengthy", "path": str(length_bundle)},
+        {"name": "mine", "path": str(mine)}]}))
     with running(models_file=models, max_items_per_request=16, feedback_db=str(db)) as live:
         stop = threading.Event()
 
@@ -93,6 +108,8 @@ def loaded(bert_onnx_bundle: Path, length_bundle: Path, tmp_path_factory: pytest
                     client.post("/rerank", json={"prompt": "q?", "completions": candidates, "model": "chat"},
                                 headers={"x-session-id": f"s{k}"})
                     client.post("/score", json={"items": items, "model": "ens"})
+                    # a user's personal reward: the population's until their judgements below are refitted
+                    client.post("/score", json={"items": items, "model": "mine", "user": "u1"})
                     # an RL run whose policy has learned to write long (7-10 words) against a reward model that
                     # pays for length, beside a steady run of every length (the monitors must tell them apart)
                     for run, lengths in (("gaming", range(7, 11)), ("steady", range(1, 11))):
@@ -105,7 +122,7 @@ def loaded(bert_onnx_bundle: Path, length_bundle: Path, tmp_path_factory: pytest
                     scores = reranked.json()["results"]
                     judged = {"id": f"load-{k}", "prompt": "q?", "completions": candidates, "choice": 0,
                               "scores": [next(r["score"] for r in scores if r["index"] == i) for i in range(3)],
-                              "reward_model": live.state.default.name}
+                              "reward_model": live.state.default.name, "metadata": {"user": "u1"}}
                     assert client.post("/feedback", json={"events": [judged]}).status_code == 200
                     time.sleep(0.05)
 
@@ -123,7 +140,8 @@ def test_live_metrics_pass_promtool(loaded: Running, tool: Callable[..., str]) -
     deadline = time.monotonic() + 30  # until requests of every kind have been counted
     while loaded.metric("rewardserve_requests_total", endpoint="/rerank", code="200") < 1 or \
             loaded.metric("rewardserve_requests_total", endpoint="/score", code="413") < 1 or \
-            loaded.metric("rewardserve_feedback_agreement_pairs", model=loaded.state.default.name) < 1:
+            loaded.metric("rewardserve_feedback_agreement_pairs", model=loaded.state.default.name) < 1 or \
+            loaded.metric("rewardserve_personal_shift_count") < 1:
         assert time.monotonic() < deadline, "the background load did not reach /rerank and the 413 path"
         time.sleep(0.05)
     exposition = httpx.get(loaded.url + "/metrics").text
@@ -238,7 +256,7 @@ def test_dashboard_variables_list_the_pod_and_model(prometheus: str, loaded: Run
         assert series and series.group(2) == label
         selector = series.group(1).replace("$model", ".*")
         values = httpx.get(prometheus + f"/api/v1/label/{label}/values", params={"match[]": selector}).json()["data"]
-        expected = (["ens/bert", "ens/bert#2", "lengthy", "rm", "rm-int8"] if name == "model"
+        expected = (["ens/bert", "ens/bert#2", "lengthy", "mine", "rm", "rm-int8"] if name == "model"
                     else [TARGET_LABELS["pod"]])
         assert values == expected
     targets = [t for p in dashboard["panels"] for t in p.get("targets", [])]
