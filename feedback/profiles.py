@@ -26,7 +26,7 @@ from feedback.events import FeedbackEvent, utc_now
 from feedback.judgements import preferred_pairs
 from feedback.schema import ProfileRow
 from feedback.store import FeedbackStore, Filters, naive_utc
-from rewardmodel.personal import BasisHeads, Profile, fit_profile
+from rewardmodel.personal import BasisHeads, ItemTable, Profile, fit_profile
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +48,15 @@ class UserPairs:
 
 def user_pairs(store: FeedbackStore, user: str) -> UserPairs:
     """Every strict preference ``user``'s stored judgements state (choices, rankings, ratings), oldest first."""
-    index: dict[tuple[str, str], int] = {}
-    items: list[Item] = []
+    table = ItemTable()
     better: list[int] = []
     worse: list[int] = []
-
-    def at(prompt: Any, completion: str) -> int:
-        key = (repr(prompt), completion)
-        if key not in index:
-            index[key] = len(items)
-            items.append((prompt, completion))
-        return index[key]
-
     for stored in store.events(Filters(user=user)):
         e = stored.event
         for b, w in preferred_pairs(e):
-            better.append(at(e.prompt, e.completions[b]))
-            worse.append(at(e.prompt, e.completions[w]))
-    return UserPairs(items, better, worse)
+            better.append(table.at(e.prompt, e.completions[b]))
+            worse.append(table.at(e.prompt, e.completions[w]))
+    return UserPairs(table.items, better, worse)
 
 
 def save_profile(store: FeedbackStore, profile: Profile, now: datetime) -> None:

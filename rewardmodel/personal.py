@@ -136,6 +136,23 @@ def fit_profile(basis: BasisHeads, user: str, better_rows: npt.ArrayLike, worse_
     return Profile(user, basis.id, tuple(float(w) for w in weights), n)
 
 
+class ItemTable:
+    """Distinct (prompt, completion) items, each kept once, by the index pairs refer to: a profile's rows are read
+    once per item however many pairs it is in."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Any, str]] = []
+        self._index: dict[tuple[str, str], int] = {}
+
+    def at(self, prompt: Any, completion: str) -> int:
+        """The item's index, adding it when new (a chat prompt is keyed by its repr)."""
+        key = (repr(prompt), completion)
+        if key not in self._index:
+            self._index[key] = len(self.items)
+            self.items.append((prompt, completion))
+        return self._index[key]
+
+
 def bundle_basis(root: Path, personalization: dict[str, Any]) -> BasisHeads:
     """The basis heads of the bundle at ``root`` whose card's ``personalization`` record is given; says how to fit
     them when it has none."""

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from rewardmodel import DataError, Formatter, PreferenceExample, load_tokenizer, write_card
 from rewardmodel.errors import BundleError
-from rewardmodel.personal import PERSONAL_FILE, BasisHeads, fit_weights, own_head
+from rewardmodel.personal import PERSONAL_FILE, BasisHeads, ItemTable, fit_weights, own_head
 from rewardmodel.scoring import rows_encoded
 from rewardmodel.sources import load_examples
 from rewardmodel.torch_model import load_torch_model, torch_row_scorer
@@ -69,30 +69,21 @@ class UserPairs:
 
 def judged_items(examples: Sequence[PreferenceExample]) -> tuple[list[tuple[Any, str]], UserPairs]:
     """The distinct (prompt, completion) items of the examples that carry a user, and their pairs."""
-    items: dict[tuple[str, str], int] = {}
-    prompts: list[tuple[Any, str]] = []
+    table = ItemTable()
     users: dict[str, int] = {}
     rows: list[tuple[int, int, int]] = []
-
-    def index(prompt: Any, completion: str) -> int:
-        key = (repr(prompt), completion)
-        if key not in items:
-            items[key] = len(prompts)
-            prompts.append((prompt, completion))
-        return items[key]
-
     for ex in examples:
         if not ex.user:
             continue
         u = users.setdefault(ex.user, len(users))
         for pair in ex.pairs:
             better, worse = ex.completions[pair.better], ex.completions[pair.worse]
-            rows.append((u, index(ex.prompt, better), index(ex.prompt, worse)))
+            rows.append((u, table.at(ex.prompt, better), table.at(ex.prompt, worse)))
     if not rows:
         raise DataError("data", "no pair carries a user: personal rewards are fitted from judgements with a 'user' "
                                 "(feedback export writes the events' metadata.user)")
-    table = np.asarray(rows, dtype=np.int64)
-    return prompts, UserPairs(tuple(users), table[:, 0], table[:, 1], table[:, 2])
+    pairs = np.asarray(rows, dtype=np.int64)
+    return table.items, UserPairs(tuple(users), pairs[:, 0], pairs[:, 1], pairs[:, 2])
 
 
 class RowReader:
