@@ -51,10 +51,11 @@ def test_train_refuses_to_overwrite_a_bundle(trained_bert_bundle: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # ~250 s alone on 2 cores; CI machines are shared, and 900 s timed out twice there
 def test_demo_trains_minilm_to_90_percent_then_uses_the_cache(tmp_path: Path) -> None:
     """The README's first command: MiniLM on the demo preferences, exported, within minutes on 2 CPU cores."""
     env = {"REWARDSERVE_HOME": str(tmp_path)}
-    first = run_cli("demo", "--quiet", "--no-serve", env=env, timeout=900)
+    first = run_cli("demo", "--quiet", "--no-serve", env=env, timeout=2000)
     assert first.returncode == 0, first.stderr[-3000:]
     out = json.loads(first.stdout)
     assert out["accuracy"] >= 0.90 and out["pairs"] == 400

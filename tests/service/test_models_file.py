@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,9 @@ def test_sighup_reloads_an_edited_models_file_and_keeps_serving_when_the_edit_is
     proc = subprocess.Popen([sys.executable, "-m", "rewardserve", "serve", "--models-file", str(path), "--port",
                              str(port), "--log-level", "info"], env=os.environ.copy(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []  # the server's log, read as it comes (a reload's outcome is logged, not answered)
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
     try:
         wait_ready(url)
         body = {"items": [{"prompt": "how are you ?", "completion": " i am good ."}]}
@@ -110,11 +114,15 @@ def test_sighup_reloads_an_edited_models_file_and_keeps_serving_when_the_edit_is
         assert httpx.post(url + "/score", json={**body, "model": "int8"}).status_code == 200
         path.write_text("models: [{name: rm}]")  # wrong: the old entries keep serving
         proc.send_signal(signal.SIGHUP)
-        time.sleep(1)
+        deadline = time.monotonic() + 60
+        while not any("models file reload failed" in line for line in lines):  # the reload's end, logged
+            assert time.monotonic() < deadline, "the failed reload was never logged"
+            time.sleep(0.02)
         assert versions() == now and httpx.post(url + "/score", json=body).status_code == 200
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0, out
+        assert proc.wait(60) == 0
+        reader.join(10)
+        out = "".join(lines)
         assert "models file reload failed" in out and "exactly one of 'path'" in out
     finally:
         if proc.poll() is None:
