@@ -33,10 +33,11 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
 class RewardServeError(Exception):
-    """The server refused a request (or could not be reached after all retries)."""
+    """The server refused a request (``status``: its HTTP status), or could not be reached after all retries
+    (``status`` None, ``kind`` ``unreachable``)."""
 
-    def __init__(self, status: int, kind: str, message: str) -> None:
-        super().__init__(f"{status} {kind}: {message}")
+    def __init__(self, status: int | None, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}" if status is None else f"{status} {kind}: {message}")
         self.status, self.kind, self.message = status, kind, message
 
 
@@ -88,7 +89,9 @@ class _Protocol:
             return None
         if attempt + 1 >= self.retry.attempts:
             if error is not None:
-                raise RewardServeError(0, "unreachable", f"{type(error).__name__}: {error}") from error
+                raise RewardServeError(None, "unreachable", f"no answer after {self.retry.attempts} attempts "
+                                       f"({type(error).__name__}: {error}); is the server running at that URL?") \
+                    from error
             return None  # out of attempts: the caller raises the server's error
         return self.retry.delay(attempt, response.headers.get("retry-after") if response is not None else None)
 

@@ -43,8 +43,14 @@ def error_response(exc: ServiceError, metrics: Metrics, request_id: str) -> JSON
 def _translate_validation(exc: RequestValidationError) -> ServiceError:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
-        reasons = "; ".join(str(e.get("ctx", {}).get("error", "")) for e in errors)
+        # FastAPI puts the decoder's position (a character offset) after "body" in the location
+        reasons = "; ".join(str(e.get("ctx", {}).get("error", "")) + "".join(
+            f" at character {p}" for p in e.get("loc", ())[1:2] if isinstance(p, int)) for e in errors)
         return InvalidRequest(f"the body is not valid JSON: {reasons}", kind="invalid_json")
+    if any(tuple(e.get("loc", ())) == ("body",) and isinstance(e.get("input"), bytes | str) for e in errors):
+        # a body FastAPI did not parse: it only parses one whose Content-Type is JSON
+        return InvalidRequest("the body was not read as JSON: send it with 'Content-Type: application/json'",
+                              kind="invalid_json")
     return ValidationFailed("; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:10]))
 
 

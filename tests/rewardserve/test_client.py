@@ -126,6 +126,7 @@ def test_unreachable_server_raises_after_the_retries() -> None:
     client = RewardClient("http://127.0.0.1:9", retry=RetryPolicy(attempts=2, backoff_s=0.01), timeout_s=2)
     with pytest.raises(RewardServeError) as info:
         client.score([("a", "b")])
-    assert info.value.kind == "unreachable"
+    assert info.value.kind == "unreachable" and info.value.status is None
+    assert str(info.value).startswith("unreachable: no answer after 2 attempts (ConnectError")
     with pytest.raises(ValueError, match="2 prompts for 1"):
         client.score_pairs(["a", "b"], ["c"])

@@ -22,8 +22,11 @@ def test_bad_input_is_a_clear_4xx(bert_onnx_bundle: Path) -> None:
                  max_item_tokens=12) as live:
         post = lambda path, **kw: httpx.post(live.url + path, **kw)  # noqa: E731
         error_of(post("/score", json={"items": []}), 400, "invalid_request")
-        error_of(post("/score", content=b'{"items": [', headers={"content-type": "application/json"}),
-                 400, "invalid_json")
+        assert "at character 11" in error_of(post("/score", content=b'{"items": [', headers={
+            "content-type": "application/json"}), 400, "invalid_json")
+        for plain in ({"content-type": "text/plain"}, {}):  # JSON sent as something else: say to send JSON
+            assert "Content-Type: application/json" in error_of(post("/score", content=json.dumps(
+                {"items": [ITEM]}).encode(), headers=plain), 400, "invalid_json")
         assert "assistant" in error_of(post("/score", json={"items": [{"messages": [
             {"role": "user", "content": "hi"}]}]}), 400, "invalid_input")
         error_of(post("/score", json={"items": [{"prompt": 3, "completion": "x"}]}), 422, "validation_error")
