@@ -164,7 +164,7 @@ def wait_ready(url: str, seconds: float = 120) -> None:
 
 def require_tool(*names: str) -> str:
     """The path of the first of ``names`` on PATH. A developer without it gets a skip that names it; CI
-    (``CI=true``, or ``REWARDSERVE_REQUIRE_OPS_TOOLS=1`` as ``.ci/run`` sets) installs every tool, so there
+    (``CI=true``, or ``REWARDSERVE_REQUIRE_OPS_TOOLS=1`` as ``tests/full.sh`` sets) installs every tool, so there
     a missing one fails instead of silently skipping its checks."""
     import shutil
 
@@ -174,7 +174,7 @@ def require_tool(*names: str) -> str:
         found = shutil.which(name)
         if found:
             return found
-    message = f"{' or '.join(names)} not installed (.ci/run installs it)"
+    message = f"{' or '.join(names)} not installed (tests/full.sh installs it)"
     if in_ci():
         pytest.fail(message)
     pytest.skip(message)

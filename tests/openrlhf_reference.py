@@ -1,7 +1,7 @@
 """OpenRLHF's own code, run in a subprocess (``python -m tests.openrlhf_reference``): it builds a reward-model
 checkpoint the way OpenRLHF's trainer saves one, and scores conversations the way OpenRLHF trains on them.
 
-OpenRLHF 0.11.2 pins a GPU training stack (deepspeed, flash-attn) that ``.ci/run`` does not install; its
+OpenRLHF 0.11.2 pins a GPU training stack (deepspeed, flash-attn) that ``tests/full.sh`` does not install; its
 ``openrlhf.models`` package imports both at module level although the plain reward path (no packing, no ZeRO-3)
 never calls them. Placeholders in ``sys.modules`` let it import; they live in this subprocess only, so no other
 test sees them. Under transformers 5, OpenRLHF's ``from_pretrained`` leaves its non-persistent ``mean``/``std``

@@ -1,7 +1,7 @@
 """A real PostgreSQL server for tests: its own cluster (``initdb`` into a temporary directory) on
 127.0.0.1 and a free port, started and stopped by the test (the "database goes away" tests stop it).
 
-Debian's ``postgresql`` package puts the binaries in ``/usr/lib/postgresql/<version>/bin``; ``.ci/run``
+Debian's ``postgresql`` package puts the binaries in ``/usr/lib/postgresql/<version>/bin``; ``tests/full.sh``
 installs it. PostgreSQL refuses to run as root, so as root the cluster runs as the ``postgres`` user.
 """
 
@@ -34,7 +34,7 @@ def require_postgres() -> Path:
 
     bindir = postgres_bin()
     if bindir is None:
-        message = "PostgreSQL is not installed (apt-get install postgresql; .ci/run does)"
+        message = "PostgreSQL is not installed (apt-get install postgresql; tests/full.sh does)"
         if in_ci():
             pytest.fail(message)
         pytest.skip(message)

@@ -16,7 +16,7 @@ _names = itertools.count()
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Cluster]:
-    """A PostgreSQL server on 127.0.0.1 (``.ci/run`` installs Debian's postgresql; elsewhere a skip)."""
+    """A PostgreSQL server on 127.0.0.1 (``tests/full.sh`` installs Debian's postgresql; elsewhere a skip)."""
     cluster = Cluster(require_postgres())
     cluster.start()
     yield cluster

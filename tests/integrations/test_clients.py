@@ -24,7 +24,7 @@ def native_scores(url: str, prompts: list[str], replies: list[str]) -> list[floa
 
 
 def test_openrlhf_shards_rollouts_across_several_reward_servers(bert_onnx_bundle: Path) -> None:
-    agent = require_module("openrlhf.utils.agent", "pip install --no-deps openrlhf (.ci/run does)")  # its fetcher
+    agent = require_module("openrlhf.utils.agent", "pip install --no-deps openrlhf (tests/full.sh does)")  # its fetcher
     with running(model=bert_onnx_bundle) as a, running(model=bert_onnx_bundle) as b:
         executor = agent.SingleTurnAgentExecutor(remote_rm_url=[a.url + "/get_reward", b.url + "/get_reward"])
         queries = [p + r for p, r in zip(PROMPTS, REPLIES, strict=True)]

@@ -1,7 +1,7 @@
 """The operations tests drive real tools: promtool, prometheus, hadolint, kustomize, kubernetes-validate.
 
 A developer's machine may lack them, and those tests then skip saying which tool is missing; CI
-installs them all (``.ci/run``) and sets ``REWARDSERVE_REQUIRE_OPS_TOOLS=1``, which turns a missing
+installs them all (``tests/full.sh``) and sets ``REWARDSERVE_REQUIRE_OPS_TOOLS=1``, which turns a missing
 tool into a failure, so the checks cannot silently stop running.
 """
 

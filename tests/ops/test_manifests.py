@@ -35,7 +35,7 @@ def test_dockerfile_serves_without_the_training_stack() -> None:
 
 
 def _build(tool: Callable[..., str], overlay: str) -> str:
-    # the pinned kustomize .ci/run installs first; a kubectl's built-in kustomize only where it is missing
+    # the pinned kustomize tests/full.sh installs first; a kubectl's built-in kustomize only where it is missing
     found = tool("kustomize", "kubectl")
     command = [found, "kustomize"] if found.endswith("kubectl") else [found, "build"]
     result = subprocess.run([*command, str(K8S / "overlays" / overlay)], capture_output=True, text=True)
