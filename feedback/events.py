@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -33,9 +33,9 @@ from pydantic import (
     model_validator,
 )
 
+from feedback.judgements import JUDGEMENTS, Choice, Form, Judgement, Ranking, Ratings, check_ratings
 from rewardmodel.conversation import validate_messages
 from rewardmodel.errors import FormatError
-from rewardmodel.records import ranking_groups
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(3000, 1, 1, tzinfo=UTC)
@@ -66,8 +66,6 @@ MAX_COMPLETIONS = 64
 MAX_LABEL_COMPLETIONS = 9
 """Completions of one labeling task: the page ranks them with the keys 1-9."""
 MAX_METADATA_BYTES = 16 * 1024
-Form = Literal["choice", "ranking", "ratings", "thumbs"]
-FORMS: tuple[Form, ...] = ("choice", "ranking", "ratings", "thumbs")
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 # sources become a Prometheus label: a short identifier, not free text
@@ -142,23 +140,16 @@ class FeedbackEvent(BaseModel):
 
     @model_validator(mode="after")
     def _judgement(self) -> FeedbackEvent:
-        given = [f for f in ("choice", "ranking", "ratings") if getattr(self, f) is not None]
+        given = [j.field for j in JUDGEMENTS if getattr(self, j.field) is not None]
         if len(given) != 1:
-            raise ValueError(f"an event carries exactly one judgement: choice, ranking or ratings (got "
-                             f"{', '.join(given) or 'none'})")
+            raise ValueError(f"an event carries exactly one judgement: {', '.join(j.field for j in JUDGEMENTS)} "
+                             f"(got {', '.join(given) or 'none'})")
         k = len(self.completions)
-        if self.choice is not None:
-            _check_choice(self.choice, k)
-        if self.ranking is not None:
-            _check_ranking(self.ranking, k)
         if self.scale is not None and self.ratings is None:
             raise ValueError("field 'scale' belongs to ratings")
-        if self.ratings is not None:
-            _check_ratings("ratings", self.ratings, k, self.scale)
-            if all(r is None for r in self.ratings):
-                raise ValueError("field 'ratings': at least one completion must be rated")
+        self.judgement.check(k)
         for name, values in (self.criteria or {}).items():
-            _check_ratings(f"criteria.{name}", values, k, self.scale)
+            check_ratings(f"criteria.{name}", values, k, self.scale)
         if self.scores is not None and len(self.scores) != k:
             raise ValueError(f"field 'scores' must hold {k} numbers, one per completion")
         if (self.scores is None) != (self.reward_model is None):
@@ -167,13 +158,20 @@ class FeedbackEvent(BaseModel):
         return self
 
     @property
+    def judgement(self) -> Judgement:
+        """The judgement as its form's class (:mod:`feedback.judgements`)."""
+        k = len(self.completions)
+        if self.choice is not None:
+            return Choice(self.choice, k)
+        if self.ranking is not None:
+            return Ranking(self.ranking, k)
+        assert self.ratings is not None  # the validator guarantees exactly one judgement
+        return Ratings(self.ratings, self.scale)
+
+    @property
     def form(self) -> Form:
         """choice, ranking, ratings (a declared scale) or thumbs (+1/−1)."""
-        if self.choice is not None:
-            return "choice"
-        if self.ranking is not None:
-            return "ranking"
-        return "ratings" if self.scale is not None else "thumbs"
+        return self.judgement.form
 
     @property
     def user(self) -> str | None:
@@ -218,35 +216,6 @@ def item_key(prompt: str | list[dict[str, Any]], completions: list[str]) -> str:
     """The same prompt and the same set of completions, in any order: what annotators can agree on."""
     text = json.dumps([prompt, sorted(completions)], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _check_choice(choice: int, k: int) -> None:
-    if k < 2:
-        raise ValueError("field 'choice' needs at least two completions")
-    if not 0 <= choice < k:
-        raise ValueError(f"field 'choice' must be an index 0..{k - 1}, got {choice}")
-
-
-def _check_ranking(ranking: list[int | list[int]], k: int) -> None:
-    if k < 2:
-        raise ValueError("field 'ranking' needs at least two completions")
-    ranking_groups(ranking, k)  # the contract's reading of a ranking, the one training uses
-
-
-def _check_ratings(field: str, values: list[Rating], k: int, scale: tuple[float, float] | None) -> None:
-    if len(values) != k:
-        raise ValueError(f"field '{field}' must hold {k} values, one per completion (null: not rated)")
-    rated = [r for r in values if r is not None]
-    if scale is None:
-        if any(r not in (1, -1) for r in rated):
-            raise ValueError(f"field '{field}': thumbs are +1 or -1 (null: not rated); declare 'scale': [lo, hi] "
-                             "for another scale")
-        return
-    lo, hi = scale
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError("field 'scale' must be [lo, hi] with lo < hi")
-    if any(not (math.isfinite(r) and lo <= r <= hi) for r in rated):
-        raise ValueError(f"field '{field}': every rating must lie in the scale [{lo:g}, {hi:g}]")
 
 
 def utc_now() -> datetime:

@@ -30,7 +30,6 @@ from sqlalchemy.engine import make_url
 
 from feedback.errors import InvalidFeedback
 from feedback.events import FeedbackEvent, item_key
-from feedback.judgements import preferred_pairs
 from feedback.store import EVERYTHING, FeedbackStore, Filters, StoredEvent, database_url, redact
 from rewardmodel.records import ranking_groups
 
@@ -70,42 +69,9 @@ def training_records(events: Iterable[StoredEvent], aggregate: Aggregate = "all"
 
 
 def _records(e: FeedbackEvent, report: ExportReport) -> list[dict[str, Any]]:
-    if e.ratings is not None:
-        return _pointwise(e, report)
-    if e.choice is not None:
-        return [{"id": f"{e.id}#{j}", "prompt": e.prompt, "chosen": e.completions[e.choice], "rejected": c}
-                | _source(e) for j, c in enumerate(e.completions) if j != e.choice]
-    if e.ranking is not None:
-        if len(e.ranking) < 2:
-            report.skipped["no preference (every completion tied)"] += 1
-            return []
-        return [{"id": e.id, "prompt": e.prompt, "completions": e.completions, "ranking": e.ranking} | _source(e)]
-    raise AssertionError(f"event {e.id} holds no judgement")  # the event schema requires one
-
-
-def _source(e: FeedbackEvent) -> dict[str, str]:
-    """The event's source and user as record fields, when it has them (``rewardserve compare`` breaks results
-    down by source; ``rewardserve personalize fit`` fits per user)."""
-    return ({"source": e.source} if e.source else {}) | ({"user": e.user} if e.user else {})
-
-
-def _pointwise(e: FeedbackEvent, report: ExportReport) -> list[dict[str, Any]]:
-    assert e.ratings is not None
-    records: list[dict[str, Any]] = []
-    for j, (completion, rating) in enumerate(zip(e.completions, e.ratings, strict=True)):
-        if rating is None:
-            continue
-        record: dict[str, Any] = {"id": f"{e.id}#{j}", "prompt": e.prompt, "completion": completion} | _source(e)
-        if e.scale is None:
-            record["label"] = rating > 0
-        else:
-            record |= {"rating": rating, "scale": list(e.scale)}
-            criteria = {name: values[j] for name, values in (e.criteria or {}).items() if values[j] is not None}
-            if criteria:  # named criteria train a criteria model's outputs (rewardmodel.criteria)
-                record["criteria"] = criteria
-        records.append(record)
-    if not records:
-        report.skipped["nothing rated"] += 1
+    records, why_none = e.judgement.records(e)
+    if why_none is not None:
+        report.skipped[why_none] += 1
     return records
 
 
@@ -117,14 +83,14 @@ def _majority(events: Iterable[StoredEvent], report: ExportReport) -> Iterator[d
         report.events += 1
         report.by_form[e.form] += 1
         if e.form == "thumbs":
-            for record in _pointwise(e, report):
+            for record in _records(e, report):
                 report.records += 1
                 yield record
             continue
         key = item_key(e.prompt, e.completions)
         prompts.setdefault(key, e.prompt)
         tally = votes.setdefault(key, Counter())
-        for better, worse in preferred_pairs(e):
+        for better, worse in e.judgement.pairs():
             tally[(e.completions[better], e.completions[worse])] += 1
     for key, tally in votes.items():
         done: set[frozenset[str]] = set()

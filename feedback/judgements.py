@@ -1,29 +1,169 @@
-"""What a judgement says about pairs of completions: the one reading that export, agreement and live
-accuracy share, so the three can never disagree on what an event meant.
+"""The judgement of a feedback event, one class per form: each owns its validation, the pairs it states and its
+training records, so export, agreement, live accuracy and personal profiles share one reading of an event, and a
+new form is one class (registered in :data:`JUDGEMENTS` under the event field that carries it).
+
+On the wire and in the store an event keeps its flat shape (``choice``, ``ranking`` or ``ratings`` beside the
+prompt and completions): :meth:`FeedbackEvent.judgement <feedback.events.FeedbackEvent.judgement>` builds the
+class from it, so stored events load as they always did.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from feedback.events import FeedbackEvent, Rating
 from rewardmodel.records import ranking_groups, ranking_pairs
+
+if TYPE_CHECKING:
+    from feedback.events import FeedbackEvent
 
 Pair = tuple[int, int]
 """(better, worse): indices into the event's completions."""
+Rating = float | None
+Form = Literal["choice", "ranking", "ratings", "thumbs"]
+FORMS: tuple[Form, ...] = ("choice", "ranking", "ratings", "thumbs")
+Record = dict[str, Any]
+
+
+class Judgement(ABC):
+    """What one human said about an event's k completions."""
+
+    field: ClassVar[str]
+    """The event field that carries this form."""
+
+    @property
+    @abstractmethod
+    def form(self) -> Form:
+        """The form's name (a metric label and a stored column)."""
+
+    @abstractmethod
+    def check(self, k: int) -> None:
+        """Raise ``ValueError`` saying what is wrong, for an event of ``k`` completions."""
+
+    @abstractmethod
+    def pairs(self) -> list[Pair]:
+        """Every strict preference it states."""
+
+    @abstractmethod
+    def records(self, event: FeedbackEvent) -> tuple[list[Record], str | None]:
+        """(training records of the event, why it gave none when it gave none)."""
+
+
+@dataclass(frozen=True)
+class Choice(Judgement):
+    """``choice: i``: completion i is preferred over each of the others."""
+
+    field: ClassVar[str] = "choice"
+    index: int
+    k: int
+
+    @property
+    def form(self) -> Form:
+        return "choice"
+
+    def check(self, k: int) -> None:
+        if k < 2:
+            raise ValueError("field 'choice' needs at least two completions")
+        if not 0 <= self.index < k:
+            raise ValueError(f"field 'choice' must be an index 0..{k - 1}, got {self.index}")
+
+    def pairs(self) -> list[Pair]:
+        return [(self.index, j) for j in range(self.k) if j != self.index]
+
+    def records(self, event: FeedbackEvent) -> tuple[list[Record], str | None]:
+        """One ``{"prompt", "chosen", "rejected"}`` per other completion."""
+        chosen = event.completions[self.index]
+        return [{"id": f"{event.id}#{j}", "prompt": event.prompt, "chosen": chosen, "rejected": c}
+                | provenance(event) for j, c in enumerate(event.completions) if j != self.index], None
+
+
+@dataclass(frozen=True)
+class Ranking(Judgement):
+    """``ranking: [best … worst]``; a nested list is a tie group (``[[0, 2], 1]``)."""
+
+    field: ClassVar[str] = "ranking"
+    order: Sequence[int | list[int]]
+    k: int
+
+    @property
+    def form(self) -> Form:
+        return "ranking"
+
+    def check(self, k: int) -> None:
+        if k < 2:
+            raise ValueError("field 'ranking' needs at least two completions")
+        ranking_groups(list(self.order), k)  # the contract's reading of a ranking, the one training uses
+
+    def pairs(self) -> list[Pair]:
+        return ranking_pairs(ranking_groups(list(self.order), self.k))
+
+    def records(self, event: FeedbackEvent) -> tuple[list[Record], str | None]:
+        """The ranking form as it is, tie groups included."""
+        if len(self.order) < 2:
+            return [], "no preference (every completion tied)"
+        return [{"id": event.id, "prompt": event.prompt, "completions": event.completions,
+                 "ranking": list(self.order)} | provenance(event)], None
+
+
+@dataclass(frozen=True)
+class Ratings(Judgement):
+    """``ratings: [r, …]``, one per completion (null: not rated); thumbs (+1/−1) without ``scale``."""
+
+    field: ClassVar[str] = "ratings"
+    values: Sequence[Rating]
+    scale: tuple[float, float] | None = None
+
+    @property
+    def form(self) -> Form:
+        return "ratings" if self.scale is not None else "thumbs"
+
+    def check(self, k: int) -> None:
+        check_ratings("ratings", self.values, k, self.scale)
+        if all(r is None for r in self.values):
+            raise ValueError("field 'ratings': at least one completion must be rated")
+
+    def pairs(self) -> list[Pair]:
+        return rating_pairs(self.values)
+
+    def records(self, event: FeedbackEvent) -> tuple[list[Record], str | None]:
+        """One pointwise record per rated completion: a thumb's ``label``, or a ``rating`` on its ``scale`` with
+        the completion's per-criterion ratings."""
+        out: list[Record] = []
+        for j, (completion, rating) in enumerate(zip(event.completions, self.values, strict=True)):
+            if rating is None:
+                continue
+            record: Record = {"id": f"{event.id}#{j}", "prompt": event.prompt, "completion": completion} | \
+                provenance(event)
+            if self.scale is None:
+                record["label"] = rating > 0
+            else:
+                record |= {"rating": rating, "scale": list(self.scale)}
+                criteria = {n: v[j] for n, v in (event.criteria or {}).items() if v[j] is not None}
+                if criteria:  # named criteria train a criteria model's outputs (rewardmodel.criteria)
+                    record["criteria"] = criteria
+            out.append(record)
+        return out, None if out else "nothing rated"
+
+
+JUDGEMENTS: tuple[type[Judgement], ...] = (Choice, Ranking, Ratings)
+"""Every form, by the event field that carries it: an event carries exactly one of these fields."""
+
+
+def provenance(event: FeedbackEvent) -> dict[str, str]:
+    """The event's source and user as record fields, when it has them (``rewardserve compare`` breaks results
+    down by source; ``rewardserve personalize fit`` fits per user)."""
+    return ({"source": event.source} if event.source else {}) | ({"user": event.user} if event.user else {})
 
 
 def preferred_pairs(event: FeedbackEvent) -> list[Pair]:
     """Every strict preference the event states: a choice beats each other completion, a ranking's groups
     beat the groups below them, and a higher rating beats a lower one (ties and unrated completions say
     nothing)."""
-    if event.choice is not None:
-        return [(event.choice, j) for j in range(len(event.completions)) if j != event.choice]
-    if event.ranking is not None:
-        return ranking_pairs(ranking_groups(event.ranking, len(event.completions)))
-    assert event.ratings is not None  # the event's validator guarantees exactly one judgement
-    return rating_pairs(event.ratings)
+    return event.judgement.pairs()
 
 
 def rating_pairs(ratings: Sequence[Rating]) -> list[Pair]:
@@ -35,6 +175,23 @@ def rating_pairs(ratings: Sequence[Rating]) -> list[Pair]:
             continue
         pairs.append((i, j) if a > b else (j, i))
     return pairs
+
+
+def check_ratings(field: str, values: Sequence[Rating], k: int, scale: tuple[float, float] | None) -> None:
+    """Raise ``ValueError`` unless ``values`` are k ratings: thumbs without ``scale``, else within it."""
+    if len(values) != k:
+        raise ValueError(f"field '{field}' must hold {k} values, one per completion (null: not rated)")
+    rated = [r for r in values if r is not None]
+    if scale is None:
+        if any(r not in (1, -1) for r in rated):
+            raise ValueError(f"field '{field}': thumbs are +1 or -1 (null: not rated); declare 'scale': [lo, hi] "
+                             "for another scale")
+        return
+    lo, hi = scale
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError("field 'scale' must be [lo, hi] with lo < hi")
+    if any(not (math.isfinite(r) and lo <= r <= hi) for r in rated):
+        raise ValueError(f"field '{field}': every rating must lie in the scale [{lo:g}, {hi:g}]")
 
 
 def scored_correctly(scores: Sequence[float], pairs: Sequence[Pair]) -> int:

@@ -22,8 +22,8 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from feedback.events import FORMS, FeedbackEvent
-from feedback.judgements import preferred_pairs, scored_correctly
+from feedback.events import FeedbackEvent
+from feedback.judgements import FORMS, preferred_pairs, scored_correctly
 
 WINDOW_S = 3600.0
 """The rolling window of the agreement ratio."""
