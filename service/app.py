@@ -60,7 +60,7 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[str], None] | None
         try:
             yield
         finally:
-            state.draining = True
+            state.begin_drain()
             await loading
             if feedback is not None and feedback.refitter is not None:
                 await feedback.refitter.idle()  # refits read rows on the served models: before they go

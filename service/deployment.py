@@ -30,6 +30,7 @@ from service.backends import Backend
 from service.batching import BatchLimits
 from service.engine import Engine, RequestLimits, ScoreCall, Scored, Timings
 from service.errors import InvalidRequest, NotReady, ServiceError
+from service.inflight import InFlight
 from service.metrics import Metrics
 from service.scheduler import Scheduler
 from service.settings import ServiceSettings
@@ -77,7 +78,8 @@ class Version:
         """The bundle's basis heads for personal rewards (None: it has none)."""
         self.backend: Backend | None = None
         self.engine: Engine | None = None
-        self.admitted = 0
+        self.in_flight = InFlight()
+        """Requests admitted to this version and not yet answered: its release waits for them."""
         self.released = False
         self._metrics = metrics.for_model(name, self.version)
 
@@ -145,11 +147,8 @@ class Version:
         """Count one request until it is answered; a released version admits none."""
         if self.released or self.engine is None:
             raise NotReady(f"{self.label} is not serving (it was swapped out); retry", kind="not_ready")
-        self.admitted += 1
-        try:
+        with self.in_flight.hold():
             yield
-        finally:
-            self.admitted -= 1
 
     async def score(self, call: ScoreCall) -> Scored:
         """Scores of the call's inputs by this version (``details`` is for ensembles: a lone model has none)."""
@@ -168,10 +167,8 @@ class Version:
         ``forget``: drop its metric series too (not when the same version was reloaded: they are the new
         one's). Returns how many requests were still being answered when the release began."""
         self.released = True  # admits nothing new
-        waiting = self.admitted
-        deadline = time.monotonic() + timeout_s
-        while self.admitted and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
+        waiting = self.in_flight.count
+        await self.in_flight.idle(timeout_s)
         if self.engine is not None:
             await self.engine.scheduler.close()
             self.engine.close()

@@ -54,6 +54,8 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self._state = state
         self._reloads: set[asyncio.Task[None]] = set()
+        self._forced = asyncio.Event()
+        """Set on the loop when a second signal forces the exit."""
         self.fatal: str | None = None
 
     @contextlib.contextmanager
@@ -84,17 +86,26 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """First signal: drain; a second one (SIGTERM or SIGINT) forces the exit."""
-        self._state.draining = True
+        self._state.begin_drain()  # at once (only a flag): /readyz says so before the loop runs again
         if self.should_exit:
             self.force_exit = True
+            loop = getattr(self, "_loop", None)
+            if loop is not None:  # wake the drain's wait: the set must run on the loop, not in a signal handler
+                loop.call_soon_threadsafe(self._forced.set)
         super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Drain (steps 1 to 3 of the module docstring), then uvicorn's shutdown."""
         self._state.begin_drain()
+        self._state.flush()
         deadline = time.monotonic() + (self.config.timeout_graceful_shutdown or 0)
-        while self._state.admitted and not self.force_exit and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        if not self.force_exit:  # until the last admitted request is answered, a second signal, or the deadline
+            answered = asyncio.ensure_future(self._state.in_flight.idle())
+            forced = asyncio.ensure_future(self._forced.wait())
+            await asyncio.wait({answered, forced}, timeout=max(0.0, deadline - time.monotonic()),
+                               return_when=asyncio.FIRST_COMPLETED)
+            for task in (answered, forced):
+                task.cancel()
         await self._quiet_moment(deadline)
         for server in self.servers:
             server.close()

@@ -23,6 +23,7 @@ from service.collect import LiveSampler
 from service.deployment import BackendLoader, Ensemble, Version, versions_of
 from service.engine import Engine, Personal, ScoreCall, Scored, ScoreInput, WholeText
 from service.errors import NotReady, ServiceError
+from service.inflight import InFlight
 from service.metrics import Metrics
 from service.models_file import Entry, SplitEntry, read_models_file
 from service.monitors import Monitors, Observed
@@ -54,10 +55,10 @@ class ServiceState:
                          if settings.monitors else None)
         self.registry = Registry(entries, settings, metrics, load,
                                  self.monitors.forget if self.monitors else lambda name, version: None)
-        self.draining = False
+        self._draining = False
         self.started = False
         self.load_error: str | None = None
-        self.admitted = 0
+        self.in_flight = InFlight()
         """Scoring and feedback requests admitted and not yet answered: the drain waits for them."""
         self._on_fatal = on_fatal
         self._shadows: set[asyncio.Task[None]] = set()
@@ -104,9 +105,19 @@ class ServiceState:
         if not self.started:
             raise NotReady("the model is still loading; poll /readyz", kind="not_ready")
 
+    @property
+    def draining(self) -> bool:
+        """Shutting down: new requests get 503 ``draining``, ``/readyz`` says not ready. Set by :meth:`begin_drain`
+        only, and never unset."""
+        return self._draining
+
     def begin_drain(self) -> None:
-        """Refuse new scoring requests (503 draining) and run what is queued without waiting for fuller batches."""
-        self.draining = True
+        """Refuse new scoring and feedback requests (503 draining) from now on. Only sets a flag, so a signal handler
+        may call it; :meth:`flush` then stops the batches waiting to fill up."""
+        self._draining = True
+
+    def flush(self) -> None:
+        """Run what is queued without waiting for fuller batches (the drain has begun)."""
         if self.started:
             self.registry.flush()
 
@@ -129,11 +140,8 @@ class ServiceState:
 
     @contextmanager
     def _counted(self) -> Iterator[None]:
-        self.admitted += 1
-        try:
+        with self.in_flight.hold():
             yield
-        finally:
-            self.admitted -= 1
 
     def monitor(self, resolved: Resolved, run: str, inputs: Sequence[ScoreInput], scored: Scored) -> None:
         """Feed the reward-hacking monitors one request's items (raw rewards; see :mod:`service.monitors`)."""
@@ -225,7 +233,7 @@ class ServiceState:
 
     async def stop(self) -> None:
         """Drain: refuse new work, finish what is queued (shadows included), release the models."""
-        self.draining = True
+        self.begin_drain()
         if self._shadows:
             await asyncio.gather(*self._shadows, return_exceptions=True)
         await self.registry.close()

@@ -116,7 +116,9 @@ def test_not_ready_and_draining_are_503(bert_onnx_bundle: Path) -> None:
         r = httpx.post(broken.url + "/score", json={"items": [ITEM]})
         assert "rewardserve export" in error_of(r, 503, "load_failed") and r.headers["retry-after"] == "1"
     with running(model=bert_onnx_bundle) as live:
-        live.state.draining = True
+        assert live.metric("rewardserve_ready") == 1
+        live.state.begin_drain()  # what SIGTERM does first: /readyz and the gauge both say not ready
+        assert live.metric("rewardserve_ready") == 0
         error_of(httpx.get(live.url + "/readyz"), 503, "draining")
         error_of(httpx.post(live.url + "/score", json={"items": [ITEM]}), 503, "draining")
         assert httpx.get(live.url + "/healthz").status_code == 200
