@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -133,6 +133,30 @@ class Version:
                 seconds = time.perf_counter() - started
         return Work(rows, rows * len(long_item.input_ids)), seconds
 
+    def describe(self) -> dict[str, Any]:
+        """What ``/v1/models`` says of this version: its card, engine, runtime and personal rewards."""
+        card, s, info = self.card, self.settings, self.backend.info if self.backend else None
+        report = card.training.get("result", {}).get("report", {})
+        basis = self.basis
+        return {
+            "version": self.version, "path": str(self.root), "card_name": card.name,
+            "base_model": card.base_model, "architecture": card.architecture, "model_type": card.model_type,
+            "family": card.source.get("family", "rewardserve"), "head": card.head.kind,
+            "backend": s.backend, "variant": s.variant, "device": s.device, "threads": s.threads,
+            "streams": s.streams,
+            "engine": {"chosen": "flags"} if self.engine_choice is None else {"chosen": self.engine_choice.how,
+                                                                              "table": self.engine_choice.table},
+            "runtime": None if info is None else {"dtype": info.dtype, "detail": info.detail},
+            "max_length": self.formatter.spec.max_length, "template": card.formatting.template,
+            "normalization": None if card.normalization is None else {
+                "mean": card.normalization.mean, "std": card.normalization.std},
+            "heldout_accuracy": report.get("accuracy"), "onnx_variants": sorted(card.onnx),
+            "criteria": None if card.criteria is None else card.criteria.to_dict(),
+            "personalization": None if basis is None else {
+                "k": basis.k, "basis": basis.id, "min_judgements": basis.min_judgements,
+                "why_not": None if self.backend is None else self.backend.rows_error},
+        }
+
     def health(self) -> str | None:
         """Why this version cannot serve, or ``None``."""
         return None if self.engine is None else self.engine.scheduler.health()
@@ -207,6 +231,12 @@ class Ensemble:
         self.version = hashlib.sha256(parts.encode()).hexdigest()[:12]
         self.member_names = list(member_names)
         self._disagreement = metrics.ensemble_std.labels(name)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``/v1/models`` says of this ensemble: its aggregate and each member."""
+        return {"ensemble": {"aggregate": self.how, "uwo_lambda": self.uwo_lambda,
+                             "members": {n: m.describe() for n, m in zip(self.member_names, self.members,
+                                                                         strict=True)}}}
 
     @contextmanager
     def admit(self) -> Iterator[None]:

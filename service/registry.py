@@ -151,6 +151,23 @@ class Registry:
         shadow = self.targets.get(entry.shadow) if entry.shadow else None
         return Resolved(target, shadow, asked)
 
+    def describe(self) -> list[tuple[str, str | None, dict[str, Any]]]:
+        """(name, version, what it is) of every target a request may name, the default first: a version's card
+        and engine, an ensemble's members, a split's targets; with its shadow and whether it is the default."""
+        out = []
+        for name, entry in self.entries.items():
+            target = self.targets.get(name)
+            about: dict[str, Any]
+            if target is not None:
+                about = target.describe()
+            else:
+                assert isinstance(entry, SplitEntry)
+                about = {"split": {"weights": entry.split, "sticky_header": entry.sticky_header,
+                                   "versions": {t: self.targets[t].version for t in entry.split}}}
+            about |= {"shadow": entry.shadow, "default": name == self.default}
+            out.append((name, None if target is None else target.version, about))
+        return out
+
     def versions(self) -> list[Version]:
         """Every loaded version (ensemble members included)."""
         return [v for t in self.targets.values() for v in versions_of(t)]

@@ -10,11 +10,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from service.deployment import Ensemble, Version
 from service.engine import ScoreCall
 from service.errors import BackendFailure, NotReady
 from service.metrics import CONTENT_TYPE
-from service.models_file import SplitEntry
 from service.plumbing import guard, require_api_key, score_for, service_state
 from service.schemas import (
     ERROR_RESPONSES,
@@ -71,47 +69,12 @@ async def models(request: Request) -> dict[str, Any]:
     """Every model a request may name, first the default: its version (a content id), card summary,
     backend and limits; an ensemble lists its members, a split its targets."""
     state = service_state(request)
-    registry, s = state.registry, state.settings
-    data = []
-    for name, entry in registry.entries.items():
-        target = registry.targets.get(name)
-        about: dict[str, Any]
-        if isinstance(target, Version):
-            about = _version_summary(target)
-        elif isinstance(target, Ensemble):
-            about = {"ensemble": {"aggregate": target.how, "uwo_lambda": target.uwo_lambda,
-                                  "members": {n: _version_summary(m) for n, m in
-                                              zip(target.member_names, target.members, strict=True)}}}
-        else:
-            assert isinstance(entry, SplitEntry)
-            about = {"split": {"weights": entry.split, "sticky_header": entry.sticky_header,
-                               "versions": {t: registry.targets[t].version for t in entry.split}}}
-        about["shadow"] = entry.shadow
-        about["default"] = name == registry.default
-        about["limits"] = {"max_items_per_request": s.max_items_per_request,
-                           "max_request_tokens": s.max_request_tokens, "max_body_bytes": s.max_body_bytes}
-        data.append({"id": name, "object": "model", "created": STARTED, "owned_by": "rewardserve",
-                     "version": None if target is None else target.version, "rewardserve": about})
+    s = state.settings
+    limits = {"max_items_per_request": s.max_items_per_request, "max_request_tokens": s.max_request_tokens,
+              "max_body_bytes": s.max_body_bytes}
+    data = [{"id": name, "object": "model", "created": STARTED, "owned_by": "rewardserve", "version": version,
+             "rewardserve": about | {"limits": limits}} for name, version, about in state.registry.describe()]
     return {"object": "list", "data": data}
-
-
-def _version_summary(v: Version) -> dict[str, Any]:
-    card, s, info = v.card, v.settings, v.backend.info if v.backend else None
-    report = card.training.get("result", {}).get("report", {})
-    return {
-        "version": v.version, "path": str(v.root), "card_name": card.name,
-        "base_model": card.base_model, "architecture": card.architecture, "model_type": card.model_type,
-        "family": card.source.get("family", "rewardserve"), "head": card.head.kind,
-        "backend": s.backend, "variant": s.variant, "device": s.device, "threads": s.threads, "streams": s.streams,
-        "engine": {"chosen": "flags"} if v.engine_choice is None else {"chosen": v.engine_choice.how,
-                                                                      "table": v.engine_choice.table},
-        "runtime": None if info is None else {"dtype": info.dtype, "detail": info.detail},
-        "max_length": v.formatter.spec.max_length, "template": card.formatting.template,
-        "normalization": None if card.normalization is None else {
-            "mean": card.normalization.mean, "std": card.normalization.std},
-        "heldout_accuracy": report.get("accuracy"), "onnx_variants": sorted(card.onnx),
-        "criteria": None if card.criteria is None else card.criteria.to_dict(),
-    }
 
 
 @router.get("/healthz", summary="Liveness: the process is up and able to serve", dependencies=[guard("protect_health")])

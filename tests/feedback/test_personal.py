@@ -87,6 +87,8 @@ def test_a_users_feedback_becomes_their_reward_and_erasure_takes_it_away(
         pytest.importorskip("openvino")
     db = str(tmp_path / "feedback.db") if store == "sqlite" else str(request.getfixturevalue("pg_url"))
     with running(model=personal_bundle, feedback_db=db, backend=backend, variant=variant) as live:
+        about = httpx.get(live.url + "/v1/models").json()["data"][0]["rewardserve"]["personalization"]
+        assert about["k"] == 4 and about["min_judgements"] == 5 and about["why_not"] is None
         plain = _score(live.url)
         assert "personal" not in plain and _prefers_negative(plain["scores"]) < 0.25  # the model prefers POSITIVE
         # a user without judgements gets the population's reward: the plain one
@@ -150,6 +152,8 @@ def test_what_cannot_be_personal_is_a_clear_400(personal_bundle: Path, bert_onnx
     with running(model=bundle, feedback_db=db, variant="int8") as live:
         r = httpx.post(live.url + "/score", json={"items": ITEMS[:2], "user": "alice"}, timeout=30)
         assert "parity gate" in error_of(r, 400, "no_personalization")
+        about = httpx.get(live.url + "/v1/models").json()["data"][0]["rewardserve"]["personalization"]
+        assert "parity gate" in about["why_not"]
         assert httpx.post(live.url + "/score", json={"items": ITEMS[:2]}, timeout=30).status_code == 200
     with running(model=bundle) as live:  # no store: every user is the population
         assert _score(live.url, "alice", ITEMS[:2])["personal"]["profile"] == "population"
