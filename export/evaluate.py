@@ -7,27 +7,26 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rewardmodel import BundleCard, Formatter, PairwiseReport, PreferenceExample, load_tokenizer, read_card
-from rewardmodel.onnx_model import CPU, ROWS_OUTPUT, has_rows, onnx_row_scorer, onnx_scorer, open_session, variant_file
-from rewardmodel.openvino_model import compile_onnx, openvino_available, openvino_row_scorer, openvino_scorer
+from rewardmodel.onnx_model import CPU, has_rows, onnx_row_scorer, onnx_scorer, open_session, variant_file
+from rewardmodel.openvino_model import compile_onnx, openvino_available, openvino_scorers
 from rewardmodel.scoring import BatchScorer, Progress, RowScorer, evaluate
 
 
 def variant_scorer(path: Path, variant: str, providers: Sequence[str] = (CPU,)) -> tuple[BatchScorer, list[str]]:
     """A scorer of the variant's file and what runs it: int8-static on OpenVINO where installed (the runtime
     that serves it, so the parity gate and ``eval`` check what is served), the others on onnxruntime."""
-    if variant == "int8-static" and openvino_available():
-        return openvino_scorer(compile_onnx(path)), ["OpenVINO CPU (f32)"]
-    return onnx_scorer(open_session(path, providers)), list(providers)
+    scorer, _, runs = variant_scorers(path, variant, providers)
+    return scorer, runs
 
 
-def variant_row_scorer(path: Path, variant: str, providers: Sequence[str] = (CPU,)) -> RowScorer | None:
-    """(scores, read rows) of the variant's file, on the runtime :func:`variant_scorer` picks; None when the
-    graph has no read rows."""
+def variant_scorers(path: Path, variant: str, providers: Sequence[str] = (CPU,)
+                    ) -> tuple[BatchScorer, RowScorer | None, list[str]]:
+    """(scores, scores and read rows, what runs them) of the variant's file, from one loaded model, on the runtime
+    :func:`variant_scorer` picks; the row scorer is None when the graph has no read rows."""
     if variant == "int8-static" and openvino_available():
-        compiled = compile_onnx(path)
-        return openvino_row_scorer(compiled) if any(ROWS_OUTPUT in o.get_names() for o in compiled.outputs) else None
+        return (*openvino_scorers(compile_onnx(path)), ["OpenVINO CPU (f32)"])
     session = open_session(path, providers)
-    return onnx_row_scorer(session) if has_rows(session) else None
+    return onnx_scorer(session), onnx_row_scorer(session) if has_rows(session) else None, list(providers)
 
 
 def evaluate_variant(

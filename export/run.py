@@ -15,7 +15,7 @@ import onnx
 
 from export.convert import to_fp16, to_fp32, to_int8
 from export.errors import ExportError
-from export.evaluate import variant_row_scorer, variant_scorer
+from export.evaluate import variant_scorers
 from export.onnx_export import TWO_GB, export_onnx
 from export.parity import ROW_THRESHOLDS, THRESHOLDS, RowParity, gate, measure
 from export.static_int8 import calibration_batches, nncf_int8_onnx
@@ -153,9 +153,8 @@ def export_bundle(bundle: str | Path, settings: ExportSettings) -> BundleCard:
             else:
                 method = convert[variant](raw, path, card.model_type, heads, hidden,
                                           settings.external_data_threshold)
-            records[variant] = _check(variant, path, method, reference, encoded, examples, formatter, settings,
-                                      card.layout) | _check_rows(variant, path, reference_rows, encoded, formatter,
-                                                                 settings.batch_size, card.layout.width)
+            records[variant] = _check(variant, path, method, reference, reference_rows, encoded, examples, formatter,
+                                      settings, card.layout)
             log.info("%s: %s (%.1fs)", variant, records[variant]["parity"], time.perf_counter() - started)
         raw.unlink()
         raw.with_name(raw.name + ".data").unlink(missing_ok=True)
@@ -168,12 +167,18 @@ def export_bundle(bundle: str | Path, settings: ExportSettings) -> BundleCard:
     return write_card(root, replace(card, onnx=onnx_records))
 
 
-def _check(variant: str, path: Path, method: str, reference: np.ndarray, encoded: Sequence[Any],
-           examples: Sequence[PreferenceExample], formatter: Formatter, settings: ExportSettings,
-           layout: OutputLayout) -> dict[str, Any]:
-    """Gate the variant on its reward, and a criteria (or gated) model on each criterion's output too."""
-    scorer, providers = variant_scorer(path, variant, _check_providers(variant))
-    outputs = outputs_encoded(scorer, formatter.spec, encoded, settings.batch_size, width=layout.width)
+def _check(variant: str, path: Path, method: str, reference: np.ndarray, reference_rows: np.ndarray | None,
+           encoded: Sequence[Any], examples: Sequence[PreferenceExample], formatter: Formatter,
+           settings: ExportSettings, layout: OutputLayout) -> dict[str, Any]:
+    """Gate the variant on its reward, and a criteria (or gated) model on each criterion's output too; measure its
+    read rows in the same pass, where the reference and the graph have them."""
+    scorer, row_scorer, providers = variant_scorers(path, variant, _check_providers(variant))
+    rows_record: dict[str, Any] = {}
+    if reference_rows is not None and row_scorer is not None:
+        outputs, rows = rows_encoded(row_scorer, formatter.spec, encoded, settings.batch_size, width=layout.width)
+        rows_record = {"rows": _row_gate(variant, reference_rows, rows)}
+    else:
+        outputs = outputs_encoded(scorer, formatter.spec, encoded, settings.batch_size, width=layout.width)
     parity = measure(layout.reward(reference), layout.reward(outputs), examples)
     failures = gate(variant, parity, settings.force)
     per_criterion = {}
@@ -198,6 +203,7 @@ def _check(variant: str, path: Path, method: str, reference: np.ndarray, encoded
         "parity_failures": failures,
         "calibration": {"data": settings.calibration_data or f"{DEMO_DATA}:heldout", "examples": len(examples)},
         **(_fp16_note(providers) if variant == "fp16" else {}),
+        **rows_record,
     }
 
 
@@ -213,18 +219,13 @@ def _reference(model: Any, card: BundleCard, encoded: Sequence[Any], batch_size:
     return outputs_encoded(torch_scorer(model), card.formatting, encoded, batch_size, width=width), None
 
 
-def _check_rows(variant: str, path: Path, reference: np.ndarray | None, encoded: Sequence[Any], formatter: Formatter,
-                batch_size: int, width: int) -> dict[str, Any]:
-    """The variant's read rows against the reference's (``rows`` in its record; nothing without rows)."""
-    scorer = None if reference is None else variant_row_scorer(path, variant, _check_providers(variant))
-    if scorer is None or reference is None:
-        return {}
-    _, rows = rows_encoded(scorer, formatter.spec, encoded, batch_size, width=width)
+def _row_gate(variant: str, reference: np.ndarray, rows: np.ndarray) -> dict[str, Any]:
+    """The variant's read rows against the reference's (its record's ``rows``)."""
     parity = RowParity.of(reference, rows, variant)
     if not parity.passed:
         log.warning("%s: its read rows differ from torch's by %.3g on average (limit %g): it serves scores, but not "
                     "personal rewards", variant, parity.mean_rel_error, ROW_THRESHOLDS[variant])
-    return {"rows": parity.to_dict() | {"threshold": ROW_THRESHOLDS[variant]}}
+    return parity.to_dict() | {"threshold": ROW_THRESHOLDS[variant]}
 
 
 def _install(staging: Path, target: Path) -> None:

@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any, cast
 
 import numpy as np
-import numpy.typing as npt
 from prometheus_client import Counter
 from sqlalchemy import Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -26,15 +25,11 @@ from feedback.events import FeedbackEvent, utc_now
 from feedback.judgements import preferred_pairs
 from feedback.schema import ProfileRow
 from feedback.store import FeedbackStore, Filters, naive_utc
-from rewardmodel.personal import BasisHeads, ItemTable, Profile, fit_profile
+from rewardmodel.personal import BasisHeads, Item, ItemTable, Profile, RowsOf, fit_profile
 
 log = logging.getLogger(__name__)
 
 PROFILES = cast(Table, ProfileRow.__table__)
-Item = tuple[Any, str]
-"""(prompt, completion)."""
-RowsOf = Callable[[Sequence[Item]], Awaitable[npt.NDArray[np.float64]]]
-"""The read rows ``(n, H)`` of items, by the model whose basis heads they feed."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ gate and the service's openvino backend compile the same way, so the gate checks
 from __future__ import annotations
 
 import queue
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,36 +60,19 @@ def openvino_scorer(compiled: Any, requests: int = 1) -> BatchScorer:
     """Score padded batches with ``requests`` infer requests of ``compiled`` (one per stream): up to that many
     callers at once, each on its own request (an infer request is not thread-safe); feeds only the inputs the
     graph declares."""
-    run = _runner(compiled, requests)
-
-    def score(batch: PaddedBatch) -> npt.NDArray[np.float32]:
-        return run(batch)[0]
-
-    return score
+    return openvino_scorers(compiled, requests)[0]
 
 
-def openvino_row_scorer(compiled: Any, requests: int = 1) -> RowScorer:
-    """(scores, read rows) of padded batches, as :func:`openvino_scorer`; a graph without rows is refused."""
-    if not any(ROWS_OUTPUT in port.get_names() for port in compiled.outputs):
-        raise BundleError("this ONNX variant was exported without read rows: re-export the bundle "
-                          "(rewardserve export) to serve personal rewards with it")
-    run = _runner(compiled, requests, with_rows=True)
-
-    def score(batch: PaddedBatch) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        out, rows = run(batch)
-        return out, rows
-
-    return score
-
-
-def _runner(compiled: Any, requests: int, with_rows: bool = False
-            ) -> Callable[[PaddedBatch], list[npt.NDArray[np.float32]]]:
+def openvino_scorers(compiled: Any, requests: int = 1) -> tuple[BatchScorer, RowScorer | None]:
+    """(scores, scores and read rows) of padded batches, as :func:`openvino_scorer`, sharing its infer requests;
+    the row scorer is None when the graph has no read rows."""
     names = [port.get_any_name() for port in compiled.inputs]
+    has_rows = any(ROWS_OUTPUT in port.get_names() for port in compiled.outputs)
     idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
     for _ in range(requests):
         idle.put(compiled.create_infer_request())
 
-    def run(batch: PaddedBatch) -> list[npt.NDArray[np.float32]]:
+    def run(batch: PaddedBatch, with_rows: bool) -> list[npt.NDArray[np.float32]]:
         feed = batch.as_dict()
         missing = [n for n in names if n not in feed]
         if missing:
@@ -99,10 +81,17 @@ def _runner(compiled: Any, requests: int, with_rows: bool = False
         try:
             result = request.infer({n: feed[n] for n in names})
             out = [np.array(result[compiled.outputs[0]], dtype=np.float32)]
-            if with_rows:
+            if with_rows:  # OpenVINO computes every output; only a personal batch copies the rows out
                 out.append(np.array(result[compiled.output(ROWS_OUTPUT)], dtype=np.float32))
             return out
         finally:
             idle.put(request)
 
-    return run
+    def score(batch: PaddedBatch) -> npt.NDArray[np.float32]:
+        return run(batch, False)[0]
+
+    def score_rows(batch: PaddedBatch) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        out, rows = run(batch, True)
+        return out, rows
+
+    return score, score_rows if has_rows else None

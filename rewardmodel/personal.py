@@ -20,6 +20,7 @@ says K, what they were fitted on, and the held-out figures.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,11 @@ PRIOR_STRENGTH = 2.0
 """How many pairs' worth of pull towards the population weights a user's fit has."""
 
 Floats = npt.NDArray[np.float64]
+Item = tuple[Any, str]
+"""A judged (prompt, completion)."""
+RowsOf = Callable[[Sequence[Item]], Awaitable[Floats]]
+"""The read rows ``(n, H)`` of items, by the model whose basis heads they feed: what the service gives the feedback
+stage to refit profiles with."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,7 +147,7 @@ class ItemTable:
     once per item however many pairs it is in."""
 
     def __init__(self) -> None:
-        self.items: list[tuple[Any, str]] = []
+        self.items: list[Item] = []
         self._index: dict[tuple[str, str], int] = {}
 
     def at(self, prompt: Any, completion: str) -> int:

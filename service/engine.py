@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -55,10 +55,14 @@ class Personal:
     judgements: int = 0
     """The pairs the weights were fitted from."""
 
+    @property
+    def profile(self) -> Literal["personal", "population"]:
+        """personal: the user's own weights; population: theirs are not fitted yet (the plain reward)."""
+        return "population" if self.weights is None else "personal"
+
     def answer(self) -> dict[str, Any]:
         """What the response says of it."""
-        return {"user": self.user, "profile": "population" if self.weights is None else "personal",
-                "judgements": self.judgements}
+        return {"user": self.user, "profile": self.profile, "judgements": self.judgements}
 
 
 @dataclass(frozen=True)
@@ -208,8 +212,7 @@ class Engine:
             scores = (raw - self._normalization.mean) / self._normalization.std
         truncated = sum(e.truncated for e in encoded)
         if self._observer:
-            kind = "none" if personal is None else personal.answer()["profile"]
-            self._observer.scored(len(encoded), tokens, truncated, kind)
+            self._observer.scored(len(encoded), tokens, truncated, "none" if personal is None else personal.profile)
         per_criterion = None
         if criteria and self._layout is not None and self._layout.criteria is not None:
             names = self._layout.criteria.names

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rewardmodel.personal import BasisHeads, Profile
+from rewardmodel.personal import BasisHeads, Profile, RowsOf
 from service.backends import Backend, load_backend
 from service.collect import LiveSampler
 from service.deployment import BackendLoader, Ensemble, Version, versions_of
@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 
 ProfileLookup = Callable[[str, str], Awaitable[Profile | None]]
 """(user, basis heads' id) → the user's profile on those heads, or None."""
-RowsOf = Callable[[Sequence[tuple[Any, str]]], Awaitable[npt.NDArray[np.float64]]]
-"""The read rows of (prompt, completion) items, by one serving version."""
 
 
 class ServiceState:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +136,15 @@ def user_rows(users: int = 8, pairs: int = 40) -> list[dict[str, Any]]:
             rows.append({"prompt": r["prompt"], "chosen": r["rejected"] if flip else r["chosen"],
                          "rejected": r["chosen"] if flip else r["rejected"], "user": name})
     return rows
+
+
+def until(condition: Callable[[], bool], what: str, seconds: float = 10) -> None:
+    """Return once ``condition()`` holds (a metric, a log line, a state the test waits for); fail naming ``what``
+    after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
+        time.sleep(0.02)
 
 
 def free_port() -> int:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from rewardmodel import DataError, Formatter, PreferenceExample, load_tokenizer, write_card
 from rewardmodel.errors import BundleError
-from rewardmodel.personal import PERSONAL_FILE, BasisHeads, ItemTable, fit_weights, own_head
+from rewardmodel.personal import PERSONAL_FILE, BasisHeads, ItemTable, fit_profile, own_head
 from rewardmodel.scoring import rows_encoded
 from rewardmodel.sources import load_examples
 from rewardmodel.torch_model import load_torch_model, torch_row_scorer
@@ -151,10 +151,8 @@ def held_out_accuracy(basis: BasisHeads, rows: Floats, train: UserPairs, test: U
         theirs = test.of(name)
         if not len(theirs):
             continue
-        mine = train.of(name)
-        weights = basis.population
-        if len(mine) >= basis.min_judgements:
-            weights = fit_weights(outputs[mine.better] - outputs[mine.worse], basis.population)
+        mine = train.of(name)  # fitted as the server fits a profile
+        weights = np.asarray(fit_profile(basis, name, rows[mine.better], rows[mine.worse]).weights)
         plain_hits.append(outputs[theirs.better, 0] > outputs[theirs.worse, 0])
         personal_hits.append(outputs[theirs.better] @ weights > outputs[theirs.worse] @ weights)
     plain = np.concatenate(plain_hits) if plain_hits else np.zeros(0, dtype=bool)

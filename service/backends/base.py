@@ -8,6 +8,8 @@ above it knows onnxruntime or torch exist.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -68,13 +70,8 @@ def score_batch(score: BatchScorer, batch: PaddedBatch, width: int, runtime: str
     """``score(batch)`` in the protocol's shape, ``(rows,)`` or ``(rows, width)`` for a criteria model, with the
     runtime's exceptions (``runtime`` names it in the message) translated into :class:`BackendFailure`: the
     boundary every backend shares."""
-    try:
-        outputs = model_outputs(score(batch), batch.input_ids.shape[0], width)
-        return outputs[:, 0] if width == 1 else outputs
-    except RewardModelError as exc:
-        raise BackendFailure(str(exc)) from exc
-    except Exception as exc:  # the runtimes raise untyped errors (out of memory, bad ids, …)
-        raise BackendFailure(f"{runtime} failed on a batch of {tuple(batch.input_ids.shape)}: {exc}") from exc
+    with _translated(batch, runtime):
+        return _shaped(score(batch), batch, width)
 
 
 def score_rows_batch(score: RowScorer | None, batch: PaddedBatch, width: int, runtime: str, why_not: str | None
@@ -83,15 +80,25 @@ def score_rows_batch(score: RowScorer | None, batch: PaddedBatch, width: int, ru
     ``why_not`` (with ``score`` None) is why the backend has no rows."""
     if score is None:
         raise BackendFailure(why_not or f"the {runtime} backend returns no read rows")
-    found: list[npt.NDArray[np.float64]] = []
+    with _translated(batch, runtime):
+        outputs, rows = score(batch)
+        return _shaped(outputs, batch, width), np.asarray(rows, dtype=np.float64)
 
-    def outputs_only(b: PaddedBatch) -> npt.NDArray[np.floating]:
-        out, rows = score(b)
-        found.append(np.asarray(rows, dtype=np.float64))
-        return out
 
-    outputs = score_batch(outputs_only, batch, width, runtime)
-    return outputs, found[0]
+def _shaped(raw: object, batch: PaddedBatch, width: int) -> npt.NDArray[np.float64]:
+    outputs = model_outputs(raw, batch.input_ids.shape[0], width)
+    return outputs[:, 0] if width == 1 else outputs
+
+
+@contextmanager
+def _translated(batch: PaddedBatch, runtime: str) -> Iterator[None]:
+    """The runtime's exceptions as :class:`BackendFailure`."""
+    try:
+        yield
+    except RewardModelError as exc:
+        raise BackendFailure(str(exc)) from exc
+    except Exception as exc:  # the runtimes raise untyped errors (out of memory, bad ids, …)
+        raise BackendFailure(f"{runtime} failed on a batch of {tuple(batch.input_ids.shape)}: {exc}") from exc
 
 
 def rows_of_variant(card: BundleCard, variant: str) -> str | None:

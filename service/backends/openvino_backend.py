@@ -9,7 +9,7 @@ import numpy.typing as npt
 
 from rewardmodel import BundleCard, PaddedBatch, RewardModelError
 from rewardmodel.onnx_model import variant_file
-from rewardmodel.openvino_model import Precision, compile_onnx, openvino_row_scorer, openvino_scorer
+from rewardmodel.openvino_model import Precision, compile_onnx, openvino_scorers
 from service.backends.base import BackendInfo, rows_of_variant, score_batch, score_rows_batch
 from service.errors import BackendFailure
 from service.settings import ServiceSettings
@@ -33,9 +33,9 @@ class OpenVinoBackend:
             self._compiled = compile_onnx(variant_file(root, card, variant), threads, precision, streams)
         except RewardModelError as exc:
             raise BackendFailure(str(exc)) from exc
-        self._score = openvino_scorer(self._compiled, streams)
+        self._score, score_rows = openvino_scorers(self._compiled, streams)
         self._rows_error = rows_of_variant(card, variant)
-        self._score_rows = openvino_row_scorer(self._compiled, streams) if self._rows_error is None else None
+        self._score_rows = score_rows if self._rows_error is None else None
         self.streams = streams
         self._width = card.layout.width
         detail = f"CPU, {precision} inference precision" + (f", {streams} streams" if streams > 1 else "")

@@ -140,7 +140,7 @@ def test_eval_on_an_exported_variant_matches_the_checkpoint(bundle_copy: Path,
 )
 def test_the_read_rows_are_what_the_head_reads_in_torch_and_in_every_variant(
         bundle_copy: Path, good_bad_files: tuple[Path, Path]) -> None:
-    from export.evaluate import variant_row_scorer
+    from export.evaluate import variant_scorers
     from rewardmodel.personal import own_head
     from rewardmodel.torch_model import torch_row_scorer
 
@@ -157,7 +157,7 @@ def test_the_read_rows_are_what_the_head_reads_in_torch_and_in_every_variant(
     for variant in ("fp32", "int8"):
         gate = card.onnx[variant]["rows"]
         assert gate["passed"] and gate["mean_rel_error"] <= gate["threshold"], (variant, gate)
-        scorer = variant_row_scorer(bundle_copy / ONNX_VARIANTS[variant].file, variant)
+        _, scorer, _ = variant_scorers(bundle_copy / ONNX_VARIANTS[variant].file, variant)
         assert scorer is not None
         got_scores, got_rows = scorer(batch)
         if variant == "fp32":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from feedback.store import FeedbackStore
 from rewardmodel import read_card, write_card
 from rewardmodel.personal import bundle_basis
 from tests.cli import run_cli
-from tests.helpers import good_bad_rows, user_rows
+from tests.helpers import good_bad_rows, until, user_rows
 from tests.server import error_of, running
 
 HELD_OUT = good_bad_rows(24, seed=99)
@@ -70,13 +69,6 @@ def _prefers_negative(scores: list[float]) -> float:
     return float(np.mean(s[:, 1] > s[:, 0]))
 
 
-def _until(condition: Any, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize(("backend", "variant", "store"), [
     ("onnx", "fp32", "sqlite"), ("onnx", "int8", "sqlite"), ("openvino", "int8-static", "sqlite"),
     ("torch", "fp32", "sqlite"), ("onnx", "fp32", "postgresql")])
@@ -100,7 +92,7 @@ def test_a_users_feedback_becomes_their_reward_and_erasure_takes_it_away(
         r = httpx.post(live.url + "/feedback", json={"events": _choices("alice", good_bad_rows(16, seed=7), True)},
                        timeout=30)
         assert r.status_code == 200 and r.json()["accepted"] == 16
-        _until(lambda: live.metric("rewardserve_profile_fits_total", result="ok") >= 1)
+        until(lambda: live.metric("rewardserve_profile_fits_total", result="ok") >= 1, "alice's profile refit", 60)
         mine = _score(live.url, "alice")
         assert mine["personal"] == {"user": "alice", "profile": "personal", "judgements": 16}
         assert _prefers_negative(mine["scores"]) > 0.75  # her reward now prefers what she prefers, on new pairs

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,19 +17,13 @@ import httpx
 import pytest
 
 from tests.faults import Faulty
+from tests.helpers import until
 from tests.server import Running, error_of, running
 
 
 def post(live: Running, *completions: str, timeout: float = 30) -> httpx.Response:
     items = [{"prompt": "how are you ?", "completion": c} for c in completions]
     return httpx.post(live.url + "/score", json={"items": items}, timeout=timeout)
-
-
-def until(condition: Callable[[], bool], what: str, seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
-        time.sleep(0.02)
 
 
 def served(live: Running) -> None:
