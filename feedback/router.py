@@ -1,93 +1,26 @@
 """``POST /feedback``, ``GET /feedback/stats`` and the labeling routes: the routers the service mounts.
 
-The database work runs on this stage's own threads (:class:`FeedbackService`), never on the event loop
-or the threads scoring uses, so a slow or absent database delays only feedback. The service gives the
+The database work runs on :class:`~feedback.service.FeedbackService`'s threads. The service gives the
 router its dependencies (API keys, the drain's accounting) and the shape of its error answers; this
 package imports no other stage.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, params
 from fastapi.responses import HTMLResponse
-from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
 
 from feedback.errors import InvalidFeedback
 from feedback.events import RANGE, FeedbackAccepted, FeedbackBatch, Moment, Rating, utc_now
-from feedback.metrics import FeedbackMetrics
-from feedback.profiles import Refitter, Targets, load_profile
 from feedback.queue import LabelQueue, LabelTask
-from feedback.stats import annotator_agreement, feedback_stats
-from feedback.store import FeedbackStore, Filters
-from rewardmodel.personal import Profile
-
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-WRITER_THREADS = 4
-"""Concurrent database transactions of one process (SQLite serializes writers anyway; PostgreSQL takes them)."""
-PROFILE_THREADS = 2
-"""Concurrent profile lookups (a primary-key read each, on the path of personal requests)."""
-
-
-class FeedbackService:
-    """The store, the threads that talk to it, and the metrics; one per app, closed with it."""
-
-    def __init__(self, store: FeedbackStore, registry: CollectorRegistry, targets: Targets | None = None) -> None:
-        """``targets``: the served models with basis heads, whose users' profiles are refitted after new
-        judgements (None: none are)."""
-        self.store = store
-        self.metrics = FeedbackMetrics(registry)
-        self._writers = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="feedback-write")
-        # stats read the whole window: on their own thread, so they never hold up writes
-        self._readers = ThreadPoolExecutor(1, thread_name_prefix="feedback-read")
-        # profile lookups are on the scoring path: threads of their own, never behind stats or writes
-        self._profiles = ThreadPoolExecutor(PROFILE_THREADS, thread_name_prefix="feedback-profile")
-        self.refitter = None if targets is None else Refitter(store, targets, self.run, self.metrics.profile_fits)
-
-    async def add(self, batch: FeedbackBatch) -> FeedbackAccepted:
-        """Store the batch (all or nothing); answer only after the commit."""
-        loop = asyncio.get_running_loop()
-        stored = await loop.run_in_executor(self._writers, self.store.add, batch.events, utc_now())
-        new, seen = [], set()
-        for e in batch.events:
-            if e.id in stored and e.id not in seen:
-                new.append(e)
-                seen.add(e.id)
-        self.metrics.stored(new)
-        if self.refitter is not None:
-            self.refitter.stored(new)
-        # counts and ids only: stored text never reaches the logs
-        log.debug("stored %d feedback events (%d duplicates)", len(new), len(batch.events) - len(new))
-        return FeedbackAccepted(accepted=len(new), duplicates=len(batch.events) - len(new))
-
-    async def run(self, work: Callable[..., T], *args: Any) -> T:
-        """``work(*args)`` on a writer thread (the queue's reads and writes)."""
-        return await asyncio.get_running_loop().run_in_executor(self._writers, lambda: work(*args))
-
-    async def profile(self, user: str, basis: str) -> Profile | None:
-        """The user's profile on the heads ``basis`` names (None: not fitted yet)."""
-        return await asyncio.get_running_loop().run_in_executor(self._profiles, load_profile, self.store, user, basis)
-
-    async def stats(self, filters: Filters) -> dict[str, Any]:
-        """:func:`~feedback.stats.feedback_stats` on the reader thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._readers, feedback_stats, self.store, filters)
-
-    def close(self) -> None:
-        """Finish the writes in flight (they were acknowledged or are about to be), then close the pool."""
-        self._writers.shutdown(wait=True)
-        self._readers.shutdown(wait=False, cancel_futures=True)
-        self._profiles.shutdown(wait=False, cancel_futures=True)
-        self.store.close()
+from feedback.service import FeedbackService
+from feedback.stats import annotator_agreement
+from feedback.store import Filters
 
 
 def feedback_router(service: FeedbackService, dependencies: Sequence[params.Depends],

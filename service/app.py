@@ -8,37 +8,36 @@ stage's router is mounted too: the one place the service reaches into another st
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
 from feedback.errors import FeedbackError
 from service.admin import admin
 from service.backends import load_backend
-from service.collect import LiveSampler, Push
+from service.collect import LiveSampler
 from service.compat import compat
 from service.error_handling import install_error_handlers
 from service.errors import Forbidden, InvalidRequest, PayloadTooLarge, ServiceError, Unauthorized, ValidationFailed
+from service.hooks import CollectHook, Hook, MonitorHook
 from service.metrics import Metrics
 from service.middleware import RequestContext
 from service.models_file import Entry, entries_from_flags, read_models_file
+from service.monitors import Monitors
 from service.plumbing import admit_write, require_annotator, require_feedback_key
 from service.routes import router, scoring
 from service.schemas import ErrorResponse
 from service.settings import ServiceSettings
+from service.shadow import Shadows
 from service.state import BackendLoader, ServiceState
 
 if TYPE_CHECKING:
     from feedback.profiles import Targets
     from feedback.queue import LabelQueue
-    from feedback.router import FeedbackService
-
-log = logging.getLogger(__name__)
-
+    from feedback.service import FeedbackService
 
 def create_app(settings: ServiceSettings, on_fatal: Callable[[str], None] | None = None,
                load: BackendLoader = load_backend) -> FastAPI:
@@ -49,14 +48,25 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[str], None] | None
     metrics = Metrics()
     # profiles are refitted on the served models (state, bound below: the refitter asks only once serving)
     feedback = _feedback(settings, metrics, lambda: state.personal_targets())
+    queue = None if feedback is None else _label_queue(feedback, settings)
+    hooks: list[Hook] = []
+    monitors = None
+    if settings.monitors:
+        monitors = Monitors(metrics.registry, settings.monitor_window_items, settings.monitor_max_runs)
+        hooks.append(MonitorHook(monitors))
+    if feedback is not None and queue is not None and settings.collect_for_labeling:
+        hooks.append(CollectHook(LiveSampler(settings.collect_rate, settings.collect_per_hour,
+                                             feedback.live_push(queue))))
+    hooks.append(Shadows(metrics, lambda: state.draining))
     state = ServiceState(settings, served_entries(settings), metrics, on_fatal, load,
-                         None if feedback is None else feedback.profile)
+                         None if feedback is None else feedback.profile, hooks,
+                         monitors.forget if monitors is not None else lambda name, version: None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # loading runs beside the server so that /healthz answers while a large model loads
         loading = asyncio.create_task(state.start())
-        preparing = None if feedback is None else asyncio.create_task(_prepare(feedback))
+        preparing = None if feedback is None else asyncio.create_task(feedback.prepare())
         try:
             yield
         finally:
@@ -74,30 +84,11 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[str], None] | None
     app = FastAPIOffline(title="rewardserve", version=_version(),
                          description="Reward-model scoring for RL trainers and best-of-n reranking.", lifespan=lifespan)
     app.state.service = state
-    app.include_router(scoring)
-    app.include_router(compat)
-    app.include_router(router)
-    app.include_router(admin)
     routers = [scoring, compat, router, admin]
-    if feedback is not None:
-        from feedback.errors import DOCUMENTED as FEEDBACK_ERRORS
-        from feedback.queue import LabelQueue
-        from feedback.router import feedback_router, label_router
-
-        documented: list[type[ServiceError] | type[FeedbackError]] = [
-            InvalidRequest, Unauthorized, PayloadTooLarge, ValidationFailed, *FEEDBACK_ERRORS]
-        responses: dict[int | str, dict[str, Any]] = {
-            e.status: {"model": ErrorResponse, "description": e.description} for e in documented}
-        routers.append(feedback_router(feedback, [Depends(require_feedback_key), Depends(admit_write)], responses))
-        app.include_router(routers[-1])
-        queue = LabelQueue(feedback.store, settings.label_annotations)
-        label_responses = {**responses, 403: {"model": ErrorResponse, "description": Forbidden.description}}
-        routers.append(label_router(feedback, queue, [Depends(require_feedback_key), Depends(admit_write)],
-                                    [Depends(admit_write)], require_annotator, label_responses,
-                                    lambda: _page_criteria(state)))
-        app.include_router(routers[-1])
-        if settings.collect_for_labeling:
-            state.sampler = LiveSampler(settings.collect_rate, settings.collect_per_hour, _queueing(feedback, queue))
+    if feedback is not None and queue is not None:
+        routers += _feedback_routers(feedback, queue, lambda: _page_criteria(state))
+    for r in routers:
+        app.include_router(r)
     install_error_handlers(app, metrics)
     # metric labels: known paths only, so that scanners probing random URLs cannot explode cardinality
     paths = {getattr(r, "path", "") for rt in routers for r in rt.routes}
@@ -121,10 +112,33 @@ def _feedback(settings: ServiceSettings, metrics: Metrics, targets: Targets) -> 
     the served models whose users' profiles it refits."""
     if settings.feedback_db is None:
         return None
-    from feedback.router import FeedbackService
+    from feedback.service import FeedbackService
     from feedback.store import FeedbackStore
 
     return FeedbackService(FeedbackStore(settings.feedback_db), metrics.registry, targets)
+
+
+def _label_queue(feedback: FeedbackService, settings: ServiceSettings) -> LabelQueue:
+    from feedback.queue import LabelQueue
+
+    return LabelQueue(feedback.store, settings.label_annotations)
+
+
+def _feedback_routers(feedback: FeedbackService, queue: LabelQueue,
+                      criteria: Callable[[], dict[str, Any] | None]) -> list[APIRouter]:
+    """``/feedback`` and the labeling routes, behind the service's keys and the drain's accounting, documenting
+    the service's error answers."""
+    from feedback.errors import DOCUMENTED as FEEDBACK_ERRORS
+    from feedback.router import feedback_router, label_router
+
+    documented: list[type[ServiceError] | type[FeedbackError]] = [
+        InvalidRequest, Unauthorized, PayloadTooLarge, ValidationFailed, *FEEDBACK_ERRORS]
+    responses: dict[int | str, dict[str, Any]] = {
+        e.status: {"model": ErrorResponse, "description": e.description} for e in documented}
+    keyed = [Depends(require_feedback_key), Depends(admit_write)]
+    label_responses = {**responses, 403: {"model": ErrorResponse, "description": Forbidden.description}}
+    return [feedback_router(feedback, keyed, responses),
+            label_router(feedback, queue, keyed, [Depends(admit_write)], require_annotator, label_responses, criteria)]
 
 
 def _page_criteria(state: ServiceState) -> dict[str, Any] | None:
@@ -137,48 +151,6 @@ def _page_criteria(state: ServiceState) -> dict[str, Any] | None:
         return None
     scales = {s for s in criteria.scales.values() if s is not None}
     return {"names": list(criteria.names), "scale": list(scales.pop() if len(scales) == 1 else (1, 5))}
-
-
-def _queueing(feedback: FeedbackService, queue: LabelQueue) -> Push:
-    """Queue a live item in the background: answering the request never waits for the database, and a
-    failure only loses that sample (it is logged without its text)."""
-    from pydantic import ValidationError
-
-    from feedback.events import utc_now
-    from feedback.queue import LabelTask
-
-    pending: set[asyncio.Task[int]] = set()
-
-    def push(prompt: Any, completions: list[str], priority: float) -> None:
-        try:
-            task = LabelTask(prompt=prompt, completions=completions, source="live", priority=priority)
-        except ValidationError:
-            return  # e.g. a prompt the event rules refuse: not worth a human's time
-        job = asyncio.get_running_loop().create_task(feedback.run(queue.add, [task], utc_now()))
-        pending.add(job)
-        job.add_done_callback(_logged(pending))
-
-    return push
-
-
-def _logged(pending: set[asyncio.Task[int]]) -> Callable[[asyncio.Task[int]], None]:
-    def done(job: asyncio.Task[int]) -> None:
-        pending.discard(job)
-        if not job.cancelled() and job.exception() is not None:
-            log.warning("a live item was not queued for labeling: %s", type(job.exception()).__name__)
-    return done
-
-
-async def _prepare(feedback: FeedbackService) -> None:
-    """Migrate the store's schema at start; a database that is down now only delays feedback (503 until back)."""
-    from feedback.store import redact
-
-    try:
-        await asyncio.to_thread(feedback.store.migrate)
-        log.info("feedback store ready: %s", redact(feedback.store.url))
-    except FeedbackError as exc:
-        log.warning("the feedback store is unavailable (POST /feedback answers 503 until it is back): %s",
-                    exc.message)
 
 
 def _version() -> str:

@@ -16,6 +16,7 @@ from fastapi import Depends, Request, Response
 
 from service.engine import ScoreCall, Scored
 from service.errors import ClientClosed, Forbidden, InvalidRequest, Unauthorized
+from service.hooks import Answered
 from service.state import ServiceState
 
 MAX_RUN_ID = 64
@@ -108,9 +109,8 @@ async def score_for(request: Request, response: Response, call: ScoreCall, model
     The request is admitted first (503 while loading, draining or unhealthy; 404 for an unknown model) and
     counted until it is answered, so a drain or a swap finishes it; if the client disconnects first, its
     queued items are dropped. A user (the call's, or the ``x-rewardserve-user`` header's) gets their personal
-    reward, their profile looked up first. A shadow, when the model has one, scores the same inputs afterwards
-    (``rerank``: the request picks a best candidate, whose agreement is recorded too); not for a personal
-    request, whose reward the shadow does not know.
+    reward, their profile looked up first. The answer then goes to the app's hooks (:mod:`service.hooks`:
+    monitors, labeling sampler, shadow; ``rerank``: the request picks a best candidate).
     """
     state = service_state(request)
     user = call.user if call.user is not None else request.headers.get(USER_HEADER)
@@ -132,11 +132,7 @@ async def score_for(request: Request, response: Response, call: ScoreCall, model
         if not work.done():
             raise ClientClosed("the client disconnected before its scores were ready")
         scored = work.result()
-    inputs = call.inputs
-    state.monitor(resolved, request.headers.get("x-run-id", "")[:MAX_RUN_ID], inputs, scored)
-    state.collect(inputs, scored)
-    if user is None:
-        state.shadow(resolved, inputs, scored, rerank)
+    state.after(Answered(resolved, call, scored, request.headers.get("x-run-id", "")[:MAX_RUN_ID], rerank))
     response.headers.update(scored.timings.headers())
     response.headers["x-model-version"] = scored.version
     return scored

@@ -1,4 +1,4 @@
-"""The app's lifecycle: load the models off the event loop, warm them up, serve, shadow, drain.
+"""The app's lifecycle: load the models off the event loop, warm them up, serve, drain.
 
 ``/healthz`` is up as soon as the process listens; ``/readyz`` says ready only after every model is
 loaded and has run warm-up batches (first batches allocate memory arenas and, on GPUs, pick kernels),
@@ -7,8 +7,6 @@ and goes back to 503 the moment draining starts.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,14 +17,13 @@ import numpy.typing as npt
 
 from rewardmodel.personal import BasisHeads, Profile, RowsOf
 from service.backends import Backend, load_backend
-from service.collect import LiveSampler
 from service.deployment import BackendLoader, Ensemble, Version, versions_of
-from service.engine import Engine, Personal, ScoreCall, Scored, ScoreInput, WholeText
+from service.engine import Engine, Personal
 from service.errors import NotReady, ServiceError
+from service.hooks import Answered, Hook
 from service.inflight import InFlight
 from service.metrics import Metrics
 from service.models_file import Entry, SplitEntry, read_models_file
-from service.monitors import Monitors, Observed
 from service.registry import Registry, Resolved
 from service.settings import ServiceSettings
 
@@ -43,25 +40,22 @@ class ServiceState:
 
     def __init__(self, settings: ServiceSettings, entries: Sequence[Entry], metrics: Metrics,
                  on_fatal: Callable[[str], None] | None = None, load: BackendLoader = load_backend,
-                 profiles: ProfileLookup | None = None) -> None:
+                 profiles: ProfileLookup | None = None, hooks: Sequence[Hook] = (),
+                 released: Callable[[str, str], None] = lambda name, version: None) -> None:
         """``profiles``: looks up a user's profile on a set of basis heads (the feedback store's; None: every
-        user gets the population's reward)."""
+        user gets the population's reward). ``hooks`` are told of every answer (:meth:`after`); ``released`` of
+        every version the registry lets go (name, version), so the monitors drop its series."""
         self.settings = settings
         self._profiles = profiles
         self.metrics = metrics
-        self.monitors = (Monitors(metrics.registry, settings.monitor_window_items, settings.monitor_max_runs)
-                         if settings.monitors else None)
-        self.registry = Registry(entries, settings, metrics, load,
-                                 self.monitors.forget if self.monitors else lambda name, version: None)
+        self._hooks = tuple(hooks)
+        self.registry = Registry(entries, settings, metrics, load, released)
         self._draining = False
         self.started = False
         self.load_error: str | None = None
         self.in_flight = InFlight()
         """Scoring and feedback requests admitted and not yet answered: the drain waits for them."""
         self._on_fatal = on_fatal
-        self._shadows: set[asyncio.Task[None]] = set()
-        self.sampler: LiveSampler | None = None
-        """Set by the composer when live traffic is collected for labeling."""
         metrics.track_readiness(lambda: self.started and not self.draining and self.health() is None)
         metrics.track_queue_depth(lambda: self.registry.queue_depth)
 
@@ -141,44 +135,13 @@ class ServiceState:
         with self.in_flight.hold():
             yield
 
-    def monitor(self, resolved: Resolved, run: str, inputs: Sequence[ScoreInput], scored: Scored) -> None:
-        """Feed the reward-hacking monitors one request's items (raw rewards; see :mod:`service.monitors`)."""
-        if self.monitors is None or scored.lengths is None or scored.truncated_flags is None:
-            return
-        target = resolved.target
-        reference = target.card.normalization if isinstance(target, Version) else None
-        texts = [x.text[x.prompt_chars:] if isinstance(x, WholeText) else x[1] for x in inputs]
-        self.monitors.observe(target.name, target.version, run, reference,
-                              Observed(scored.raw_scores, scored.lengths, scored.truncated_flags, texts,
-                                       scored.disagreement))
-
-    def collect(self, inputs: Sequence[ScoreInput], scored: Scored) -> None:
-        """Offer each prompt with several scored completions to the labeling sampler (when collecting)."""
-        if self.sampler is None:
-            return
-        groups: dict[str, tuple[Any, list[str], list[float], list[float]]] = {}
-        for i, x in enumerate(inputs):
-            pair = x.split() if isinstance(x, WholeText) else x  # the split a client gave, if any
-            if pair is None:
-                continue
-            prompt, completion = pair
-            group = groups.setdefault(json.dumps(prompt, sort_keys=True), (prompt, [], [], []))
-            group[1].append(completion)
-            group[2].append(scored.raw_scores[i])
-            if scored.disagreement is not None:
-                group[3].append(scored.disagreement[i])
-        for prompt, completions, scores, disagreement in groups.values():
-            if len(completions) > 1:
-                self.sampler.offer(prompt, completions, scores, disagreement or None)
-
-    def shadow(self, resolved: Resolved, inputs: Sequence[ScoreInput], primary: Scored, rerank: bool) -> None:
-        """Score the same inputs on the request's shadow in the background and record how they agree."""
-        if resolved.shadow is None or self.draining:
-            return
-        task = asyncio.get_running_loop().create_task(
-            compare_shadow(resolved, inputs, primary, rerank, self.metrics))
-        self._shadows.add(task)  # the loop keeps only weak references to tasks
-        task.add_done_callback(self._shadows.discard)
+    def after(self, answered: Answered) -> None:
+        """Hand one answered scoring request to the hooks the app registered (monitors, sampler, shadow)."""
+        for hook in self._hooks:
+            try:
+                hook.after(answered)
+            except Exception:  # a hook never harms the answer it is told of
+                log.exception("a post-scoring hook failed: %s", type(hook).__name__)
 
     async def reload_file(self) -> None:
         """SIGHUP: re-read the models file and swap what changed; a bad file or a failed load keeps what serves."""
@@ -232,37 +195,9 @@ class ServiceState:
     async def stop(self) -> None:
         """Drain: refuse new work, finish what is queued (shadows included), release the models."""
         self.begin_drain()
-        if self._shadows:
-            await asyncio.gather(*self._shadows, return_exceptions=True)
+        for hook in self._hooks:
+            await hook.close()
         await self.registry.close()
-
-
-async def compare_shadow(resolved: Resolved, inputs: Sequence[ScoreInput], primary: Scored, rerank: bool,
-                         metrics: Metrics) -> None:
-    """Score ``inputs`` on the shadow and record its agreement with the primary's answer."""
-    shadow = resolved.shadow
-    assert shadow is not None
-    labels = (resolved.entry, shadow.name)
-    try:
-        with shadow.admit():
-            theirs = await shadow.score(ScoreCall(inputs, primary.normalized))
-    except Exception as exc:  # a shadow never harms the primary's answer; count it and move on
-        metrics.shadow_failed.labels(*labels).inc()
-        log.debug("shadow %s failed: %s", shadow.name, exc)
-        return
-    if len(inputs) > 1:
-        metrics.shadow_rank.labels(*labels).observe((1 + kendall_tau(primary.scores, theirs.scores)) / 2)
-    if rerank:
-        same = int(np.argmax(primary.scores)) == int(np.argmax(theirs.scores))
-        metrics.shadow_top.labels(*labels, "match" if same else "differ").inc()
-
-
-def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
-    """Kendall's tau-a between two score lists (pairs tied in either count as neither)."""
-    x, y = np.asarray(a), np.asarray(b)
-    i, j = np.triu_indices(len(x), 1)
-    concordance = np.sign(x[i] - x[j]) * np.sign(y[i] - y[j])
-    return float(concordance.mean()) if len(i) else 1.0
 
 
 def _rows_of(version: Version) -> RowsOf:
