@@ -108,36 +108,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_eval)
 
 
-def evaluate_bundle(model_dir: str, data: str, split: str = "train", limit: int = 0, batch_size: int = 32,
-                    device: str = "cpu", progress: bool = True, variant: str = "torch",
-                    trust_remote_code: bool = False) -> dict[str, Any]:
-    """Evaluate a bundle (torch checkpoint or ONNX variant) on preference data: what `rewardserve eval` prints."""
-    from rewardmodel import read_card
-    from rewardmodel.sources import load_examples
-
-    examples = load_examples(data, split, limit)
-    if variant == "torch":
-        from training.evaluation import evaluate_model
-        from training.modeling import hide_progress_bars, load_bundle
-
-        if not progress:
-            hide_progress_bars()
-
-        loaded, card = load_bundle(model_dir, device=device, trust_remote_code=trust_remote_code)
-        report, truncated = evaluate_model(loaded.model, loaded.formatter, examples, batch_size, progress,
-                                           layout=card.layout)
-    else:
-        from export.evaluate import evaluate_variant
-        from rewardmodel.onnx_model import CPU, CUDA
-
-        card = read_card(model_dir)
-        providers = (CUDA, CPU) if device.startswith("cuda") else (CPU,)
-        report, truncated = evaluate_variant(model_dir, variant, examples, batch_size, providers, card=card)
-    return {"model": card.name, "variant": variant, "data": data, "examples": len(examples),
-            "truncated_inputs": truncated, **report.to_dict()}
-
-
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from rewardserve.evaluate import evaluate_bundle
+
     out = evaluate_bundle(args.model, args.data, args.split, args.limit, args.batch_size, args.device,
                           progress=not args.quiet, variant=args.variant, trust_remote_code=args.trust_remote_code)
     _emit(args, out)
@@ -211,7 +184,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve(service_settings(args))
 
 
-DEMO_VARIANTS = ("fp32", "int8", "int8-static")
 DEMO_SERVE: dict[str, Any] = {}
 """Serve settings the demo sets beyond the serve defaults: none. The default ``--backend auto --variant auto`` times
 the demo's variants (fp32, dynamic int8, static int8 on onnxruntime and OpenVINO) on this machine and serves the
@@ -220,8 +192,8 @@ fastest: no fixed engine is fastest on every CPU (static int8 on OpenVINO won on
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="build the demo reward model (MiniLM on generated preferences), export it to "
-                                    "ONNX, evaluate every variant, then serve it (static int8 on OpenVINO), taking "
-                                    "feedback into $REWARDSERVE_HOME/feedback.db")
+                                    "ONNX, evaluate every variant, then serve it (the fastest engine on this "
+                                    "machine), taking feedback into $REWARDSERVE_HOME/feedback.db")
     p.add_argument("--retrain", action="store_true", help="train again even if the demo bundle exists")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-serve", dest="serve", action="store_false", help="stop after the evaluation")
@@ -230,34 +202,17 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from export.run import ExportSettings, export_bundle
-    from rewardmodel import CARD_NAME, read_card
     from rewardmodel.sources import DEMO_DATA
-    from training.config import build_config
-    from training.run import train
+    from rewardserve.demo import DEMO_ANNOTATOR, LOOPBACK, build_demo, seed_labeling
 
-    bundle = (args.home or default_home()) / DEMO_BUNDLE
-    if args.retrain or not (bundle / CARD_NAME).is_file():
-        print(f"training the demo model into {bundle} (a few minutes on a laptop CPU) …", file=sys.stderr)
-        train(build_config("demo", {}, {"output_dir": str(bundle), "overwrite": True}), progress=not args.quiet)
-    else:
-        print(f"using the cached demo model in {bundle} (--retrain to rebuild it)", file=sys.stderr)
-    if not set(DEMO_VARIANTS) <= set(read_card(bundle).onnx):
-        print(f"exporting ONNX variants {', '.join(DEMO_VARIANTS)} …", file=sys.stderr)
-        export_bundle(bundle, ExportSettings(variants=DEMO_VARIANTS))
-    data = f"{DEMO_DATA}:heldout"
-    out = evaluate_bundle(str(bundle), data, progress=not args.quiet)
-    out["onnx"] = {}
-    for variant in DEMO_VARIANTS:
-        report = evaluate_bundle(str(bundle), data, progress=not args.quiet, variant=variant)
-        out["onnx"][variant] = {k: report[k] for k in ("accuracy", "mean_margin", "reward_mean", "reward_std")}
-    out["bundle"] = str(bundle)
+    home = args.home or default_home()
+    out = build_demo(home / DEMO_BUNDLE, args.retrain, progress=not args.quiet)
+    bundle = Path(out["bundle"])
     _emit(args, out)
     if not args.serve:
         return 0
     from service.server import serve
 
-    home = args.home or default_home()
     settings = service_settings(args, model=bundle, feedback_db=str(home / "feedback.db"), **DEMO_SERVE)
     if settings.host in LOOPBACK:  # a known annotator key, on this machine only
         settings = service_settings(args, model=bundle, feedback_db=str(home / "feedback.db"),
@@ -269,34 +224,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"label at http://{settings.host}:{settings.port}/label with the annotator key 'demo' "
               f"({queued} demo items newly queued)", file=sys.stderr)
     return serve(settings)
-
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-DEMO_ANNOTATOR = ("demo:demo",)
-"""The demo's annotator (NAME:KEY), unless REWARDSERVE_ANNOTATOR_KEYS says otherwise; loopback only."""
-DEMO_LABEL_ITEMS = 40
-
-
-def seed_labeling(db: str, data: str, per_task: int, limit: int = DEMO_LABEL_ITEMS) -> int:
-    """Queue the first ``limit`` examples of ``data`` for labeling (their completions in a shuffled order, so
-    the preferred one is not always first); returns how many were new (a restart queues nothing twice)."""
-    import random
-
-    from feedback.events import utc_now
-    from feedback.queue import LabelQueue, LabelTask
-    from feedback.store import FeedbackStore
-    from rewardmodel.sources import load_examples
-
-    tasks = []
-    for ex in load_examples(data, limit=limit):
-        completions = list(ex.completions)
-        random.Random(str(ex.prompt)).shuffle(completions)
-        tasks.append(LabelTask(prompt=ex.prompt, completions=completions, source="demo"))
-    store = FeedbackStore(db, pool_size=1)
-    try:
-        return LabelQueue(store, per_task).add(tasks, utc_now())
-    finally:
-        store.close()
 
 
 def build_parser() -> argparse.ArgumentParser:

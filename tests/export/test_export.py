@@ -21,7 +21,7 @@ from rewardmodel.scoring import score_examples
 from rewardmodel.sources import load_examples
 from rewardmodel.torch_model import load_torch_model, torch_scorer
 from rewardmodel.variants import ONNX_VARIANTS
-from rewardserve.cli import evaluate_bundle
+from rewardserve.evaluate import evaluate_bundle
 
 ITEMS = [("how are you ?", " it is good ."), ("a ?", " one"), ("the cat is red ?", " it is a bad three four .")]
 

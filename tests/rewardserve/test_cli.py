@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from rewardmodel import read_card
-from rewardserve.cli import DEMO_SERVE, DEMO_VARIANTS
+from rewardserve.cli import DEMO_SERVE
+from rewardserve.demo import DEMO_VARIANTS
 from tests.cli import run_cli
 from tests.helpers import free_port, wait_ready
 

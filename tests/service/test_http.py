@@ -17,7 +17,7 @@ from rewardmodel import Formatter, load_tokenizer, pairwise_report, read_card
 from rewardmodel.onnx_model import onnx_scorer, open_session, variant_file
 from rewardmodel.scoring import score_encoded, score_examples
 from rewardmodel.sources import load_examples
-from rewardserve.cli import evaluate_bundle
+from rewardserve.evaluate import evaluate_bundle
 from tests.faults import Faulty
 from tests.references import offline
 from tests.server import Running, running

@@ -15,7 +15,7 @@ import pytest
 
 from rewardmodel import DataError, read_card
 from rewardmodel.sources import load_examples
-from rewardserve.cli import evaluate_bundle
+from rewardserve.evaluate import evaluate_bundle
 from tests.helpers import criteria_rows
 from training.config import TrainConfig
 from training.run import train

@@ -12,7 +12,7 @@ import pytest
 from rewardmodel import Formatter, load_tokenizer, read_card
 from rewardmodel.scoring import score_encoded
 from rewardmodel.torch_model import load_torch_model, torch_scorer
-from rewardserve.cli import evaluate_bundle
+from rewardserve.evaluate import evaluate_bundle
 from tests.helpers import rating_rows, thumbs_rows
 from tests.server import running
 from training.config import TrainConfig

@@ -11,7 +11,7 @@ from transformers import set_seed
 
 from rewardmodel import CARD_NAME, DataError, read_card
 from rewardmodel.sources import load_examples
-from rewardserve.cli import evaluate_bundle
+from rewardserve.evaluate import evaluate_bundle
 from training.config import TrainConfig, build_config, load_config_file
 from training.evaluation import evaluate_model
 from training.modeling import load_base_model
