@@ -81,6 +81,42 @@ class Judgement(BaseModel):
         return given
 
 
+class Queued(BaseModel):
+    """``POST /label/tasks``' answer: an item (the same prompt and completions) is queued once."""
+
+    queued: int
+    duplicates: int
+
+
+class Task(BaseModel):
+    """A queued item as an annotator sees it."""
+
+    id: str
+    prompt: str | list[dict[str, Any]]
+    completions: list[str]
+    source: str
+    judged_by: int = Field(description="annotators who judged it so far")
+    wanted: int = Field(description="annotators it is shown to")
+
+
+class NextTask(BaseModel):
+    """``GET /label/next``'s answer."""
+
+    annotator: str
+    judged: int = Field(description="tasks this annotator has judged")
+    agreement: dict[str, Any] = Field(description="how often this annotator's preferences matched other "
+                                                  "annotators' on the same items (ratio null before any)")
+    criteria: dict[str, Any] | None = Field(description="the served model's criteria for the sliders")
+    task: Task | None = Field(description="null when nothing is left for this annotator")
+
+
+class Submitted(BaseModel):
+    """``POST /label/submit``'s answer."""
+
+    event_id: str
+    judged: int
+
+
 def label_router(service: FeedbackService, queue: LabelQueue, push: Sequence[params.Depends],
                  judge: Sequence[params.Depends], annotator: Callable[..., Awaitable[str]],
                  responses: dict[int | str, dict[str, Any]],
@@ -98,30 +134,28 @@ def label_router(service: FeedbackService, queue: LabelQueue, push: Sequence[par
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
     @router.post("/label/tasks", dependencies=list(push), summary="Queue items for annotators")
-    async def push_tasks(body: TaskBatch) -> dict[str, int]:
-        """``{"queued", "duplicates"}``: an item (the same prompt and completions) is queued once."""
+    async def push_tasks(body: TaskBatch) -> Queued:
+        """How many were queued; an item (the same prompt and completions) is queued once."""
         queued = await service.run(queue.add, body.tasks, utc_now())
-        return {"queued": queued, "duplicates": len(body.tasks) - queued}
+        return Queued(queued=queued, duplicates=len(body.tasks) - queued)
 
     @router.get("/label/next", dependencies=list(judge), summary="The next task for this annotator")
     async def next_task(skip: Annotated[list[TaskId] | None, Query(max_length=100)] = None,
-                        name: str = who) -> dict[str, Any]:
-        """``{"annotator", "judged", "agreement", "criteria", "task": {"id", "prompt", "completions", …} |
-        null}``: ``agreement`` is how often this annotator's preferences matched other annotators' on the same
-        items (``ratio`` null before any shared item)."""
+                        name: str = who) -> NextTask:
+        """The annotator's next task (null when none is left), their count and their agreement with others."""
         task = await service.run(queue.next, name, skip or [])
-        return {"annotator": name, "judged": await service.run(queue.annotator_count, name),
-                "agreement": await service.run(annotator_agreement, queue.store, name), "criteria": criteria(),
-                "task": task}
+        return NextTask(annotator=name, judged=await service.run(queue.annotator_count, name),
+                        agreement=await service.run(annotator_agreement, queue.store, name), criteria=criteria(),
+                        task=None if task is None else Task(**task))
 
     @router.post("/label/submit", dependencies=list(judge), summary="Store this annotator's judgement of a task")
-    async def submit(body: Judgement, name: str = who) -> dict[str, Any]:
+    async def submit(body: Judgement, name: str = who) -> Submitted:
         """The judgement becomes a feedback event (source ``labeling``, this annotator) in the same
         transaction that counts it; resubmitting is a duplicate, never a second vote."""
         try:
             event_id = await service.run(queue.submit, body.task_id, name, body.judgement(), utc_now())
         except ValidationError as exc:  # the event rules (a ranking that is not a permutation, …)
             raise InvalidFeedback("; ".join(e["msg"] for e in exc.errors())) from None
-        return {"event_id": event_id, "judged": await service.run(queue.annotator_count, name)}
+        return Submitted(event_id=event_id, judged=await service.run(queue.annotator_count, name))
 
     return router

@@ -9,11 +9,11 @@ one that would not fit in memory beside it is refused (507).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.answers import Swapped
 from service.errors import Forbidden, InsufficientMemory, NotFound, SwapFailed, Unauthorized
 from service.plumbing import require_admin_key, service_state
 from service.schemas import ERROR_RESPONSES, ErrorResponse
@@ -33,9 +33,9 @@ class SwapRequest(BaseModel):
 
 
 @admin.put("/models/{name}", summary="Hot-swap a model to a new bundle version")
-async def swap_model(name: str, body: SwapRequest, request: Request) -> dict[str, Any]:
-    """``{"model", "version", "previous": {"version", "answered_after_switch", "released"}}``, once the old
-    version is released; no request is dropped (each is answered by exactly one version)."""
+async def swap_model(name: str, body: SwapRequest, request: Request) -> Swapped:
+    """The new version, and the old one's, once the old is released; no request is dropped (each is answered by
+    exactly one version)."""
     state = service_state(request)
     state.require_ready()
-    return await state.registry.swap(name, Path(body.path))
+    return Swapped.model_validate(await state.registry.swap(name, Path(body.path)))

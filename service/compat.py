@@ -14,6 +14,19 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
+from service.answers import (
+    ApiVersion,
+    BilledUnits,
+    ClassifyResponse,
+    ClassifyResult,
+    ClassifyUsage,
+    CohereMeta,
+    CohereRerankResponse,
+    CohereResult,
+    GetRewardResponse,
+    RerankedDocument,
+    Tokens,
+)
 from service.engine import ScoreCall, ScoreInput, WholeText
 from service.errors import InvalidRequest
 from service.plumbing import require_api_key, score_for, service_state
@@ -39,7 +52,7 @@ class GetRewardRequest(BaseModel):
 
 
 @compat.post("/get_reward", summary="OpenRLHF remote reward model")
-async def get_reward(body: GetRewardRequest, request: Request, response: Response) -> dict[str, Any]:
+async def get_reward(body: GetRewardRequest, request: Request, response: Response) -> GetRewardResponse:
     """``{"rewards", "scores", "extra_logs"}``: ``rewards`` (what PPO trains on) are normalized when the
     server's default says so; ``scores`` (what OpenRLHF logs and filters on) are always the raw rewards."""
     if body.prompts is not None and len(body.prompts) != len(body.query):
@@ -49,7 +62,7 @@ async def get_reward(body: GetRewardRequest, request: Request, response: Respons
         prompt = body.prompts[i] if body.prompts else ""
         inputs.append(WholeText(text, prompt_chars=len(prompt) if prompt and text.startswith(prompt) else 0))
     scored = await score_for(request, response, ScoreCall(inputs, field="query"))
-    return {"rewards": scored.scores, "scores": scored.raw_scores, "extra_logs": {}}
+    return GetRewardResponse(rewards=scored.scores, scores=scored.raw_scores)
 
 
 class ClassifyRequest(BaseModel):
@@ -63,17 +76,15 @@ class ClassifyRequest(BaseModel):
 
 
 @compat.post("/classify", summary="vLLM-style classify (one score per text)")
-async def classify(body: ClassifyRequest, request: Request, response: Response) -> dict[str, Any]:
+async def classify(body: ClassifyRequest, request: Request, response: Response) -> ClassifyResponse:
     """Each text is scored whole, as the model sees it: a chat bundle's text must be rendered already."""
     texts = [body.input] if isinstance(body.input, str) else body.input
     inputs = [WholeText(t, body.add_special_tokens) for t in texts]
     scored = await score_for(request, response, ScoreCall(inputs, field="input"), _served(request, body.model))
     scores = [0.5 * (1 + math.tanh(s / 2)) if body.activation else s for s in scored.scores]  # overflow-free sigmoid
-    data = [{"index": i, "label": "reward", "probs": [s], "num_classes": 1} for i, s in enumerate(scores)]
-    return {"id": f"classify-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),
-            "model": scored.model, "data": data,
-            "usage": {"prompt_tokens": scored.input_tokens, "total_tokens": scored.input_tokens,
-                      "completion_tokens": 0}}
+    return ClassifyResponse(id=f"classify-{uuid.uuid4().hex}", created=int(time.time()), model=scored.model,
+                            data=[ClassifyResult(index=i, probs=[s]) for i, s in enumerate(scores)],
+                            usage=ClassifyUsage(prompt_tokens=scored.input_tokens, total_tokens=scored.input_tokens))
 
 
 class Document(BaseModel):
@@ -93,28 +104,26 @@ class CohereRerankRequest(BaseModel):
 
 
 async def _cohere_rerank(body: CohereRerankRequest, request: Request, response: Response,
-                         version: str) -> dict[str, Any]:
+                         version: str) -> CohereRerankResponse:
     texts = [d if isinstance(d, str) else d.text for d in body.documents]
     scored = await score_for(request, response, ScoreCall([(body.query, t) for t in texts], field="documents"),
                              _served(request, body.model), rerank=True)
-    results: list[dict[str, Any]] = []
-    for index, score in ranked(scored.scores, body.top_n):
-        result: dict[str, Any] = {"index": index, "relevance_score": score}
-        if body.return_documents:
-            result["document"] = {"text": texts[index]}
-        results.append(result)
-    return {"id": str(uuid.uuid4()), "results": results,
-            "meta": {"api_version": {"version": version}, "billed_units": {"search_units": 1},
-                     "tokens": {"input_tokens": scored.input_tokens, "output_tokens": 0}}}
+    results = [CohereResult(index=index, relevance_score=score,
+                            document=RerankedDocument(text=texts[index]) if body.return_documents else None)
+               for index, score in ranked(scored.scores, body.top_n)]
+    return CohereRerankResponse(id=str(uuid.uuid4()), results=results,
+                                meta=CohereMeta(api_version=ApiVersion(version=version),
+                                                billed_units=BilledUnits(search_units=1),
+                                                tokens=Tokens(input_tokens=scored.input_tokens, output_tokens=0)))
 
 
-@compat.post("/v1/rerank", summary="Cohere v1 / Jina rerank")
-async def rerank_v1(body: CohereRerankRequest, request: Request, response: Response) -> dict[str, Any]:
+@compat.post("/v1/rerank", summary="Cohere v1 / Jina rerank", response_model_exclude_none=True)
+async def rerank_v1(body: CohereRerankRequest, request: Request, response: Response) -> CohereRerankResponse:
     """Documents by reward, best first; ``relevance_score`` is the raw (or normalized) reward."""
     return await _cohere_rerank(body, request, response, "1")
 
 
-@compat.post("/v2/rerank", summary="Cohere v2 rerank")
-async def rerank_v2(body: CohereRerankRequest, request: Request, response: Response) -> dict[str, Any]:
+@compat.post("/v2/rerank", summary="Cohere v2 rerank", response_model_exclude_none=True)
+async def rerank_v2(body: CohereRerankRequest, request: Request, response: Response) -> CohereRerankResponse:
     """As ``/v1/rerank``."""
     return await _cohere_rerank(body, request, response, "2")

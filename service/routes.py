@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from service.answers import Limits, ModelDetails, ModelInfo, ModelList, Status
 from service.engine import ScoreCall
 from service.errors import BackendFailure, NotReady
 from service.metrics import CONTENT_TYPE
@@ -65,20 +65,20 @@ async def rerank(body: RerankRequest, request: Request, response: Response) -> R
 
 
 @scoring.get("/v1/models", summary="The served models (OpenAI-style list)")
-async def models(request: Request) -> dict[str, Any]:
+async def models(request: Request) -> ModelList:
     """Every model a request may name, first the default: its version (a content id), card summary,
     backend and limits; an ensemble lists its members, a split its targets."""
     state = service_state(request)
     s = state.settings
-    limits = {"max_items_per_request": s.max_items_per_request, "max_request_tokens": s.max_request_tokens,
-              "max_body_bytes": s.max_body_bytes}
-    data = [{"id": name, "object": "model", "created": STARTED, "owned_by": "rewardserve", "version": version,
-             "rewardserve": about | {"limits": limits}} for name, version, about in state.registry.describe()]
-    return {"object": "list", "data": data}
+    limits = Limits(max_items_per_request=s.max_items_per_request, max_request_tokens=s.max_request_tokens,
+                    max_body_bytes=s.max_body_bytes)
+    return ModelList(data=[ModelInfo(id=name, created=STARTED, version=version,
+                                     rewardserve=ModelDetails(**about, limits=limits))
+                           for name, version, about in state.registry.describe()])
 
 
 @router.get("/healthz", summary="Liveness: the process is up and able to serve", dependencies=[guard("protect_health")])
-async def healthz(request: Request) -> dict[str, str]:
+async def healthz(request: Request) -> Status:
     """200 while alive; 503 saying why when the model failed to load, the batcher or the backend thread died,
     a batch is stuck, or the device failed: restart the process."""
     state = service_state(request)
@@ -89,14 +89,14 @@ async def healthz(request: Request) -> dict[str, str]:
                 await asyncio.to_thread(version.backend.health)
             except BackendFailure as exc:
                 raise NotReady.unhealthy(f"{version.label}: {exc.message}") from exc
-    return {"status": "ok"}
+    return Status(status="ok")
 
 
 @router.get("/readyz", summary="Readiness: loaded, warmed up, not draining", dependencies=[guard("protect_health")])
-async def readyz(request: Request) -> dict[str, str]:
+async def readyz(request: Request) -> Status:
     """200 when requests will be served; 503 before and while draining."""
     service_state(request).require_ready()
-    return {"status": "ready"}
+    return Status(status="ready")
 
 
 @router.get("/metrics", summary="Prometheus metrics", dependencies=[guard("protect_metrics")],
