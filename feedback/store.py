@@ -34,6 +34,8 @@ from feedback.errors import Conflict, FeedbackUnavailable, InvalidFeedback
 from feedback.events import FeedbackEvent, hash_content, item_key
 from feedback.schema import EventRow, ProfileRow
 
+_ALEMBIC = threading.Lock()
+"""One migration at a time in this process (see :meth:`FeedbackStore.migrate`)."""
 log = logging.getLogger(__name__)
 
 EVENTS = cast(Table, EventRow.__table__)
@@ -171,7 +173,9 @@ class FeedbackStore:
 
         config = Config()
         config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-        with self.translating("migrating"), self.engine.connect() as conn:
+        # _ALEMBIC: Alembic's ``context`` and ``op`` are module globals, so two stores of one process (two apps in
+        # one test process, say) migrating at once would trip over each other; across processes the lock below
+        with _ALEMBIC, self.translating("migrating"), self.engine.connect() as conn:
             self._lock_for_migration(conn)
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
