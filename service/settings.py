@@ -2,7 +2,8 @@
 
 Built once (``rewardserve serve`` / ``create_app``) and passed down; nothing deeper reads the
 environment. Every field's description is its documentation: ``rewardserve serve --help`` prints them,
-and the README's table is generated from the same text.
+and the reference table of ``docs/settings.md`` is generated from the same text (:func:`reference_table`;
+``python3 -m service.settings`` rewrites it).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class ServiceSettings(BaseSettings):
                         "several, each picked by a request's \"model\" (the first answers requests that name none)")
     models_file: Path | None = Field(None, description="YAML file of the models to serve: bundles, ensembles, "
                                      "traffic splits and shadows, each with its own backend, variant and limits "
-                                     "(README: Several models). SIGHUP re-reads it and swaps what changed")
+                                     "(docs: Several models). SIGHUP re-reads it and swaps what changed")
     model_name: str = Field("", description="name reported to clients; default: the card's name")
     backend: str = Field(AUTO, description="auto: the fastest engine the bundle has on this machine, measured at "
                          "start (and remembered); onnx: onnxruntime on an exported variant (no torch needed); "
@@ -186,3 +187,34 @@ def setting_fields() -> list[tuple[str, Any, str, tuple[str, ...] | None]]:
         literal = tuple(str(c) for c in choices) if choices and all(isinstance(c, str) for c in choices) else None
         out.append((name, info.default, info.description or "", literal))
     return out
+
+
+REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
+BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
+
+
+def reference_table() -> str:
+    """Every setting as a Markdown table row: name, environment variable, default, and its description."""
+    rows = ["| setting | environment | default | meaning |", "|---|---|---|---|"]
+    for name, info in ServiceSettings.model_fields.items():
+        default = info.default
+        if isinstance(default, Path) and default.is_relative_to(Path.home()):
+            default = f"~/{default.relative_to(Path.home())}"  # not this machine's home, whoever generates it
+        shown = "none" if default is None or default == () else "" if default == "" else f"`{default}`"
+        rows.append(f"| `{name}` | `REWARDSERVE_{name.upper()}` | {shown} | {info.description} |")
+    return "\n".join(rows)
+
+
+def write_reference(page: Path = REFERENCE) -> bool:
+    """Put :func:`reference_table` between the page's markers; True when the page changed."""
+    text = page.read_text(encoding="utf-8")
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    new = f"{head}{BEGIN}\n{reference_table()}\n{END}{tail}"
+    if new != text:
+        page.write_text(new, encoding="utf-8")
+    return new != text
+
+
+if __name__ == "__main__":
+    print("docs/settings.md " + ("rewritten" if write_reference() else "already up to date"))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command, and CI's (.ci/run calls it): install everything the suite needs on a fresh
 # machine (apt-get, npm, pip), then run lint, types and every test; a tool that is missing fails its tests
-# here instead of skipping them. The quick local alternative: python3 -m pytest (see README.md).
+# here instead of skipping them. The quick local alternative: python3 -m pytest (see README.md and docs/development.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +29,9 @@ python3 -m pip install --quiet -e ".[dev]"
 python3 -m pip install --quiet --no-deps "openrlhf==0.11.2"
 python3 -m pip install --quiet aiohttp pylatexenc
 
-# Style and types (the tests, benchmarks and examples are type-checked too), then the tests:
+# Style and types (the tests, benchmarks and examples are type-checked too), the docs site built strictly (a
+# broken link or a page left out of the nav fails it), then the tests:
 python3 -m ruff check .
 python3 -m mypy
+python3 -m mkdocs build --strict --quiet -d "$(mktemp -d)"
 python3 -m pytest

@@ -1,15 +1,11 @@
-"""The one settings object: environment parsing, coherence rules, and the README's table of it."""
+"""The one settings object: environment parsing, coherence rules, and the docs' reference table of it."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from service.settings import ServiceSettings
-
-README = Path(__file__).resolve().parents[2] / "README.md"
+from service.settings import BEGIN, END, REFERENCE, ServiceSettings, reference_table
 
 
 def test_environment_fills_settings_and_keys_split_on_commas(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,7 +29,8 @@ def test_incoherent_settings_are_refused(bad: dict[str, object]) -> None:
         ServiceSettings(**bad)  # type: ignore[arg-type]
 
 
-def test_readme_documents_every_setting() -> None:
-    text = README.read_text(encoding="utf-8")
+def test_the_docs_reference_is_generated_from_the_settings() -> None:
+    text = REFERENCE.read_text(encoding="utf-8")
+    assert f"{BEGIN}\n{reference_table()}\n{END}" in text, "run: python3 -m service.settings"
     for name, info in ServiceSettings.model_fields.items():
         assert f"`REWARDSERVE_{name.upper()}`" in text and str(info.description) in text, name
