@@ -5,7 +5,7 @@ HelpSteer-trained models work this way). Its card lists them with their rating s
 weights of the scalar reward, ``r = Σ w_c · r_c``. Training, export, evaluation and serving all read the
 criteria from here, so they agree on the order of the outputs and on what a weight may be.
 
-Data (DESIGN §2 extended)::
+Data (docs/design.md §2 extended)::
 
     {"prompt", "completion", "criteria": {"helpfulness": 3, …}, "scale": [0, 4]}         one reply
     {"prompt", "completions": [...], "criteria": {"helpfulness": [3, null, …]}, "scale": [0, 4]}

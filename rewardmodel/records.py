@@ -1,6 +1,6 @@
 """Preference records: every accepted data form parsed into one shape.
 
-Accepted forms (DESIGN §2)::
+Accepted forms (docs/design.md §2)::
 
     {"prompt": str | [messages], "chosen": str, "rejected": str, "margin"?: float}    explicit pair
     {"chosen": "\\n\\nHuman: …\\n\\nAssistant: …", "rejected": "…"}                      HH transcripts

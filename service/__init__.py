@@ -1,4 +1,4 @@
-"""service: the batched HTTP scoring service (DESIGN §4–6).
+"""service: the batched HTTP scoring service (docs/design.md §4–6).
 
 Layers, imported one way only: HTTP (``app``, ``routes``, ``compat``, ``schemas``, ``middleware``) →
 ``engine`` (limits, tokenization, dedup) → ``scheduler`` (queue, batching, backend thread) →

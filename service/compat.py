@@ -1,4 +1,4 @@
-"""Compatibility adapters (DESIGN §4): OpenRLHF ``/get_reward``, vLLM-style ``/classify`` (verl), and
+"""Compatibility adapters (docs/design.md §4): OpenRLHF ``/get_reward``, vLLM-style ``/classify`` (verl), and
 Cohere/Jina-style ``/v1/rerank`` and ``/v2/rerank``. Each translates its client's body into engine
 inputs and calls the native path (:func:`~service.plumbing.score_for`), so limits, batching, metrics and
 formatting are the same.

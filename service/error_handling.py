@@ -2,7 +2,7 @@
 
 Every error answer, whoever raises it (a route, FastAPI's validation, Starlette's routing, the
 middleware's body limit, the feedback stage, a bug), is a :class:`~service.errors.ServiceError` by the
-time it leaves, and :func:`error_response` turns it into DESIGN §4's JSON with the status and headers
+time it leaves, and :func:`error_response` turns it into docs/design.md §4's JSON with the status and headers
 the error class carries. It also counts refusals in ``rewardserve_rejected_total`` and logs 5xx failures with the
 request id.
 """

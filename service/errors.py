@@ -216,5 +216,5 @@ DOCUMENTED: tuple[type[ServiceError], ...] = (
 
 
 def error_body(kind: str, message: str) -> dict[str, dict[str, str]]:
-    """The JSON error shape of DESIGN §4."""
+    """The JSON error shape of docs/design.md §4."""
     return {"error": {"type": kind, "message": message}}

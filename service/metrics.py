@@ -1,4 +1,4 @@
-"""Prometheus metrics, exactly the names of DESIGN §6 (prefix ``rewardserve_``, base units).
+"""Prometheus metrics, exactly the names of docs/design.md §6 (prefix ``rewardserve_``, base units).
 
 One :class:`Metrics` per app, on its own registry (several apps in one process, as in tests, do not
 collide). It implements the scheduler's and the engine's observer protocols, so they report without
@@ -73,7 +73,7 @@ class Metrics:
                                 ["reason"], registry=r)
         for reason in CAPACITY_REASONS:
             self.rejected.labels(reason)
-        # Not in DESIGN §6's list: /readyz as a series, so an alert can see a pod that never gets ready
+        # Not in docs/design.md §6's list: /readyz as a series, so an alert can see a pod that never gets ready
         # (the probe only hides it from the Service) and the dashboard can count ready replicas.
         self.ready = Gauge("rewardserve_ready", "1 when the model is loaded, warm and not draining (/readyz is 200)",
                            registry=r)

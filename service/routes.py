@@ -102,6 +102,6 @@ async def readyz(request: Request) -> Status:
 @router.get("/metrics", summary="Prometheus metrics", dependencies=[guard("protect_metrics")],
             response_class=Response, responses={200: {"content": {"text/plain": {}}, "description": "exposition"}})
 async def metrics(request: Request) -> Response:
-    """The exposition text of DESIGN §6's metrics."""
+    """The exposition text of docs/design.md §6's metrics."""
     # on a thread: the monitors compute their windows' figures during the scrape, off the event loop
     return Response(await asyncio.to_thread(service_state(request).metrics.render), media_type=CONTENT_TYPE)

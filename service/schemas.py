@@ -1,4 +1,4 @@
-"""Request and response bodies of the native endpoints (DESIGN §4), as pydantic models.
+"""Request and response bodies of the native endpoints (docs/design.md §4), as pydantic models.
 
 They generate the OpenAPI schema at ``/docs`` and reject schema violations with 422 before any work is
 done. Semantic checks that need the model (empty lists, limits, formatting) happen in the engine.
@@ -168,7 +168,7 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """Every error answer (DESIGN §4)."""
+    """Every error answer (docs/design.md §4)."""
 
     error: ErrorDetail
 

@@ -1,4 +1,4 @@
-"""Running the app under uvicorn, with the graceful shutdown of DESIGN §5.
+"""Running the app under uvicorn, with the graceful shutdown of docs/design.md §5.
 
 On SIGTERM (or Ctrl-C) the process drains in three steps, and no request on an open connection is met
 by a closed socket:

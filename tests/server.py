@@ -79,7 +79,7 @@ def running(wait_ready: bool = True, load: BackendLoader = load_backend, **setti
 
 
 def error_of(r: httpx.Response, status: int, kind: str) -> str:
-    """Assert ``r`` is DESIGN §4's error answer (status, JSON shape, type, request id); return its message."""
+    """Assert ``r`` is docs/design.md §4's error answer (status, JSON shape, type, request id); return its message."""
     where = f"{r.request.method} {r.request.url.path}"
     assert r.status_code == status, (where, r.status_code, r.text[:300])
     body = r.json()

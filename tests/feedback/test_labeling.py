@@ -140,7 +140,7 @@ def test_an_annotator_ranks_with_the_keyboard_and_the_store_holds_the_ranking(
 
 def test_live_reranks_are_queued_least_certain_first_within_the_hourly_cap(bert_onnx_bundle: Path,
                                                                             tmp_path: Path) -> None:
-    from tests.service.test_http import offline
+    from tests.references import offline
 
     clear = ("how are you ?", [" i am good .", " i am bad ."])  # the model tells these apart
     close = ("the sun", [" i am good .", " i am fine ."])  # two good replies: a near tie

@@ -84,7 +84,7 @@ def test_conversational_items_use_the_bundles_chat_formatting() -> None:
 def test_conversational_completions_reach_a_live_chat_bundle_as_trained(qwen_onnx_bundle: Path) -> None:
     """TRL's conversational form, sent to a real server serving a ChatML bundle: the rewards equal the
     bundle's own scores of the same conversations (its chat template applied once, by the server)."""
-    from tests.service.test_http import offline
+    from tests.references import offline
 
     prompts = [[{"role": "user", "content": "how are you ?"}], [{"role": "user", "content": "the sun ?"}]]
     completions = [[{"role": "assistant", "content": "i am good ."}], [{"role": "assistant", "content": "one two"}]]

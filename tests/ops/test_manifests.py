@@ -105,13 +105,13 @@ def test_overlay_drains_probes_and_scales_as_documented(overlay: tuple[str, str]
     strategy = objects["Deployment"]["spec"]["strategy"]["rollingUpdate"]
     assert strategy["maxUnavailable"] == 0 and int(strategy["maxSurge"]) >= 1
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
-    # the startup probe gives loading and warm-up the 10 minutes the README promises before a restart
+    # the startup probe gives loading and warm-up the 10 minutes docs/operations.md promises before a restart
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
 
 
 EXPECTED_SCALING = {"cpu": (2, 10, 256), "gpu": (2, 10, 2048), "gpu-keda": (2, 10, 2048), "cpu-feedback": (2, 10, 256)}
-"""(min replicas, max replicas, queued items per replica that adds one) of each overlay, as the README says."""
+"""(min replicas, max replicas, queued items per replica that adds one) of each overlay, as docs/operations.md says."""
 
 
 def test_autoscaling_targets_the_adapters_metric_within_bounds(overlay: tuple[str, str]) -> None:

@@ -73,7 +73,7 @@ def test_sigterm_with_64_kept_alive_clients_answers_every_request_it_reads(bert_
     answer (RemoteProtocolError / ReadError), the failure seen before. Each client posts on its one
     kept-alive connection until an answer says Connection: close, as a client that then goes to another
     replica does (reconnecting to this one in a tight loop would race the listener's close in the kernel,
-    which no server can prevent: the README's drain section says so)."""
+    which no server can prevent: docs/serving.md's drain section says so)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = _serve(bert_onnx_bundle, port)
