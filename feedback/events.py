@@ -6,7 +6,10 @@ The judgement is exactly one of:
 - ``ranking: [best … worst]`` — a nested list is a tie group (``[[0, 2], 1]``);
 - ``ratings: [r, …]`` — one per completion, null for not rated. Without ``scale`` they are thumbs (+1/−1);
   with ``scale: [lo, hi]`` any number in that range. ``criteria: {"name": [r, …]}`` adds per-criterion
-  ratings on the same scale.
+  ratings on the same scale;
+- an implicit signal a chat UI sees without asking, a weak weighted preference in training: ``regenerate: i``,
+  ``copy: i``, ``continue: i``, ``abandon: i``, or ``edit: {"original": i, "edited": j}``
+  (:class:`feedback.judgements.Implicit`).
 
 The rules are checked here, so a stored event is always well formed; :func:`content_hash` is what makes
 the client's ``id`` an idempotency key (the same id with the same content is a duplicate, not a new event).
@@ -33,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from feedback.judgements import JUDGEMENTS, Choice, Form, Judgement, Ranking, Ratings, check_ratings
+from feedback.judgements import JUDGEMENTS, Form, Judgement, check_ratings
 from rewardmodel.conversation import validate_messages
 from rewardmodel.errors import FormatError
 
@@ -82,10 +85,19 @@ def distinct(completions: list[str]) -> list[str]:
     return completions
 
 
+class EditedReply(BaseModel):
+    """An ``edit`` signal: completion ``original`` was edited by the user into completion ``edited``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    original: StrictInt
+    edited: StrictInt
+
+
 class FeedbackEvent(BaseModel):
     """One judgement of ``completions`` for ``prompt`` (see the module docstring for the forms)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True)
 
     id: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
         description="the client's key for this event: retrying with the same id never stores it twice")
@@ -96,6 +108,14 @@ class FeedbackEvent(BaseModel):
     ranking: list[StrictInt | list[StrictInt]] | None = Field(None, description="indices best first; a nested "
                                                                                 "list is a tie group")
     ratings: list[Rating] | None = Field(None, description="one per completion (null: not rated)")
+    regenerate: StrictInt | None = Field(None, description="implicit: the user asked for another reply instead of "
+                                                           "this completion")
+    # ``copy_``/``continue_``: ``copy`` is a pydantic method and ``continue`` a keyword; the wire says copy/continue
+    copy_: StrictInt | None = Field(None, alias="copy", description="implicit: the user copied this completion")
+    edit: EditedReply | None = Field(None, description="implicit: the user edited one completion into another")
+    continue_: StrictInt | None = Field(None, alias="continue", description="implicit: the user went on after this "
+                                                                           "completion")
+    abandon: StrictInt | None = Field(None, description="implicit: the user left after this completion")
     scale: tuple[float, float] | None = Field(None, description="[lo, hi] of ratings; absent: thumbs, +1/-1")
     criteria: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], list[Rating]] | None = Field(
         None, max_length=32, description="per-criterion ratings, one per completion, on the ratings' scale")
@@ -140,7 +160,7 @@ class FeedbackEvent(BaseModel):
 
     @model_validator(mode="after")
     def _judgement(self) -> FeedbackEvent:
-        given = [j.field for j in JUDGEMENTS if getattr(self, j.field) is not None]
+        given = [j.field for j in JUDGEMENTS if getattr(self, j.attribute or j.field) is not None]
         if len(given) != 1:
             raise ValueError(f"an event carries exactly one judgement: {', '.join(j.field for j in JUDGEMENTS)} "
                              f"(got {', '.join(given) or 'none'})")
@@ -160,17 +180,15 @@ class FeedbackEvent(BaseModel):
     @property
     def judgement(self) -> Judgement:
         """The judgement as its form's class (:mod:`feedback.judgements`)."""
-        k = len(self.completions)
-        if self.choice is not None:
-            return Choice(self.choice, k)
-        if self.ranking is not None:
-            return Ranking(self.ranking, k)
-        assert self.ratings is not None  # the validator guarantees exactly one judgement
-        return Ratings(self.ratings, self.scale)
+        for form in JUDGEMENTS:  # the validator guarantees exactly one
+            value = getattr(self, form.attribute or form.field)
+            if value is not None:
+                return form.of(value, self)
+        raise AssertionError("an event without a judgement")
 
     @property
     def form(self) -> Form:
-        """choice, ranking, ratings (a declared scale) or thumbs (+1/−1)."""
+        """choice, ranking, ratings (a declared scale), thumbs (+1/−1), or an implicit signal's name."""
         return self.judgement.form
 
     @property
@@ -180,7 +198,7 @@ class FeedbackEvent(BaseModel):
 
     def content(self) -> dict[str, Any]:
         """What the client sent, as JSON (the server's defaults left out)."""
-        return self.model_dump(mode="json", exclude_none=True)
+        return self.model_dump(mode="json", exclude_none=True, by_alias=True)
 
     def content_hash(self) -> str:
         """sha256 of the canonical JSON of :meth:`content`: equal for a retry of the same event."""

@@ -5,11 +5,15 @@
 - ratings on a declared scale become one pointwise record per rated completion: ``{"prompt", "completion",
   "rating", "scale"}``, with its per-criterion ratings as ``"criteria"``; training gathers the ratings of
   one prompt again and makes pairs of them;
-- thumbs become one pointwise record per voted completion: ``{"prompt", "completion", "label": true|false}``.
+- thumbs become one pointwise record per voted completion: ``{"prompt", "completion", "label": true|false}``;
+- an implicit signal (regenerate, copy, edit, continue, abandon) becomes weak pairs: ``{"prompt", "chosen",
+  "rejected", "weight"}``, each form's default weight (:data:`feedback.judgements.IMPLICIT`) unless ``weights``
+  says otherwise.
 
 ``aggregate="majority"`` first pools every annotator's judgements of the same prompt and completions and
 keeps, for each pair of completions, the direction most of them chose (even votes drop the pair). Thumbs
-stay one record per vote: the pointwise loss over repeated votes of one reply learns their share.
+stay one record per vote: the pointwise loss over repeated votes of one reply learns their share; implicit
+signals stay their weighted pairs, outside the vote.
 
 :func:`training_rows` is the ``rewardserve.data_sources`` entry point: ``rewardmodel.sources`` calls it for
 ``sqlite://`` and ``postgresql://`` sources, so training reads the store with the same filters as export,
@@ -30,6 +34,7 @@ from sqlalchemy.engine import make_url
 
 from feedback.errors import InvalidFeedback
 from feedback.events import FeedbackEvent, item_key
+from feedback.judgements import IMPLICIT
 from feedback.store import EVERYTHING, FeedbackStore, Filters, StoredEvent, database_url, redact
 from rewardmodel.records import ranking_groups
 
@@ -53,37 +58,74 @@ class ExportReport:
 
 
 def training_records(events: Iterable[StoredEvent], aggregate: Aggregate = "all",
-                     report: ExportReport | None = None) -> Iterator[dict[str, Any]]:
-    """Preference records for ``events``, in the forms training reads; ``report`` counts what was skipped."""
+                     report: ExportReport | None = None,
+                     weights: Mapping[str, float] | None = None) -> Iterator[dict[str, Any]]:
+    """Preference records for ``events``, in the forms training reads; ``report`` counts what was skipped;
+    ``weights`` overrides implicit forms' pair weights (form → weight; 0 leaves the form out)."""
     report = report if report is not None else ExportReport()
+    if weights:
+        events = _weighted(events, weights, report)
     if aggregate == "majority":
-        yield from _majority(events, report)
+        yield from _majority(events, report, weights)
         return
     for stored in events:
         e = stored.event
         report.events += 1
         report.by_form[e.form] += 1
-        for record in _records(e, report):
+        for record in _records(e, report, weights):
             report.records += 1
             yield record
 
 
-def _records(e: FeedbackEvent, report: ExportReport) -> list[dict[str, Any]]:
+def implicit_weights(given: Iterable[str]) -> dict[str, float]:
+    """``FORM=W`` settings (the ``--implicit-weight`` flag) as a map; an unknown form or a weight outside [0, 1]
+    is refused."""
+    out = {}
+    for item in given:
+        form, _, value = item.partition("=")
+        if form not in IMPLICIT:
+            raise InvalidFeedback(f"--implicit-weight {item!r}: the implicit forms are {', '.join(IMPLICIT)}")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if not 0 <= weight <= 1:
+            raise InvalidFeedback(f"--implicit-weight {item!r}: give FORM=W with W in [0, 1] (0 leaves the form out)")
+        out[form] = weight
+    return out
+
+
+def _weighted(events: Iterable[StoredEvent], weights: Mapping[str, float],
+              report: ExportReport) -> Iterator[StoredEvent]:
+    """``events`` without the forms weighted 0 (counted as skipped); the others' weights are set in
+    :func:`_records`."""
+    for stored in events:
+        if weights.get(stored.event.form, 1.0) == 0:
+            report.skipped[f"{stored.event.form} weighted 0"] += 1
+            continue
+        yield stored
+
+
+def _records(e: FeedbackEvent, report: ExportReport,
+             weights: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
     records, why_none = e.judgement.records(e)
     if why_none is not None:
         report.skipped[why_none] += 1
+    if weights and e.form in weights:
+        records = [r | {"weight": weights[e.form]} for r in records]
     return records
 
 
-def _majority(events: Iterable[StoredEvent], report: ExportReport) -> Iterator[dict[str, Any]]:
+def _majority(events: Iterable[StoredEvent], report: ExportReport,
+              weights: Mapping[str, float] | None) -> Iterator[dict[str, Any]]:
     prompts: dict[str, Any] = {}
     votes: dict[str, Counter[tuple[str, str]]] = {}
     for stored in events:
         e = stored.event
         report.events += 1
         report.by_form[e.form] += 1
-        if e.form == "thumbs":
-            for record in _records(e, report):
+        if e.form == "thumbs" or e.form in IMPLICIT:  # votes of one reply; weak signals keep their weights
+            for record in _records(e, report, weights):
                 report.records += 1
                 yield record
             continue
@@ -109,14 +151,14 @@ def _majority(events: Iterable[StoredEvent], report: ExportReport) -> Iterator[d
 
 
 def export(store: FeedbackStore, out: Path, filters: Filters = EVERYTHING,
-           aggregate: Aggregate = "all") -> ExportReport:
+           aggregate: Aggregate = "all", weights: Mapping[str, float] | None = None) -> ExportReport:
     """Write the training records of the matching events to ``out`` (.jsonl or .parquet); nothing is
     left half-written: the file appears whole or not at all."""
     suffix = out.suffix.lower()
     if suffix not in (".jsonl", ".parquet"):
         raise InvalidFeedback(f"{out}: write .jsonl or .parquet")
     report = ExportReport()
-    records = training_records(store.events(filters), aggregate, report)
+    records = training_records(store.events(filters), aggregate, report, weights)
     partial = out.with_name(out.name + ".partial")
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -146,6 +188,7 @@ def _write_parquet(records: list[dict[str, Any]], path: Path) -> None:
         ("chosen", pa.string()), ("rejected", pa.string()), ("completions", pa.list_(pa.string())),
         # a ranking's every entry as a group, so one column type holds ties and single places alike
         ("ranking", pa.list_(pa.list_(pa.int64()))),
+        ("weight", pa.float64()),
         ("completion", pa.string()), ("label", pa.bool_()), ("rating", pa.float64()), ("scale", pa.list_(pa.float64())),
         # criteria names vary by event: a map column holds any of them
         ("criteria", pa.map_(pa.string(), pa.float64())),

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 Pair = tuple[int, int]
 """(better, worse): indices into the event's completions."""
 Rating = float | None
-Form = Literal["choice", "ranking", "ratings", "thumbs"]
-FORMS: tuple[Form, ...] = ("choice", "ranking", "ratings", "thumbs")
+Form = Literal["choice", "ranking", "ratings", "thumbs", "regenerate", "copy", "edit", "continue", "abandon"]
+FORMS: tuple[Form, ...] = ("choice", "ranking", "ratings", "thumbs", "regenerate", "copy", "edit", "continue",
+                           "abandon")
 Record = dict[str, Any]
 
 
@@ -33,7 +34,14 @@ class Judgement(ABC):
     """What one human said about an event's k completions."""
 
     field: ClassVar[str]
-    """The event field that carries this form."""
+    """The event field that carries this form (on the wire and in the store)."""
+    attribute: ClassVar[str | None] = None
+    """The event model's attribute for the field, where the field's name is taken (``copy``, ``continue``)."""
+
+    @classmethod
+    def of(cls, value: Any, event: FeedbackEvent) -> Judgement:
+        """The judgement an event carrying ``value`` in this form's field states."""
+        return cls(value, len(event.completions))  # type: ignore[call-arg]
 
     @property
     @abstractmethod
@@ -117,6 +125,10 @@ class Ratings(Judgement):
     values: Sequence[Rating]
     scale: tuple[float, float] | None = None
 
+    @classmethod
+    def of(cls, value: Any, event: FeedbackEvent) -> Judgement:
+        return cls(value, event.scale)
+
     @property
     def form(self) -> Form:
         return "ratings" if self.scale is not None else "thumbs"
@@ -149,8 +161,108 @@ class Ratings(Judgement):
         return out, None if out else "nothing rated"
 
 
-JUDGEMENTS: tuple[type[Judgement], ...] = (Choice, Ranking, Ratings)
+@dataclass(frozen=True)
+class Implicit(Judgement):
+    """What a chat UI sees without asking: a weak preference, one pair per other completion, weighted in training
+    by :attr:`weight` (``rewardserve feedback export --implicit-weight FORM=W`` changes it). An event of one
+    completion states no preference: it is kept, and gives no record."""
+
+    weight: ClassVar[float]
+    """The default weight of each pair, against 1 for an explicit choice's."""
+    positive: ClassVar[bool]
+    """True: the signalled completion beats the others; False: the others beat it."""
+    index: int
+    k: int
+
+    @property
+    def form(self) -> Form:
+        return self.field  # type: ignore[return-value]
+
+    def check(self, k: int) -> None:
+        if not 0 <= self.index < k:
+            raise ValueError(f"field '{self.field}' must be an index 0..{k - 1}, got {self.index}")
+
+    def pairs(self) -> list[Pair]:
+        others = [j for j in range(self.k) if j != self.index]
+        return [(self.index, j) if self.positive else (j, self.index) for j in others]
+
+    def records(self, event: FeedbackEvent) -> tuple[list[Record], str | None]:
+        """One weighted ``{"prompt", "chosen", "rejected", "weight"}`` per pair."""
+        out = [{"id": f"{event.id}#{a}-{b}", "prompt": event.prompt, "chosen": event.completions[a],
+                "rejected": event.completions[b], "weight": self.weight} | provenance(event)
+               for a, b in self.pairs()]
+        return out, None if out else "an implicit signal on one reply states no preference"
+
+
+@dataclass(frozen=True)
+class Regenerate(Implicit):
+    """``regenerate: i``: the user asked for another reply instead of completion i (the later replies beat it)."""
+
+    field: ClassVar[str] = "regenerate"
+    weight: ClassVar[float] = 0.5
+    positive: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class Copy(Implicit):
+    """``copy: i``: the user copied completion i (it beats the other replies they were shown)."""
+
+    field: ClassVar[str] = "copy"
+    attribute: ClassVar[str | None] = "copy_"
+    weight: ClassVar[float] = 0.5
+    positive: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class Continue(Implicit):
+    """``continue: i``: the user went on with the conversation after completion i (it beats the others)."""
+
+    field: ClassVar[str] = "continue"
+    attribute: ClassVar[str | None] = "continue_"
+    weight: ClassVar[float] = 0.2
+    positive: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class Abandon(Implicit):
+    """``abandon: i``: the user left after completion i (the other replies beat it)."""
+
+    field: ClassVar[str] = "abandon"
+    weight: ClassVar[float] = 0.2
+    positive: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class Edit(Implicit):
+    """``edit: {"original": i, "edited": j}``: the user edited completion i into completion j, their own text,
+    which ranks above it (one pair)."""
+
+    field: ClassVar[str] = "edit"
+    weight: ClassVar[float] = 0.8
+    positive: ClassVar[bool] = True
+
+    original: int = 0
+    """The completion the user edited (``index`` is their edit)."""
+
+    @classmethod
+    def of(cls, value: Any, event: FeedbackEvent) -> Judgement:
+        return cls(value.edited, len(event.completions), value.original)
+
+    def check(self, k: int) -> None:
+        for name, i in (("original", self.original), ("edited", self.index)):
+            if not 0 <= i < k:
+                raise ValueError(f"field 'edit.{name}' must be an index 0..{k - 1}, got {i}")
+        if self.original == self.index:
+            raise ValueError("field 'edit': the edited text is another completion than the original")
+
+    def pairs(self) -> list[Pair]:
+        return [(self.index, self.original)]
+
+
+JUDGEMENTS: tuple[type[Judgement], ...] = (Choice, Ranking, Ratings, Regenerate, Copy, Edit, Continue, Abandon)
 """Every form, by the event field that carries it: an event carries exactly one of these fields."""
+IMPLICIT: dict[str, type[Implicit]] = {j.field: j for j in JUDGEMENTS if issubclass(j, Implicit)}
+"""The implicit forms by name, with their default weights."""
 
 
 def provenance(event: FeedbackEvent) -> dict[str, str]:

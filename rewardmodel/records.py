@@ -2,7 +2,8 @@
 
 Accepted forms (docs/design.md §2)::
 
-    {"prompt": str | [messages], "chosen": str, "rejected": str, "margin"?: float}    explicit pair
+    {"prompt": str | [messages], "chosen": str, "rejected": str, "margin"?: float,
+     "weight"?: float}                                                               explicit pair
     {"chosen": "\\n\\nHuman: …\\n\\nAssistant: …", "rejected": "…"}                      HH transcripts
     {"chosen": [messages], "rejected": [messages]}                                   conversational
     {"prompt": …, "completions": [str, …], "ranking": [best … worst]}                ranking
@@ -49,6 +50,8 @@ class PreferencePair:
     margin: float = 0.0
     votes: tuple[int, int] | None = None
     """(for, against): how many annotators chose this order and the other (a majority export's record)."""
+    weight: float = 1.0
+    """How much the pair counts in training against an explicit one (an implicit signal's is below 1)."""
 
 
 @dataclass(frozen=True)
@@ -143,8 +146,16 @@ def _parse_pair(row: Mapping[str, Any], where: str) -> PreferenceExample:
         raise DataError(where, "'chosen' and 'rejected' must both be strings or both be message lists")
     if chosen_text == rejected_text:
         raise DataError(where, "'chosen' and 'rejected' completions are identical: the pair carries no preference")
-    return PreferenceExample(prompt, (chosen_text, rejected_text), (PreferencePair(0, 1, margin, _votes(row, where)),),
-                             where)
+    pair = PreferencePair(0, 1, margin, _votes(row, where), _weight(row, where))
+    return PreferenceExample(prompt, (chosen_text, rejected_text), (pair,), where)
+
+
+def _weight(row: Mapping[str, Any], where: str) -> float:
+    """A pair's ``weight`` (default 1): a finite number above 0, at most 1 (a weak pair counts less, never more)."""
+    weight = row.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight <= 1:
+        raise DataError(where, f"field 'weight' must be a number in (0, 1], got {weight!r}")
+    return float(weight)
 
 
 def _votes(row: Mapping[str, Any], where: str) -> tuple[int, int] | None:

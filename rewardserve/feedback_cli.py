@@ -40,6 +40,9 @@ def add_feedback(sub: argparse._SubParsersAction, emit: Any) -> None:
     e.add_argument("--label-annotations", type=int, default=2, metavar="N",
                    help="with --to label-studio: judgements each task should get (the server's "
                         "--label-annotations; default 2)")
+    e.add_argument("--implicit-weight", action="append", default=[], metavar="FORM=W",
+                   help="the pair weight of an implicit form (regenerate 0.5, copy 0.5, edit 0.8, continue 0.2, "
+                        "abandon 0.2 by default, against 1 for a choice); 0 leaves the form out; repeat per form")
     e.add_argument("--aggregate", choices=["all", "majority"], default="all",
                    help="all: every event as it was judged; majority: one verdict per pair of completions over "
                         "all annotators of the same prompt and completions (default: all)")
@@ -70,7 +73,7 @@ def add_feedback(sub: argparse._SubParsersAction, emit: Any) -> None:
 def _run(args: argparse.Namespace, emit: Any) -> int:
     from feedback.errors import FeedbackError, InvalidFeedback
     from feedback.events import utc_now
-    from feedback.export import export, parse_time
+    from feedback.export import export, implicit_weights, parse_time
     from feedback.stats import feedback_stats
     from feedback.store import FeedbackStore, Filters, redact
 
@@ -104,7 +107,7 @@ def _run(args: argparse.Namespace, emit: Any) -> int:
             if cmd == "stats":
                 result = feedback_stats(store, filters)
             else:
-                report = export(store, args.out, filters, args.aggregate)
+                report = export(store, args.out, filters, args.aggregate, implicit_weights(args.implicit_weight))
                 result = {"out": str(args.out), **report.to_dict()}
     except FeedbackError as exc:  # say which database: an operator may juggle several
         raise type(exc)(f"{redact(store.url)}: {exc.message}") from None

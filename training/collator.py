@@ -37,6 +37,7 @@ def encode_example(formatter: Formatter, example: PreferenceExample, criteria: S
         "better": [p.better for p in example.pairs],
         "worse": [p.worse for p in example.pairs],
         "margin": [p.margin for p in example.pairs],
+        "pair_weight": [p.weight for p in example.pairs],
         "point": [p.index for p in example.points],
         "target": [p.target for p in example.points],
         "crit_row": [x.index for x in rated],
@@ -80,7 +81,8 @@ class RewardCollator:
             better.extend(offset + i for i in feature["better"])
             worse.extend(offset + i for i in feature["worse"])
             margin.extend(float(m) for m in feature["margin"])
-            weight.extend([1.0 / max(n_pairs, 1)] * n_pairs)  # nothing when the example is pointwise only
+            # a ranking counts as one example (each of its pairs 1/n); an implicit signal's pair counts its weight
+            weight.extend(w / max(n_pairs, 1) for w in feature.get("pair_weight", [1.0] * n_pairs))
             point.extend(offset + i for i in feature["point"])
             target.extend(float(t) for t in feature["target"])
             for key in CRITERIA_KEYS:

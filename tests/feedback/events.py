@@ -26,3 +26,12 @@ def ratings(i: int, **extra: Any) -> dict[str, Any]:
 def thumbs(i: int, **extra: Any) -> dict[str, Any]:
     """A thumbs-down on one completion."""
     return {"id": f"thumbs-{i}", "prompt": f"question {i}", "completions": [f"bad {i}"], "ratings": [-1], **extra}
+
+
+def implicit(form: str, i: int, **extra: Any) -> dict[str, Any]:
+    """An implicit signal from a chat UI, on two replies where the user regenerated the first into the second:
+    ``regenerate`` names the first; ``edit`` says the second is the user's edit of the first; the others name
+    the second."""
+    value: Any = {"original": 0, "edited": 1} if form == "edit" else 0 if form == "regenerate" else 1
+    return {"id": f"{form}-{i}", "prompt": f"question {i}", "completions": [f"first {i}", f"second {i}"],
+            form: value, **extra}

@@ -8,13 +8,32 @@ import pytest
 from pydantic import ValidationError
 
 from feedback.events import FeedbackBatch, FeedbackEvent, item_key
+from feedback.judgements import IMPLICIT
 from tests.feedback import events
 
 
 @pytest.mark.parametrize(("event", "form"), [(events.choice(1), "choice"), (events.ranking(1), "ranking"),
-                                             (events.ratings(1), "ratings"), (events.thumbs(1), "thumbs")])
+                                             (events.ratings(1), "ratings"), (events.thumbs(1), "thumbs"),
+                                             *((events.implicit(f, 1), f) for f in IMPLICIT)])
 def test_each_form_is_accepted_and_named(event: dict[str, Any], form: str) -> None:
-    assert FeedbackEvent.model_validate(event).form == form
+    parsed = FeedbackEvent.model_validate(event)
+    assert parsed.form == form
+    # stored and loaded back as sent (copy and continue are the wire's names, not the model's attributes)
+    assert parsed.content() == event and FeedbackEvent.model_validate(parsed.content()) == parsed
+
+
+@pytest.mark.parametrize(("form", "pairs"), [("regenerate", [(1, 0)]), ("copy", [(1, 0)]), ("edit", [(1, 0)]),
+                                             ("continue", [(1, 0)]), ("abandon", [(0, 1)])])
+def test_an_implicit_signal_states_weak_pairs(form: str, pairs: list[tuple[int, int]]) -> None:
+    """A regenerated or abandoned reply loses to the other; a copied, continued or edited-into one wins."""
+    event = FeedbackEvent.model_validate(events.implicit(form, 1))
+    assert event.judgement.pairs() == pairs
+    records, why_none = event.judgement.records(event)
+    assert why_none is None and [r["weight"] for r in records] == [IMPLICIT[form].weight]
+    alone = FeedbackEvent.model_validate({"id": "x", "prompt": "q", "completions": ["only"], form: 0}) \
+        if form != "edit" else None
+    if alone is not None:  # a signal on the only reply shown is kept, and states nothing to train on
+        assert alone.judgement.records(alone) == ([], "an implicit signal on one reply states no preference")
 
 
 BASE = {"id": "e", "prompt": "q", "completions": ["a", "b"]}
@@ -41,6 +60,12 @@ BASE = {"id": "e", "prompt": "q", "completions": ["a", "b"]}
     ({"choice": 0, "created_at": "2026-11-01T00:00:00"}, "timezone"),
     ({"choice": 0, "source": "chat ui!"}, "pattern"),
     ({"choice": 0, "surprise": 1}, "Extra inputs"),
+    ({"copy": 2}, "'copy' must be an index 0..1"),
+    ({"continue": True}, "valid integer"),
+    ({"regenerate": 0, "abandon": 1}, "exactly one judgement"),
+    ({"edit": {"original": 0, "edited": 0}}, "another completion than the original"),
+    ({"edit": {"original": 0, "edited": 5}}, "'edit.edited' must be an index"),
+    ({"edit": {"original": 0}}, "edited"),
 ])
 def test_malformed_events_are_refused_naming_the_field(extra: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):

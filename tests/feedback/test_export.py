@@ -10,7 +10,7 @@ import pytest
 
 from feedback.errors import InvalidFeedback
 from feedback.events import FeedbackEvent
-from feedback.export import export
+from feedback.export import export, implicit_weights
 from feedback.store import FeedbackStore, Filters
 from rewardmodel import DataError
 from rewardmodel.sources import load_examples
@@ -51,6 +51,27 @@ def test_each_form_becomes_the_training_form_of_its_kind(tmp_path: Path) -> None
                                                                    (1, 0.0, "thumbs")]
     assert [(c.index, c.name, c.target) for c in read[3].criteria] == [(0, "helpful", 1.0), (1, "helpful", 0.25)]
     assert [(p.name, p.better, p.worse) for p in read[3].criterion_pairs] == [("helpful", 0, 1)]
+
+
+def test_implicit_signals_become_weighted_pairs_and_training_weighs_them(tmp_path: Path) -> None:
+    store = filled(str(tmp_path / "f.db"), [events.implicit("regenerate", 1), events.implicit("copy", 2),
+                                            events.implicit("continue", 3), events.choice(4)])
+    export(store, tmp_path / "default.jsonl")
+    records = [json.loads(line) for line in (tmp_path / "default.jsonl").read_text().splitlines()]
+    assert [(r["chosen"], r["rejected"], r.get("weight")) for r in records] == [  # in id order: one time
+        ("good 4", "bad 4", None), ("good 4", "meh 4", None), ("second 3", "first 3", 0.2),
+        ("second 2", "first 2", 0.5), ("second 1", "first 1", 0.5)]
+    # the flag's weights, and 0 leaves a form out (counted)
+    report = export(store, tmp_path / "set.jsonl", weights=implicit_weights(["copy=0.9", "continue=0"]))
+    again = [json.loads(line) for line in (tmp_path / "set.jsonl").read_text().splitlines()]
+    assert [r.get("weight") for r in again] == [None, None, 0.9, 0.5]
+    assert report.skipped == {"continue weighted 0": 1}
+    for bad in (["copy"], ["thumbs=0.5"], ["copy=2"]):
+        with pytest.raises(InvalidFeedback):
+            implicit_weights(bad)
+    # training reads the weight: a weak pair counts its weight against an explicit pair's 1
+    examples = load_examples(str(tmp_path / "default.jsonl"))
+    assert [p.weight for ex in examples for p in ex.pairs] == [1.0, 1.0, 0.2, 0.5, 0.5]
 
 
 def test_parquet_holds_the_same_preferences(tmp_path: Path) -> None:

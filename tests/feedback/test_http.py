@@ -56,6 +56,14 @@ def test_feedback_round_trip(bert_onnx_bundle: Path, tmp_path: Path) -> None:
         assert live.metric("rewardserve_feedback_events_total", form="choice", source="none") == 1
         assert live.metric("rewardserve_feedback_agreement_ratio", model="tiny") == 1.0
         assert live.metric("rewardserve_requests_total", endpoint="/feedback", code="409") == 1
+        # the implicit forms of a chat UI: validated the same way, all or nothing, idempotent
+        chat = [events.implicit(f, 9, source="chat-ui") for f in ("regenerate", "copy", "edit", "continue",
+                                                                    "abandon")]
+        bad = {**events.implicit("copy", 10), "copy": 7}
+        assert "'copy'" in error_of(post(live.url, chat[0], bad), 422, "validation_error")
+        assert post(live.url, *chat).json() == {"accepted": 5, "duplicates": 0}
+        assert post(live.url, *chat).json() == {"accepted": 0, "duplicates": 5}
+        assert live.metric("rewardserve_feedback_events_total", form="continue", source="chat-ui") == 1
         assert live.metric("rewardserve_rejected_total", reason="conflict") == 1
         assert httpx.post(live.url + "/score", json={"items": [ITEM]}).status_code == 200
 

@@ -7,7 +7,21 @@ from typing import Any
 import pytest
 
 from feedback.events import FeedbackEvent
-from feedback.judgements import JUDGEMENTS, Choice, Judgement, Ranking, Ratings, preferred_pairs, scored_correctly
+from feedback.judgements import (
+    IMPLICIT,
+    JUDGEMENTS,
+    Abandon,
+    Choice,
+    Continue,
+    Copy,
+    Edit,
+    Judgement,
+    Ranking,
+    Ratings,
+    Regenerate,
+    preferred_pairs,
+    scored_correctly,
+)
 
 BASE = {"id": "e", "prompt": "q", "completions": ["a", "b", "c"]}
 
@@ -34,6 +48,11 @@ def test_scores_order_pairs_strictly_as_training_accuracy_does() -> None:
     ({"ranking": [[0, 2], 1]}, Ranking, "ranking"),
     ({"ratings": [3, None, 5], "scale": [1, 5]}, Ratings, "ratings"),
     ({"ratings": [1, -1, None]}, Ratings, "thumbs"),
+    ({"regenerate": 0}, Regenerate, "regenerate"),
+    ({"copy": 2}, Copy, "copy"),
+    ({"edit": {"original": 0, "edited": 2}}, Edit, "edit"),
+    ({"continue": 1}, Continue, "continue"),
+    ({"abandon": 1}, Abandon, "abandon"),
 ])
 def test_each_form_is_one_class_built_from_the_flat_event_as_stored(
         judgement: dict[str, Any], cls: type[Judgement], form: str) -> None:
@@ -45,7 +64,7 @@ def test_each_form_is_one_class_built_from_the_flat_event_as_stored(
     # every form's records carry the event's user, so personal rewards can be fitted from any export
     records, why_none = event.judgement.records(event)
     assert records and why_none is None and all(r["user"] == "u-1" for r in records)
-    assert {j.field for j in JUDGEMENTS} == {"choice", "ranking", "ratings"}
+    assert {j.field for j in JUDGEMENTS} == {"choice", "ranking", "ratings", *IMPLICIT}
 
 
 def test_a_form_checks_its_own_rules() -> None:

@@ -20,10 +20,12 @@ def test_pair_and_ranking_in_one_forward(minilm_path: Path) -> None:
     examples = [
         parse_record({"prompt": "hi", "chosen": "yes please", "rejected": "no", "margin": 0.5}, "x:1"),
         parse_record({"prompt": "hello", "completions": ["a", "b", "c"], "ranking": [2, 0, 1]}, "x:2"),
+        # an implicit signal's weak pair (feedback export writes its weight)
+        parse_record({"prompt": "hi", "chosen": "yes", "rejected": "no", "weight": 0.25}, "x:3"),
     ]
     features = encode_examples(formatter, examples)
-    assert [f["length"] for f in features] == [6 + 5, 5 * 3]
-    batch = RewardCollator(formatter)(features)
+    assert [f["length"] for f in features] == [6 + 5, 5 * 3, 5 + 5]
+    batch = RewardCollator(formatter)(features[:2])
     assert torch.equal(batch["input_ids"], torch.tensor([
         [CLS, HI, SEP, YES, PLEASE, SEP],
         [CLS, HI, SEP, NO, SEP, 0],
@@ -39,3 +41,5 @@ def test_pair_and_ranking_in_one_forward(minilm_path: Path) -> None:
     assert batch["margin"].tolist() == [0.5, 0.0, 0.0, 0.0]
     assert torch.allclose(batch["pair_weight"], torch.tensor([1.0, 1 / 3, 1 / 3, 1 / 3]))
     assert batch["input_ids"].dtype == torch.long
+    weak = RewardCollator(formatter)(features)
+    assert torch.allclose(weak["pair_weight"], torch.tensor([1.0, 1 / 3, 1 / 3, 1 / 3, 0.25]))
