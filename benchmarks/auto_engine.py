@@ -1,4 +1,4 @@
-"""Issue 32's benchmark: the default server (``--backend auto --variant auto``) against every engine's in-process
+"""The default engine: the default server (``--backend auto --variant auto``) against every engine's in-process
 ceiling, and the overload probe, on the machine at hand, in one run.
 
     python benchmarks/auto_engine.py --data ../shared/data/hh_harmless_train.jsonl \\

@@ -1,4 +1,4 @@
-"""The load generator of the performance benchmark: issue 5's three client profiles against any of the
+"""The load generator of the performance benchmark: its three client profiles against any of the
 servers it compares, over keep-alive HTTP (aiohttp: a third of httpx's CPU per request, which matters
 when the generator shares two cores with the server it measures).
 

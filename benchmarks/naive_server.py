@@ -1,4 +1,4 @@
-"""The naive baseline of issue 5: what a user writes first — FastAPI calling the transformers model once
+"""The performance benchmark's naive baseline: what a user writes first — FastAPI calling the transformers model once
 per request, no batching, no length sorting, tokenization on the event loop.
 
     python benchmarks/naive_server.py --model ~/.cache/rewardserve/demo-minilm --port 8001

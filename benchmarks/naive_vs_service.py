@@ -1,4 +1,4 @@
-"""Profile (c) of issue 5 — 64 concurrent clients, one pair per request — against the naive server and
+"""Profile (c) of the performance benchmark — 64 concurrent clients, one pair per request — against the naive server and
 rewardserve's backends, in one run on the same pairs.
 
     python benchmarks/naive_vs_service.py --bundle ~/.cache/rewardserve/demo-minilm \\

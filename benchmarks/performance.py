@@ -1,4 +1,4 @@
-"""Issue 5's benchmark, one command: rewardserve against the engine's ceiling, the naive server and the
+"""The serving benchmark, one command: rewardserve against the engine's ceiling, the naive server and the
 peer (infinity-emb), on the same machine, model and pairs, in one run.
 
     python benchmarks/performance.py --data ../shared/data/hh_harmless_train.jsonl \\

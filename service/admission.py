@@ -2,11 +2,10 @@
 
 A count of queued items (``max_queue_items``) says nothing about time: on a 2-core AVX2 machine the default
 4,096 items took ~68 s to score, past the 60 s deadline, so requests admitted at the back of the queue got 504
-or no answer at all (issue 32's overload probe). The scheduler therefore estimates when a new request would
-finish, the tokens in the system ahead of it plus its own divided by the tokens per second it measures (and
-the same in items), and
-answers 429 at once, with ``Retry-After`` from the same estimate, when that is past the deadline.
-``max_queue_items`` stays as the bound on memory.
+or no answer at all (benchmarks/auto_engine.py's overload probe). The scheduler therefore estimates when a new
+request would finish, the tokens in the system ahead of it plus its own divided by the tokens per second it
+measures (and the same in items), and answers 429 at once, with ``Retry-After`` from the same estimate, when
+that is past the deadline. ``max_queue_items`` stays as the bound on memory.
 
 The rates are measured on the batches themselves (exponentially weighted means, seeded by the warm-up), in
 items and in *real* tokens, so padding and per-batch overhead are in them; the estimate takes the longer of

@@ -1,7 +1,7 @@
 """``--backend auto`` and ``--variant auto``: the fastest engine a bundle has on this machine, by measurement.
 
 No fixed default is fastest on every CPU: OpenVINO's static int8 ran 1.4-1.7 x onnxruntime's dynamic int8 on an
-AVX-512 VNNI machine, and 0.6 x on a 2-core AVX2-only EPYC (issue 32's probe). So at start the service times
+AVX-512 VNNI machine, and 0.6 x on a 2-core AVX2-only EPYC (benchmarks/auto_engine.py). So at start the service times
 every (backend, variant) the table (:mod:`service.engines`) offers that the bundle has, whose export passed the
 parity gate and whose package is installed: each is loaded with the threads and streams it would serve with,
 warmed up, and timed on batches shaped like the settings (``max_batch_items`` rows, or fewer under

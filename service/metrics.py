@@ -73,7 +73,7 @@ class Metrics:
                                 ["reason"], registry=r)
         for reason in CAPACITY_REASONS:
             self.rejected.labels(reason)
-        # Not in docs/design.md §6's list: /readyz as a series, so an alert can see a pod that never gets ready
+        # /readyz as a series, so an alert can see a pod that never gets ready
         # (the probe only hides it from the Service) and the dashboard can count ready replicas.
         self.ready = Gauge("rewardserve_ready", "1 when the model is loaded, warm and not draining (/readyz is 200)",
                            registry=r)

@@ -109,7 +109,7 @@ class Timed:
 
 
 class Throttled:
-    """A real backend made slower by ``row_s`` seconds per row: the slow CPU of issue 32's probe, on cue."""
+    """A real backend made slower by ``row_s`` seconds per row: the slow CPU of the overload probe, on cue."""
 
     def __init__(self, inner: Any, row_s: float) -> None:
         self.inner = inner

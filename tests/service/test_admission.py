@@ -102,8 +102,8 @@ def test_the_queue_drains_and_a_refused_request_is_admitted_after_retry_after() 
 
 
 def test_a_real_server_on_a_slow_backend_answers_overload_with_200_or_429_only(bert_onnx_bundle: Path) -> None:
-    """The probe of issue 32, scaled down: closed-loop clients far past what a throttled backend scores before the
-    3 s deadline, with the default queue bound. Every request is answered, 200 or 429, none 504."""
+    """auto_engine.py's overload probe, scaled down: closed-loop clients far past what a throttled backend scores
+    before the 3 s deadline, with the default queue bound. Every request is answered, 200 or 429, none 504."""
 
     def slow(root: Path, card: Any, settings: Any) -> Throttled:
         return Throttled(load_backend(root, card, settings), row_s=0.004)
