@@ -1,6 +1,6 @@
 """The store's tables: ``feedback_events`` (an event per row, its client id the primary key), the
-labeling queue's ``label_tasks`` and ``label_assignments`` (revision 0002), and personal rewards'
-``user_profiles`` (revision 0003).
+labeling queue's ``label_tasks`` and ``label_assignments`` (revision 0002), personal rewards'
+``user_profiles`` (revision 0003), and the loop's ``retrain_rounds`` (revision 0004).
 
 The columns filters and counts need are real columns (indexed where a query selects on them); the rest of
 the event (prompt, completions, judgement, scores, metadata) is one JSON document, ``body``, exactly
@@ -86,3 +86,25 @@ class ProfileRow(Base):
     judgements: Mapped[int] = mapped_column(Integer())
     """The pairs the weights were fitted from."""
     fitted_at: Mapped[datetime] = mapped_column(DateTime())
+
+
+class RoundRow(Base):
+    """One round of ``rewardserve retrain``: what it decided, the versions involved, and its whole report."""
+
+    __tablename__ = "retrain_rounds"
+
+    id: Mapped[int] = mapped_column(Integer(), primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(256), index=True)
+    """The served name the round retrained."""
+    round: Mapped[int] = mapped_column(Integer())
+    result: Mapped[str] = mapped_column(String(16))
+    """promoted, exported, refused, skipped or rolled_back."""
+    version: Mapped[str | None] = mapped_column(String(64))
+    """What the server answers with now (after a promotion or a rollback), as clients see it (x-model-version)."""
+    parent_version: Mapped[str | None] = mapped_column(String(64))
+    parent_path: Mapped[str | None] = mapped_column(String(1024))
+    candidate_path: Mapped[str | None] = mapped_column(String(1024))
+    parent_accuracy: Mapped[float | None] = mapped_column(Float())
+    """The parent's live accuracy on human judgements when it was replaced (None: too few scored judgements)."""
+    finished_at: Mapped[datetime] = mapped_column(DateTime())
+    report: Mapped[dict[str, Any]] = mapped_column(JSON())

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from feedback.errors import FeedbackError
 from feedback.events import FeedbackAccepted, FeedbackBatch, utc_now
+from feedback.loop_metrics import LoopMetrics
 from feedback.metrics import FeedbackMetrics
 from feedback.profiles import Refitter, Targets, load_profile
 from feedback.queue import LabelQueue, LabelTask
@@ -49,6 +50,7 @@ class FeedbackService:
         # profile lookups are on the scoring path: threads of their own, never behind stats or writes
         self._profiles = ThreadPoolExecutor(PROFILE_THREADS, thread_name_prefix="feedback-profile")
         self.refitter = None if targets is None else Refitter(store, targets, self.run, self.metrics.profile_fits)
+        self.loop = LoopMetrics(registry, store, self._readers)
         self._pending: set[asyncio.Task[int]] = set()
         """Live items being queued for labeling (the loop keeps only weak references to tasks)."""
 

@@ -1,5 +1,5 @@
 """The ``rewardserve`` command: ``train``, ``eval``, ``export``, ``serve``, ``demo``, ``feedback``, ``compare``,
-``import``, ``monitor``.
+``import``, ``monitor``, ``personalize``, ``retrain``.
 
 This module only parses arguments and dispatches; each stage package is imported lazily inside its
 subcommand, so ``rewardserve --help`` is instant and a serving install never imports torch for it.
@@ -27,6 +27,7 @@ from rewardserve.feedback_cli import add_feedback
 from rewardserve.import_cli import add_import
 from rewardserve.monitor_cli import add_monitor
 from rewardserve.personalize_cli import add_personalize
+from rewardserve.retrain_cli import add_retrain
 from service.errors import ServiceError
 
 DEMO_BUNDLE = "demo-minilm"
@@ -241,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_import(sub, _emit, default_home)
     add_monitor(sub)
     add_personalize(sub, _emit)
+    add_retrain(sub, _emit)
     return parser
 
 
