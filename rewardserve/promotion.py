@@ -35,7 +35,9 @@ def served_bundle(s: RetrainSettings) -> Path:
             path = entry["rewardserve"].get("path")
             if path is None:
                 raise RewardModelError(f"{s.name!r} is not one bundle (an ensemble or a split); pass --from DIR")
-            return Path(path)
+            # the bundle itself, not a link to it (a server started on out/current): the lineage and a rollback
+            # must name what served, not what the link names later
+            return Path(path).resolve()
     raise RewardModelError(f"{s.server} serves no model named {s.name!r}")
 
 
@@ -110,8 +112,12 @@ def _wait_for(s: RetrainSettings, server: str, version: str, timeout_s: float = 
 
     deadline = time.monotonic() + timeout_s
     while True:
-        r = httpx.get(server + "/v1/models", headers=_headers(s.api_key), timeout=30)
-        found = {e["id"]: e.get("version") for e in r.json()["data"]}
+        try:
+            r = httpx.get(server + "/v1/models", headers=_headers(s.api_key), timeout=30)
+            found = {e["id"]: e.get("version") for e in r.json()["data"]}
+        except (httpx.HTTPError, ValueError, KeyError) as exc:  # a replica gone after its swap: an error, not a verdict
+            raise RewardModelError(f"{server}: cannot check the swap ({exc}); a re-run promotes the exported "
+                                   "round") from None
         if found.get(s.name) == version:
             return
         if time.monotonic() > deadline:

@@ -147,6 +147,7 @@ def run_round(s: RetrainSettings, swap: Callable[[Path], dict[str, Any]] | None 
     fresh = [e for e in kept if until is None or e.created_at > until]
     if len(fresh) < 2:
         report.reason = "nothing left of the new judgements after the quality filter"
+        _record(s, card, report)
         return report
     cut = fresh[min(len(fresh) - 1, int(len(fresh) * (1 - s.heldout_share)))].created_at
     window = [_iso(cut), _iso(fresh[-1].created_at)]

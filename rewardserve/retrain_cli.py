@@ -4,11 +4,16 @@ without a server, or skipped for too few new judgements), 1 when the gate refuse
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
+from feedback.errors import FeedbackError
+from rewardmodel import RewardModelError
 from rewardmodel.variants import ONNX_VARIANTS
+
+log = logging.getLogger(__name__)
 
 
 def add_retrain(sub: argparse._SubParsersAction, emit: Any) -> None:
@@ -88,6 +93,12 @@ def _run(args: argparse.Namespace, emit: Any) -> int:
         verdict = watch(settings, args.rollback)
         emit(args, verdict.to_dict())
         return 1 if verdict.verdict in ("worse", "rolled_back") else 0
-    report = run_round(settings)
+    try:
+        report = run_round(settings)
+    except (RewardModelError, FeedbackError):
+        raise
+    except Exception as exc:  # exit 1 means "refused" to a scheduler: any other failure must exit 2
+        log.exception("the round failed")
+        raise RewardModelError(f"the round failed: {type(exc).__name__}: {exc}") from exc
     emit(args, report.to_dict())
     return 1 if report.result == "refused" else 0
