@@ -1,9 +1,11 @@
 # syntax=docker/dockerfile:1.7
-# rewardserve serving images: the HTTP service and onnxruntime, no training stack (no torch).
+# rewardserve serving images: the HTTP service and onnxruntime, no training stack (no torch); and the train image,
+# which adds it for the jobs that train (`rewardserve retrain`, the CronJob in k8s/components/retrain).
 #
 #   docker build --target gpu -t rewardserve:gpu .     # CUDA 12 + cuDNN 9 runtime, onnxruntime-gpu
 #   docker build --target cpu -t rewardserve:cpu .     # python slim, onnxruntime and OpenVINO (CPU)
 #   docker build --target cpu --build-arg MODEL_DIR=runs/my-rm -t rewardserve:my-rm .   # model baked in
+#   docker build --target train -t rewardserve:train .   # + torch (CPU) and the exporter: `rewardserve retrain`
 #
 # Without MODEL_DIR the image expects the exported bundle mounted at /models/reward-model (k8s/ does
 # that). Settings are REWARDSERVE_* env vars or `serve` flags: docker run rewardserve:cpu serve --help.
@@ -82,3 +84,14 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('REWARDSERVE_PORT', '8000'), timeout=4)"]
 ENTRYPOINT ["rewardserve"]
 CMD ["serve", "--variant", "fp16"]
+
+# ---- train: the CPU image plus torch (CPU wheels) and the exporter, for `rewardserve retrain` ----
+FROM cpu AS train
+USER 0
+# the CPU wheel index: the default index's torch pulls several GB of CUDA libraries a CPU job never uses
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu \
+      "$(echo /wheels/rewardserve-*.whl)[export,serve,postgres]"
+USER 10001:10001
+# one round of the loop; the CronJob passes the flags (see `rewardserve retrain --help`)
+CMD ["retrain", "--help"]

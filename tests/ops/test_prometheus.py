@@ -76,11 +76,42 @@ def _personalized(bundle: Path, work: Path) -> Path:
     return target
 
 
+PARENT_VERSION = "0123456789ab"
+"""The version the recorded promotion replaced (the retraining loop's series: see :func:`_record_rounds`)."""
+
+
+def _served_version(url: str, name: str) -> str:
+    """The version a server serves under ``name`` (its /v1/models entry), as ``rewardserve retrain`` reads it."""
+    return next(e["version"] for e in httpx.get(url + "/v1/models").json()["data"] if e["id"] == name)
+
+
+def _record_rounds(db: Path, live: Running, bundle: Path) -> None:
+    """Two rounds of the retraining loop in the store, as ``rewardserve retrain`` records them: a skipped one, then
+    the promotion of what the server serves now, which replaced :data:`PARENT_VERSION`. The server exports them
+    (``rewardserve_retrain_*``) for the dashboard's Retraining row and the loop's alerts."""
+    from datetime import timedelta
+
+    from feedback.events import utc_now
+    from feedback.rounds import Round, record_round
+    from feedback.store import FeedbackStore
+
+    name = live.state.default.name
+    store = FeedbackStore(str(db), pool_size=1)  # the server's, which it may not have written to yet
+    try:
+        record_round(store, Round(name, 1, "skipped", utc_now() - timedelta(days=1), parent_path=str(bundle),
+                                  report={"reason": "12 new judgements since the base's data; --min-new is 300"}))
+        record_round(store, Round(name, 1, "promoted", utc_now(), _served_version(live.url, name), PARENT_VERSION,
+                                  str(bundle), str(bundle), 0.75, {"reason": "the candidate passed the gate"}))
+    finally:
+        store.close()
+
+
 @pytest.fixture(scope="module")
 def loaded(bert_onnx_bundle: Path, length_bundle: Path, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[Running]:
     """The service, with a background load of good and bad requests running, and feedback coming in; it serves
-    several models (a shadowed default, a split, an ensemble), so that every per-model panel has data."""
+    several models (a shadowed default, a split, an ensemble), so that every per-model panel has data. Its feedback
+    store records a promotion of the default model, so the retraining loop's series exist too."""
     work = tmp_path_factory.mktemp("feedback")
     db = work / "feedback.db"
     models = work / "models.yaml"
@@ -93,6 +124,7 @@ def loaded(bert_onnx_bundle: Path, length_bundle: Path, tmp_path_factory: pytest
         {"name": "lengthy", "path": str(length_bundle)},
         {"name": "mine", "path": str(mine)}]}))
     with running(models_file=models, max_items_per_request=16, feedback_db=str(db)) as live:
+        _record_rounds(db, live, bert_onnx_bundle)  # before the first scrape, which reads the record
         stop = threading.Event()
 
         def load() -> None:
@@ -120,9 +152,11 @@ def loaded(bert_onnx_bundle: Path, length_bundle: Path, tmp_path_factory: pytest
                     client.post("/score", json={"items": []})  # 400/422: a client mistake
                     client.post("/score", json={"items": items * 3})  # 413: over max_items_per_request
                     scores = reranked.json()["results"]
+                    # as chat backends send it: the scores, and the version that gave them (name@x-model-version)
+                    scored_by = f"{live.state.default.name}@{reranked.headers['x-model-version']}"
                     judged = {"id": f"load-{k}", "prompt": "q?", "completions": candidates, "choice": 0,
                               "scores": [next(r["score"] for r in scores if r["index"] == i) for i in range(3)],
-                              "reward_model": live.state.default.name, "metadata": {"user": "u1"}}
+                              "reward_model": scored_by, "metadata": {"user": "u1"}}
                     assert client.post("/feedback", json={"events": [judged]}).status_code == 200
                     time.sleep(0.05)
 
@@ -137,10 +171,13 @@ def loaded(bert_onnx_bundle: Path, length_bundle: Path, tmp_path_factory: pytest
 
 def test_live_metrics_pass_promtool(loaded: Running, tool: Callable[..., str]) -> None:
     promtool = tool("promtool")
+    name = loaded.state.default.name
+    judged_as = f"{name}@{_served_version(loaded.url, name)}"
     deadline = time.monotonic() + 30  # until requests of every kind have been counted
     while loaded.metric("rewardserve_requests_total", endpoint="/rerank", code="200") < 1 or \
             loaded.metric("rewardserve_requests_total", endpoint="/score", code="413") < 1 or \
-            loaded.metric("rewardserve_feedback_agreement_pairs", model=loaded.state.default.name) < 1 or \
+            loaded.metric("rewardserve_feedback_agreement_pairs", model=judged_as) < 1 or \
+            loaded.metric("rewardserve_retrain_rounds_total", model=name, result="promoted") < 1 or \
             loaded.metric("rewardserve_personal_shift_count") < 1:
         assert time.monotonic() < deadline, "the background load did not reach /rerank and the 413 path"
         time.sleep(0.05)
@@ -263,14 +300,22 @@ def test_dashboard_variables_list_the_pod_and_model(prometheus: str, loaded: Run
     assert all(t["datasource"]["uid"] == "${datasource}" for t in targets)
 
 
-def test_every_alert_and_autoscaler_query_returns_data(prometheus: str) -> None:
+def test_every_alert_and_autoscaler_query_returns_data(prometheus: str, loaded: Running) -> None:
     queries = {**alert_signals(), **autoscaler_queries()}
-    assert len(queries) == 14
+    assert len(queries) == 16
     empty = {name: q for name, q in queries.items() if not _has_data(prometheus, q)}
     assert not empty, f"queries without data: {empty}"
     # the signals read the state of a healthy, loaded service
     assert float(_query(prometheus, alert_signals()["RewardserveReplicaDown"])[0]["value"][1]) == 1
     assert float(_query(prometheus, alert_signals()["RewardserveNotReady"])[0]["value"][1]) == 1
+    # the loop's: the recorded promotion, joined to the live pairs of its version (the clients name it with the
+    # model: name@version), and the round just recorded
+    name = loaded.state.default.name
+    (worse,) = _query(prometheus, alert_signals()["RetrainedModelWorseThanParent"])
+    assert {k: worse["metric"][k] for k in ("namespace", "model", "version", "parent")} == {
+        "namespace": TARGET_LABELS["namespace"], "model": name, "version": _served_version(loaded.url, name),
+        "parent": PARENT_VERSION}
+    assert 0 <= float(_query(prometheus, alert_signals()["RetrainStalled"])[0]["value"][1]) < 3600
 
 
 def test_the_reward_hacking_alert_fires_on_a_gaming_run_and_stays_quiet_on_a_steady_one(prometheus: str) -> None:
