@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers import criteria_rows, good_bad_rows, in_ci, save_tiny_bert, save_tiny_decoder
+from tests.postgres import Cluster, require_postgres
 
 # Tests use local files only; fail fast instead of reaching for a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -193,3 +195,29 @@ def poisoned_bundle(tmp_path_factory: pytest.TempPathFactory, trained_bert_bundl
         weights[key][token] = float("nan")
 
     return edited_bundle(trained_bert_bundle, tmp_path_factory.mktemp("poison") / "bundle", poison)
+
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Cluster]:
+    """A PostgreSQL server on 127.0.0.1 (``tests/full.sh`` installs Debian's postgresql; elsewhere a skip)."""
+    cluster = Cluster(require_postgres())
+    cluster.start()
+    yield cluster
+    cluster.remove()
+
+
+@pytest.fixture
+def pg_url(postgres: Cluster) -> str:
+    """A new, empty PostgreSQL database."""
+    return postgres.create_database(f"t{next(_names)}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty store: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "feedback.db")
+    return str(request.getfixturevalue("pg_url"))

@@ -217,7 +217,7 @@ def test_retrain_cronjob_runs_one_round_against_the_servers(tool: Callable[..., 
     command = container["command"]
     assert command[:2] == ["rewardserve", "retrain"]
     args = build_parser().parse_args(command[1:])
-    assert args.command == "retrain" and args.min_new == 300 and args.base is None
+    assert args.command == "retrain" and args.min_new == 1000 and args.base is None
     assert args.all_replicas
     url = urlsplit(args.server)
     headless, clients = services[url.hostname], services["rewardserve"]

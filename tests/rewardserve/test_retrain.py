@@ -1,13 +1,13 @@
-"""``rewardserve retrain`` end to end: judgements posted to a real server's ``/feedback`` (SQLite), rounds run
-against it with tiny models, and what the server answers afterwards.
+"""``rewardserve retrain`` end to end: judgements posted to a real server's ``/feedback``, rounds run against it
+with tiny models, and what the server answers afterwards.
 
-One server lives through the rounds, as in production: a good round promotes with no failed request during the
-swap, and its lineage lands in the card; a round without enough new judgements is skipped; a poisoned round
-(one annotator's flipped judgements, the agreement filter off) is refused and the old version keeps serving;
-with the filter on, that annotator is named and left out; a crash between export and swap leaves the served
-version untouched, and a re-run finishes the round without training again; the rounds reach /metrics; and
-``--watch`` finds a promoted version that orders live judgements worse than its parent did, and ``--rollback``
-swaps the parent back.
+One server lives through the rounds, as in production, on SQLite and on PostgreSQL: a good round promotes with
+no failed request during the swap, and its lineage lands in the card; a round without enough new judgements is
+skipped; a poisoned round (one annotator's flipped judgements, the agreement filter off) is refused and the old
+version keeps serving; with the filter on, that annotator is named and left out; a crash between export and swap
+leaves the served version untouched, and a re-run finishes the round without training again; the rounds reach
+/metrics; and ``--watch`` finds a promoted version that orders live judgements worse than its parent did, and
+``--rollback`` swaps the parent back.
 """
 
 from __future__ import annotations
@@ -89,11 +89,12 @@ class Traffic:
 
 
 def test_rounds_promote_skip_refuse_filter_resume_and_roll_back(
-        bert_onnx_bundle: Path, good_bad_files: tuple[Path, Path], tmp_path: Path,
+        bert_onnx_bundle: Path, good_bad_files: tuple[Path, Path], tmp_path: Path, store_url: str,
         capsys: pytest.CaptureFixture[str]) -> None:
+    """On SQLite, then on PostgreSQL."""
     base = tmp_path / "served" / "rm"
     shutil.copytree(bert_onnx_bundle, base)
-    db = tmp_path / "feedback.db"
+    db = store_url
     out = tmp_path / "rounds"
     rows = good_bad_rows(400, seed=11)
     with running(model=base, feedback_db=str(db), admin_keys=ADMIN) as live:
@@ -115,7 +116,7 @@ def test_rounds_promote_skip_refuse_filter_resume_and_roll_back(
         # the lineage is in the card the server now serves
         candidate = Path(report.candidate or "")
         lineage = read_card(candidate).training["lineage"]
-        assert lineage["round"] == 1 and lineage["parent"]["path"] == str(base) and lineage["mode"] == "warm"
+        assert lineage["round"] == 1 and lineage["parent"]["path"] == str(base) and lineage["mode"] == "scratch"
         assert lineage["data"]["train"]["events"] + lineage["data"]["heldout"][0]["events"] == 150
         assert lineage["data"]["train"]["by_form"] == {"choice": lineage["data"]["train"]["events"]}
         assert lineage["gate"]["passed"] and lineage["gate"]["sets"][0]["set"] == "fresh"
