@@ -73,7 +73,11 @@ class LoopMetrics(Collector):
             if stale:
                 self._refreshing = True
         if stale:
-            self._executor.submit(self.refresh)
+            try:
+                self._executor.submit(self.refresh)
+            except RuntimeError:  # the reader pool is shut down (the app is closing): no refresh, no stuck flag
+                with self._lock:
+                    self._refreshing = False
         rounds = CounterMetricFamily("rewardserve_retrain_rounds", "rounds of rewardserve retrain, by result",
                                      labels=["model", "result"])
         for (model, result), n in sorted(snapshot.counts.items()):

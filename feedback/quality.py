@@ -1,7 +1,7 @@
 """Data quality before training: what ``rewardserve retrain`` leaves out of a round, and why, counted.
 
-- **Exact duplicates**: the same judgement of the same prompt and completions by the same person (annotator or
-  user) under another id; the first is kept.
+- **Exact duplicates**: the same judgement of the same prompt and completions by the same named person (annotator
+  or user) under another id; the first is kept (anonymous judgements alike may be different people: kept).
 - **Self-contradictions**: one person stating both orders of one pair of completions of one prompt (in one
   event or across their events); every event of theirs on that item is left out.
 - **Annotators who disagree with the others**: an annotator whose preferences match the other annotators' on
@@ -46,6 +46,7 @@ def clean(events: Sequence[StoredEvent], min_agreement: float = 0.5, min_compari
     """``events`` without duplicates, self-contradictions and the annotators below ``min_agreement`` (0: keep
     every annotator); the report says what went."""
     report = QualityReport()
+    min_comparisons = max(1, min_comparisons)  # an agreement over no comparison is no agreement
     out = _distinct(events, report)
     out = _consistent(out, report)
     if min_agreement > 0:
@@ -63,6 +64,9 @@ def _distinct(events: Sequence[StoredEvent], report: QualityReport) -> list[Stor
     seen: set[str] = set()
     out = []
     for stored in events:
+        if _who(stored) is None:  # two anonymous judgements alike may be two people: both kept
+            out.append(stored)
+            continue
         body = {k: v for k, v in stored.event.content().items() if k not in ("id", "created_at")}
         key = json.dumps(body, sort_keys=True, ensure_ascii=False)
         if key in seen:
@@ -104,9 +108,10 @@ def _agreeing(events: Sequence[StoredEvent], min_agreement: float, min_compariso
             found = stats.agreement(annotator)
             if found["comparisons"] >= min_comparisons and found["ratio"] < min_agreement:
                 below.append((found["ratio"], annotator, found["comparisons"]))
-        if not below:
-            return kept
-        ratio, worst, comparisons = min(below)
+        below.sort()
+        if not below or (len(below) > 1 and below[0][0] == below[1][0]):
+            return kept  # none below the bar, or a tie at the bottom (two who only disagree): no one to blame
+        ratio, worst, comparisons = below[0]
         report.annotators[worst] = {"agreement": round(ratio, 4), "comparisons": comparisons,
                                     "events": counts[worst]}
         kept = [s for s in kept if s.event.annotator != worst]

@@ -81,9 +81,12 @@ def admin_swap(s: RetrainSettings, bundle: Path, server: str | None = None) -> d
     return dict(r.json())
 
 
-def promote(swap: Callable[[Path], dict[str, Any]] | None, candidate: Path, s: RetrainSettings) -> dict[str, Any]:
-    """Swap ``candidate`` in (on every replica), check each answers with its version, then point ``out/current``
-    at it: what a replica started later should serve."""
+def promote(swap: Callable[[Path], dict[str, Any]] | None, candidate: Path, s: RetrainSettings,
+            link: bool = True) -> dict[str, Any]:
+    """Swap ``candidate`` in (on every replica), check each answers with its version, then (``link``) point
+    ``out/current`` at it: what a replica started later should serve."""
+    if swap is None and not replicas(s):
+        raise RewardModelError("promoting needs --server URL (and --name)")
     if swap is not None:
         answer = swap(candidate)
         if s.server and s.name:
@@ -94,17 +97,23 @@ def promote(swap: Callable[[Path], dict[str, Any]] | None, candidate: Path, s: R
             answers[server] = admin_swap(s, candidate, server)
             _wait_for(s, server, answers[server]["version"])
         answer = next(iter(answers.values())) | {"replicas": sorted(answers)}
-    _point_current(s.out, candidate)
+    if link:
+        point_current(s.out, candidate)
     return answer
 
 
-def _point_current(out: Path, candidate: Path) -> None:
+def point_current(out: Path, candidate: Path) -> None:
     """``out/current`` → ``candidate``, replaced in one rename (a reader never finds it missing)."""
     link = out / "current"
     staged = out / "current.staged"
-    staged.unlink(missing_ok=True)
-    staged.symlink_to(candidate.resolve(), target_is_directory=True)
-    staged.replace(link)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staged.unlink(missing_ok=True)
+        staged.symlink_to(candidate.resolve(), target_is_directory=True)
+        staged.replace(link)
+    except OSError as exc:  # a read-only volume, or a directory in the link's place
+        raise RewardModelError(f"{link}: cannot point it at {candidate} ({exc}); replicas started later serve the "
+                               "old bundle until it does (a re-run retries)") from None
 
 
 def _wait_for(s: RetrainSettings, server: str, version: str, timeout_s: float = 60.0) -> None:

@@ -32,7 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +44,8 @@ from rewardserve.round_gate import agreement_labels, gate
 log = logging.getLogger(__name__)
 
 Mode = Literal["warm", "scratch"]
+FUTURE_TOLERANCE = timedelta(minutes=5)
+"""Judgements dated later than this after the round starts wait for a later round (clock skew is forgiven)."""
 Result = Literal["promoted", "exported", "refused", "skipped"]
 """promoted: swapped in; exported: passed and exported, no server to swap it on (--from without --server);
 refused: the gate (or the parity gate) said no; skipped: too few new judgements."""
@@ -108,34 +110,44 @@ class RoundReport:
 
 def run_round(s: RetrainSettings, swap: Callable[[Path], dict[str, Any]] | None = None) -> RoundReport:
     """Run one round; ``swap`` promotes a bundle (default: ``PUT /admin/models/{name}`` on ``s.server``)."""
+    from feedback.events import utc_now
     from feedback.store import FeedbackStore
 
     clock: dict[str, float] = {}
     started = time.monotonic()
+    pending = _pending(s.out)
+    if pending is not None and (swap is not None or s.server):
+        # a run that stopped after its export (before, during or after the swap: some replicas may serve the
+        # candidate already): finish that round on every replica before looking for a base
+        work, state = pending
+        log.info("%s was exported before; promoting it", work.name)
+        report = RoundReport(**state["report"])
+        report.result, report.reason = "promoted", report.reason + "; promoted by a re-run"
+        report.promoted = promote(swap, Path(state["candidate"]), s)
+        _save_state(work, {**state, "stage": "promoted", "report": report.to_dict()})
+        _record(s, read_card(Path(state["candidate"])), report)
+        return report
     base = s.base if s.base is not None else served_bundle(s)
     card = read_card(base)
     lineage = card.training.get("lineage", {})
     number = int(lineage.get("round", 0)) + 1
     parent = bundle_id(card)
     work = s.out / f"round-{number}-{parent}"
-    state = _load_state(work)
-    if state.get("stage") == "exported":  # a run that stopped before its swap: finish the round
-        log.info("round %d of %s was exported before; promoting it", number, parent)
-        report = RoundReport(**state["report"])
-        report.result, report.reason = "promoted", report.reason + "; promoted by a re-run"
-        report.promoted = promote(swap, Path(state["candidate"]), s)
-        _save_state(work, {**state, "stage": "promoted", "report": report.to_dict()})
-        _record(s, card, report)
-        return report
 
     store = FeedbackStore(s.db, pool_size=1, must_exist=True)
     try:
-        every = list(store.events())
+        stored = list(store.events())
     finally:
         store.close()
+    # a judgement dated after now (a client's clock, or a typo) would become data_until and hold every later one
+    # out of training: it waits for its time, counted
+    horizon = utc_now() + FUTURE_TOLERANCE
+    every = [e for e in stored if e.created_at <= horizon]
     until = _moment(lineage.get("data_until"))
     new = [e for e in every if until is None or e.created_at > until]
     report = RoundReport("skipped", "", number, str(base), new_judgements=len(new))
+    if len(every) < len(stored):
+        report.data["dated_in_the_future"] = len(stored) - len(every)
     if len(new) < s.min_new:
         report.reason = f"{len(new)} new judgements since the base's data; --min-new is {s.min_new}"
         _record(s, card, report)
@@ -158,14 +170,16 @@ def run_round(s: RetrainSettings, swap: Callable[[Path], dict[str, Any]] | None 
     train = [e for e in kept if e.created_at <= last and not any(_within(e.created_at, w) for w in windows)]
     work.mkdir(parents=True, exist_ok=True)
     files = _write_data(work, train, heldout_of, s.implicit_weights)
-    report.data = {"new": {"since": _iso(until) if until else None, "until": window[1]},
+    report.data |= {"new": {"since": _iso(until) if until else None, "until": window[1]},
                    "train": _counts(train), "heldout": [_counts(h) | {"window": w} for h, w in zip(
                        heldout_of, windows, strict=True)]}
     clock["data"] = time.monotonic() - started
 
     candidate = work / "candidate"
     t = time.monotonic()
-    backbone = _train(s, card, base, files["train"], files["heldout"][-1], candidate, number)
+    # training reports its accuracy on the newest held-out set that has any (an empty one: implicit signals only)
+    evaluated = next((p for p in reversed(files["heldout"]) if p.stat().st_size), None)
+    backbone = _train(s, card, base, files["train"], evaluated, candidate, number)
     clock["train"] = time.monotonic() - t
 
     t = time.monotonic()
@@ -200,6 +214,7 @@ def run_round(s: RetrainSettings, swap: Callable[[Path], dict[str, Any]] | None 
     report.result, report.reason = "exported", "the candidate passed the gate on every held-out set"
     _save_state(work, {"stage": "exported", "candidate": str(candidate), "report": report.to_dict()})
     if swap is None and not s.server:
+        _save_state(work, {"stage": "done", "candidate": str(candidate), "report": report.to_dict()})
         _record(s, card, report)
         return report  # nothing to swap it on: serve it, or PUT it yourself
     report.result = "promoted"
@@ -228,6 +243,19 @@ def _record(s: RetrainSettings, card: BundleCard, report: RoundReport) -> None:
                                   parent_accuracy, report.to_dict()))
     finally:
         store.close()
+
+
+def _pending(out: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest round under ``out`` that was exported and not yet promoted everywhere, with its state."""
+    found = []
+    for path in out.glob("round-*/round.json"):
+        state = _load_state(path.parent)
+        if state.get("stage") == "exported":
+            found.append((path.stat().st_mtime, path.parent, state))
+    if not found:
+        return None
+    _, work, state = max(found, key=lambda f: f[0])
+    return work, state
 
 
 def bundle_id(card: BundleCard) -> str:
@@ -277,7 +305,7 @@ def _write_data(work: Path, train: Sequence[Any], heldout: Sequence[Sequence[Any
 
 # -- training and export -----------------------------------------------------------------------------------
 
-def _train(s: RetrainSettings, card: BundleCard, base: Path, train: Path, heldout: Path, out: Path,
+def _train(s: RetrainSettings, card: BundleCard, base: Path, train: Path, heldout: Path | None, out: Path,
            number: int) -> str:
     """Train the candidate; returns the backbone of the lineage (what ``scratch`` starts from)."""
     from training.config import TrainConfig, build_config
@@ -292,7 +320,7 @@ def _train(s: RetrainSettings, card: BundleCard, base: Path, train: Path, heldou
     backbone = str(card.training.get("lineage", {}).get("backbone") or recipe.get("model", ""))
     model = str(base) if s.mode == "warm" else backbone
     epochs = s.epochs if s.epochs is not None else 1.0 if s.mode == "warm" else float(recipe.get("epochs", 1.0))
-    recipe |= {"model": model, "train_data": str(train), "eval_data": str(heldout), "output_dir": str(out),
+    recipe |= {"model": model, "train_data": str(train), "eval_data": str(heldout or ""), "output_dir": str(out),
                "overwrite": True, "resume": "", "epochs": epochs, "max_steps": -1, "limit": 0, "save_steps": 0,
                "name": card.name, "seed": int(recipe.get("seed", 42)) + number}
     log.info("round %d: training %s (%s, %g epochs) on %s", number, model, s.mode, epochs, train)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from feedback.errors import FeedbackError
 from rewardmodel import RewardModelError
@@ -88,18 +89,28 @@ def _run(args: argparse.Namespace, emit: Any) -> int:
         confidence=args.confidence, seed=args.seed, progress=not args.quiet)
     if args.rollback and not args.watch:
         raise InvalidFeedback("--rollback goes with --watch")
+    if args.min_comparisons < 1:
+        raise InvalidFeedback("--min-comparisons must be at least 1")
     if args.watch:
         from rewardserve.watch import watch
 
-        verdict = watch(settings, args.rollback)
+        verdict = _failing_with_2(lambda: watch(settings, args.rollback))
         emit(args, verdict.to_dict())
         return 1 if verdict.verdict in ("worse", "rolled_back") else 0
-    try:
-        report = run_round(settings)
-    except (RewardModelError, FeedbackError):
-        raise
-    except Exception as exc:  # exit 1 means "refused" to a scheduler: any other failure must exit 2
-        log.exception("the round failed")
-        raise RewardModelError(f"the round failed: {type(exc).__name__}: {exc}") from exc
+    report = _failing_with_2(lambda: run_round(settings))
     emit(args, report.to_dict())
     return 1 if report.result == "refused" else 0
+
+
+T = TypeVar("T")
+
+
+def _failing_with_2(work: Callable[[], T]) -> T:
+    """``work()``; exit 1 means "refused" or "worse" to a scheduler, so any other failure ends with exit 2."""
+    try:
+        return work()
+    except (RewardModelError, FeedbackError):
+        raise
+    except Exception as exc:
+        log.exception("retrain failed")
+        raise RewardModelError(f"retrain failed: {type(exc).__name__}: {exc}") from exc

@@ -40,10 +40,10 @@ def gate(base: Path, candidate: Path, heldout: Sequence[Path], labels: dict[tupl
     sets = []
     why = ""
     for i, path in enumerate(heldout, 1):
-        examples = load_examples(str(path))
         name = "fresh" if i == len(heldout) else f"round {i}"
-        if not examples:
-            sets.append({"set": name, "pairs": 0, "passed": True, "note": "no explicit judgements held out"})
+        examples = load_examples(str(path)) if path.stat().st_size else []
+        if not sum(len(ex.pairs) for ex in examples):  # implicit signals or thumbs only: no pair to compare on
+            sets.append({"set": name, "pairs": 0, "passed": True, "note": "no preference pairs held out"})
             continue
         ours, _ = bundle_scores(str(base), "torch", examples, 32)
         theirs, _ = bundle_scores(str(candidate), "torch", examples, 32)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from rewardserve.promotion import promote
+from rewardserve.promotion import point_current, promote
 from rewardserve.retrain import RetrainSettings
 
 MIN_PAIRS = 50
@@ -53,6 +53,9 @@ def watch(s: RetrainSettings, rollback: bool = False, min_pairs: int = MIN_PAIRS
         latest = latest_promotion(store, model)
         if latest is None or latest.version is None or latest.parent_version is None:
             return WatchReport("no_promotion", f"no promotion of {model!r} is recorded", model)
+        if latest.result == "rolled_back":  # what serves is the parent put back: nothing to hold it to
+            return WatchReport("no_promotion", f"the newest record of {model!r} is a rollback to "
+                               f"{latest.version}; nothing to watch until the next promotion", model)
         new = live_outcomes(store, latest.version, since=latest.finished_at)
         old = live_outcomes(store, latest.parent_version, until=latest.finished_at)
         report = WatchReport("as_good", "", model, latest.version, latest.parent_version,
@@ -72,11 +75,13 @@ def watch(s: RetrainSettings, rollback: bool = False, min_pairs: int = MIN_PAIRS
         report.reason = (f"live accuracy {new.mean():.4f} against the parent's {old.mean():.4f}, interval "
                          f"[{lo:+.4f}, {hi:+.4f}]")
         if rollback and latest.parent_path:
-            answer = promote(None, Path(latest.parent_path), s)
+            answer = promote(None, Path(latest.parent_path), s, link=False)
             report.verdict, report.rollback = "rolled_back", answer
+            # recorded before the link moves: a failure there must not make the next watch roll back again
             record_round(store, Round(model, latest.round, "rolled_back", utc_now(), answer.get("version"),
                                       latest.version, latest.candidate_path, latest.parent_path, None,
                                       report.to_dict()))
+            point_current(s.out, Path(latest.parent_path))
         return report
     finally:
         store.close()

@@ -29,7 +29,7 @@ class ServiceSettings(BaseSettings):
                         "several, each picked by a request's \"model\" (the first answers requests that name none)")
     models_file: Path | None = Field(None, description="YAML file of the models to serve: bundles, ensembles, "
                                      "traffic splits and shadows, each with its own backend, variant and limits "
-                                     "(docs: Several models). SIGHUP re-reads it and swaps what changed")
+                                     "(docs: Several models). SIGHUP reads it again and swaps what changed")
     model_name: str = Field("", description="name reported to clients; default: the card's name")
     backend: str = Field(AUTO, description="auto: the fastest engine the bundle has on this machine, measured at "
                          "start (and remembered); onnx: onnxruntime on an exported variant (no torch needed); "

@@ -94,6 +94,8 @@ class RewardCollator:
         batch["worse"] = torch.tensor(worse, dtype=torch.long)
         batch["margin"] = torch.tensor(margin, dtype=torch.float32)
         batch["pair_weight"] = torch.tensor(weight, dtype=torch.float32)
+        # what the weighted pair loss is divided by: examples, not weights (a weak pair must count less)
+        batch["pair_examples"] = torch.tensor(float(sum(1 for f in features if f["better"])), dtype=torch.float32)
         batch["point"] = torch.tensor(point, dtype=torch.long)
         batch["point_target"] = torch.tensor(target, dtype=torch.float32)
         for key, values in crit.items():

@@ -93,9 +93,11 @@ class RewardTrainer(Trainer):
         bias_term = 0.0 * bias if isinstance(bias, torch.Tensor) else 0.0
         loss = outputs.sum() * 0.0 + bias_term
         if chosen.numel():
-            loss = loss + bradley_terry_loss(chosen, rejected, inputs["margin"] if self.use_margin else None, weight)
+            examples = inputs.get("pair_examples")
+            loss = loss + bradley_terry_loss(chosen, rejected, inputs["margin"] if self.use_margin else None, weight,
+                                             examples)
             if self.center_rewards_coefficient:
-                loss = loss + self.center_rewards_coefficient * centering_penalty(chosen, rejected, weight)
+                loss = loss + self.center_rewards_coefficient * centering_penalty(chosen, rejected, weight, examples)
         if inputs["point"].numel():
             loss = loss + self.pointwise_weight * pointwise_loss(
                 rewards[inputs["point"]], inputs["point_target"], bias if bias is not None else 0.0)

@@ -29,6 +29,9 @@ def test_duplicates_and_self_contradictions_are_left_out_and_counted() -> None:
     kept, report = clean(events, min_agreement=0)
     assert [s.event.id for s in kept] == ["e0", "e4"]
     assert (report.duplicates, report.contradictions, report.kept) == (1, 2, 2)
+    # two anonymous judgements alike may be two people: both kept
+    anonymous = [_stored(5, "r", 0, {}), _stored(6, "r", 0, {})]
+    assert len(clean(anonymous, min_agreement=0)[0]) == 2
 
 
 def test_the_least_agreeing_annotator_goes_first_and_honest_ones_are_measured_without_them() -> None:
@@ -43,6 +46,11 @@ def test_the_least_agreeing_annotator_goes_first_and_honest_ones_are_measured_wi
     assert {s.event.annotator for s in kept} == {"alice", "bob"}  # alice and bob agreed 50 % with mallory in
     _, few = clean(events, min_agreement=0.5, min_comparisons=100)  # too few comparisons: nobody is judged
     assert few.annotators == {}
+    # two annotators who only disagree: no one to blame, both kept
+    pair = [_stored(100 + i, f"item {i}", i % 2 if who == "carol" else 1 - i % 2, {"annotator": who})
+            for i in range(12) for who in ("carol", "dave")]
+    kept, tied = clean(pair, min_agreement=0.5)
+    assert tied.annotators == {} and len(kept) == 24
 
 
 def test_the_record_of_rounds_and_live_accuracy(store_url: str) -> None:

@@ -104,8 +104,10 @@ def test_rounds_promote_skip_refuse_filter_resume_and_roll_back(
                                    calibration_samples=32, resamples=300, progress=False)
         first = _version(live.url, name)
 
-        # round 1: good judgements; promoted while clients score, none of them failing
-        _post(live.url, _events(rows[:150], 0, "r1"))
+        # round 1: good judgements (and one dated centuries ahead, which waits); promoted while clients score, none
+        # of them failing
+        future = {**_events(rows[:1], 0, "future")[0], "created_at": "2999-01-01T00:00:00+00:00"}
+        _post(live.url, [*_events(rows[:150], 0, "r1"), future])
         with Traffic(live.url) as traffic:
             report = run_round(settings)
         assert report.result == "promoted", report.reason
@@ -117,6 +119,7 @@ def test_rounds_promote_skip_refuse_filter_resume_and_roll_back(
         candidate = Path(report.candidate or "")
         lineage = read_card(candidate).training["lineage"]
         assert lineage["round"] == 1 and lineage["parent"]["path"] == str(base) and lineage["mode"] == "scratch"
+        assert report.data["dated_in_the_future"] == 1 and lineage["data_until"] < "2027"
         assert lineage["data"]["train"]["events"] + lineage["data"]["heldout"][0]["events"] == 150
         assert lineage["data"]["train"]["by_form"] == {"choice": lineage["data"]["train"]["events"]}
         assert lineage["gate"]["passed"] and lineage["gate"]["sets"][0]["set"] == "fresh"

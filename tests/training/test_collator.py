@@ -43,3 +43,4 @@ def test_pair_and_ranking_in_one_forward(minilm_path: Path) -> None:
     assert batch["input_ids"].dtype == torch.long
     weak = RewardCollator(formatter)(features)
     assert torch.allclose(weak["pair_weight"], torch.tensor([1.0, 1 / 3, 1 / 3, 1 / 3, 0.25]))
+    assert weak["pair_examples"].item() == 3  # the loss divides by examples, so the weak pair counts a quarter

@@ -34,6 +34,20 @@ def test_weights_make_a_ranking_count_once() -> None:
     assert loss.item() == pytest.approx((nll(1.0) + nll(0.0)) / 2, abs=1e-6)
 
 
+def test_a_weak_pair_counts_its_weight_even_alone_in_its_batch() -> None:
+    """An implicit signal's pair (weight 0.25) divided by the examples, not the weights: a quarter of the loss an
+    explicit pair of the same difference gives, in a batch of its own too."""
+    chosen, rejected = torch.tensor([0.0]), torch.tensor([1.0])
+    explicit = bradley_terry_loss(chosen, rejected, weight=torch.tensor([1.0]), examples=1.0)
+    weak = bradley_terry_loss(chosen, rejected, weight=torch.tensor([0.25]), examples=1.0)
+    assert torch.isclose(weak, 0.25 * explicit)
+    # with a weight of 1 per example, dividing by examples is what dividing by the weights' sum was
+    ranked = torch.tensor([1.0, 1 / 3, 1 / 3, 1 / 3])
+    pairs = (torch.tensor([1.0, 0.0, 0.0, 0.0]), torch.zeros(4))
+    by_examples = bradley_terry_loss(*pairs, weight=ranked, examples=2.0)
+    assert torch.isclose(by_examples, bradley_terry_loss(*pairs, weight=ranked))
+
+
 def test_centering_penalty() -> None:
     assert centering_penalty(torch.tensor([1.0, 2.0]), torch.tensor([1.0, -2.0])).item() == pytest.approx(2.0)
 
