@@ -113,6 +113,12 @@ class BundleCard:
             raise BundleError(f"{CARD_NAME} is malformed ({exc}); re-create the bundle") from exc
 
 
+def content_id(card: BundleCard, *context: str) -> str:
+    """A short content id of the bundle: its files' hashes (and ``context``, e.g. which engine runs them)."""
+    text = "\n".join([*context, *(f"{k}={v}" for k, v in sorted(card.files.items()))])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, streamed."""
     digest = hashlib.sha256()

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rewardmodel import RewardModelError, read_card, write_card
-from rewardmodel.card import BundleCard
+from rewardmodel.card import BundleCard, content_id
 from rewardserve.promotion import promote, served_bundle
 from rewardserve.round_gate import agreement_labels, gate
 
@@ -260,10 +260,7 @@ def _pending(out: Path) -> tuple[Path, dict[str, Any]] | None:
 
 def bundle_id(card: BundleCard) -> str:
     """A bundle's content id, whatever engine serves it (its files' hashes)."""
-    import hashlib
-
-    text = "\n".join(f"{k}={v}" for k, v in sorted(card.files.items()))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return content_id(card)
 
 
 # -- data -----------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rewardmodel import BundleCard, Formatter, load_tokenizer, pad_batch, read_card
+from rewardmodel.card import content_id
 from rewardmodel.personal import bundle_basis
 from service.admission import Work
 from service.autoselect import Choice
@@ -45,8 +46,7 @@ Aggregate = Literal["mean", "min", "uwo"]
 
 def version_id(card: BundleCard, backend: str, variant: str) -> str:
     """A content id: the card's file hashes and what is run of them (fp32 and int8 of one bundle differ)."""
-    text = "\n".join([f"{backend}:{variant}", *(f"{k}={v}" for k, v in sorted(card.files.items()))])
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return content_id(card, f"{backend}:{variant}")
 
 
 def serving_formatter(root: Path, card: BundleCard, settings: ServiceSettings) -> Formatter:
