@@ -1,6 +1,6 @@
 """Feedback ingestion and its cost to scoring, on real servers and real databases::
 
-    python benchmarks/feedback.py --data ../shared/data/hh_harmless_train.jsonl
+    python benchmarks/feedback_store.py --data ../shared/data/hh_harmless_train.jsonl
 
 1. events/s into SQLite and into PostgreSQL (a cluster of its own on 127.0.0.1, from Debian's
    ``postgresql``), with 1-event and 100-event requests from 8 concurrent clients, and the p50/p99

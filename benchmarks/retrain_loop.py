@@ -36,10 +36,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-# the checkout's packages before benchmarks/ on the path: benchmarks/feedback.py (the feedback benchmark) would
-# hide the feedback package, which the rounds import
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import httpx
 from machine import machine_info
 from processes import free_port, start_server, stop_server
