@@ -63,7 +63,8 @@ def test_a_released_version_waits_for_its_admitted_requests_and_admits_none_afte
         answered = asyncio.Event()
         with version.admit():
             release = asyncio.ensure_future(version.release(timeout_s=30))
-            await asyncio.sleep(0)  # the release has begun: it marks the version released, then waits
+            while not version.released:  # the release has begun: it marks the version released, then waits
+                await asyncio.sleep(0)
             with pytest.raises(NotReady):
                 with version.admit():
                     pass
@@ -98,9 +99,11 @@ def test_a_swap_under_traffic_answers_every_request_on_exactly_one_version(
                 served[target.root.name if isinstance(target, Version) else "?"] += 1
 
         clients = [asyncio.ensure_future(client()) for _ in range(8)]
-        await asyncio.sleep(0.05)
+        while served["a"] < 8:  # the old version answers under traffic before the swap …
+            await asyncio.sleep(0)
         answer = await registry.swap("rm", bundles[1])
-        await asyncio.sleep(0.05)
+        while served["b"] < 8:  # … and the new one after it
+            await asyncio.sleep(0)
         stop.set()
         await asyncio.gather(*clients)
         assert served["a"] > 0 and served["b"] > 0 and set(served) <= {"a", "b", "retried"}
