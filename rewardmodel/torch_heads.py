@@ -94,10 +94,7 @@ class ScoringModule(torch.nn.Module):
             raise BundleError(why)
         self._rows.value = None
         out = self.forward(input_ids, attention_mask, token_type_ids, positions)
-        rows = self._rows.value
-        self._rows.value = None
-        if rows is not None and rows.dim() == 3 and rows.shape[1] == 1:  # a linear head reads (rows, 1, H)
-            rows = rows[:, 0]
+        rows = self.caught_rows()
         pad = getattr(self.config, "pad_token_id", None)
         if rows is not None and rows.dim() == 3 and self.head.kind == "classifier" and pad is not None:
             # a decoder classifier scores every token and keeps the last one that is not padding, found as
@@ -105,10 +102,15 @@ class ScoringModule(torch.nn.Module):
             order = torch.arange(input_ids.shape[-1], device=input_ids.device)
             last = (order * (input_ids != pad).long()).argmax(-1)
             rows = rows[torch.arange(rows.shape[0], device=rows.device), last]
-        if rows is None or rows.dim() != 2:
-            raise BundleError("the head's final layer reads every token, not one row per item (personal rewards "
-                              "need a pooled row: import the model with a linear head)")
-        return out, rows
+        return out, read_rows(rows)
+
+    def caught_rows(self) -> torch.Tensor | None:
+        """The read rows the last forward on this thread caught (taken: a second call returns None)."""
+        rows = self._rows.value
+        self._rows.value = None
+        if rows is not None and rows.dim() == 3 and rows.shape[1] == 1:  # a linear head reads (rows, 1, H)
+            rows = rows[:, 0]
+        return rows
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
@@ -120,24 +122,30 @@ class ScoringModule(torch.nn.Module):
             kwargs["use_cache"] = False  # a reward model reads one score per sequence: no KV cache built or returned
         kind = self.head.kind
         if kind == "classifier":
-            return self._activate(self.model(**kwargs).logits)
+            return self.activate(self.model(**kwargs).logits)
         if positions is None:
             raise BundleError(f"a {kind} head reads at explicit positions: the batch carries none")
         hidden = self.body(**kwargs)[0]
+        return self.head_on(at(hidden, positions), positions)
+
+    def head_on(self, read: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """A linear, gated or step head's output rows from the hidden states it reads, ``read`` ``(rows, k, H)`` at
+        ``positions`` ``(rows, k)`` (-1: none): what a padded and a packed forward share."""
+        kind = self.head.kind
         if kind == "linear":
-            return self._activate(self.read(at(hidden, positions[:, :1]))[:, 0])
+            return self.activate(self.read(read[:, :1])[:, 0])
         if kind == "gated":
-            objectives = self.read(at(hidden, positions[:, :1])[:, 0])
-            gate = self.gate(at(hidden, positions[:, 1:2])[:, 0])
+            objectives = self.read(read[:, 0])
+            gate = self.gate(read[:, 1])
             adjusted = objectives if self.transform is None else objectives @ self.transform
             reward = (gate * adjusted).sum(dim=1, keepdim=True)
-            return torch.cat([self._activate(reward), objectives], dim=1)
-        return self._steps(hidden, positions)
+            return torch.cat([self.activate(reward), objectives], dim=1)
+        return self._steps(read, positions)
 
-    def _steps(self, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def _steps(self, read: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """``[item reward, step rewards…]``: the label's softmax probability at each step tag, 0 past the last."""
         valid = positions >= 0
-        probs = torch.softmax(self.read(at(hidden, positions)).float(), dim=-1)[..., self.head.label]
+        probs = torch.softmax(self.read(read).float(), dim=-1)[..., self.head.label]
         probs = torch.where(valid, probs, torch.zeros_like(probs))
         count = valid.sum(dim=1, keepdim=True)
         how = self.head.aggregate
@@ -149,8 +157,17 @@ class ScoringModule(torch.nn.Module):
             reward = probs.sum(dim=1, keepdim=True) / count.clamp(min=1)
         return torch.cat([reward, probs], dim=1)
 
-    def _activate(self, reward: torch.Tensor) -> torch.Tensor:
+    def activate(self, reward: torch.Tensor) -> torch.Tensor:
+        """The head's activation on raw rewards (sigmoid or none)."""
         return torch.sigmoid(reward) if self.head.activation == "sigmoid" else reward
+
+
+def read_rows(rows: torch.Tensor | None) -> torch.Tensor:
+    """``rows`` as one read row per item ``(rows, H)``, or a :class:`BundleError` saying why there is none."""
+    if rows is None or rows.dim() != 2:
+        raise BundleError("the head's final layer reads every token, not one row per item (personal rewards need "
+                          "a pooled row: import the model with a linear head)")
+    return rows
 
 
 class WithRows(torch.nn.Module):

@@ -24,6 +24,9 @@ class BatchLimits:
     pad_multiple: int = 1
     """The backend pads a batch's length up to a multiple of this: the token limit counts the rounded length
     (the scheduler sets it from its backend)."""
+    packed: bool = False
+    """The backend packs a batch's items into one sequence (:mod:`rewardmodel.torch_packing`): it computes no
+    padding, so the token limit counts real tokens and ``max_padding`` does not apply (set from the backend)."""
 
 
 EFFICIENT_TOKENS = 512
@@ -35,10 +38,17 @@ def batch_end(lengths: Sequence[int], lo: int, limits: BatchLimits) -> int:
     """Where the batch starting at ``lo`` of ascending ``lengths`` ends (exclusive): it grows while it stays
     under the token and item limits (counting the backend's rounding, so a padded batch never passes
     ``max_batch_tokens``) and, past ``EFFICIENT_TOKENS``, under ``max_padding`` (of the longest item: the
-    rounding is paid whatever the cut, so it does not shrink batches)."""
+    rounding is paid whatever the cut, so it does not shrink batches). A packing backend's batch counts its real
+    tokens only."""
     hi, real, multiple = lo + 1, lengths[lo], limits.pad_multiple
     while hi < len(lengths) and hi - lo < limits.max_batch_items:
         length = lengths[hi]
+        if limits.packed:
+            if real + length > limits.max_batch_tokens:
+                break
+            real += length
+            hi += 1
+            continue
         padded = (hi - lo + 1) * length
         if (hi - lo + 1) * -(-length // multiple) * multiple > limits.max_batch_tokens or (
                 padded > EFFICIENT_TOKENS and 1 - (real + length) / padded > limits.max_padding):

@@ -153,7 +153,7 @@ class Scheduler:
         self._width = width
         """Outputs per item: 1, or a criteria model's C."""
         self._spec = spec
-        self._limits = replace(limits, pad_multiple=backend.pad_multiple)
+        self._limits = replace(limits, pad_multiple=backend.pad_multiple, packed=backend.packs)
         """The limits, cutting batches as this backend pads them."""
         self._observer = observer
         self._queue: deque[_Item] = deque()
@@ -391,11 +391,12 @@ class Scheduler:
             self._end(job, error)
         if outcome.padded is None:
             return  # every item's request was gone before the batch started
-        self._throughput.add(Work(len(outcome.live), sum(it.length for it in outcome.live)),
-                             int(outcome.padded.input_ids.size), elapsed)
+        # a packing backend computes the real tokens only: its batches have no padding
+        computed, padding = ((int(outcome.padded.attention_mask.sum()), 0.0) if self._limits.packed else
+                             (int(outcome.padded.input_ids.size), outcome.padded.padding_ratio))
+        self._throughput.add(Work(len(outcome.live), sum(it.length for it in outcome.live)), computed, elapsed)
         if self._observer:
-            self._observer.batch(len(outcome.live), int(outcome.padded.input_ids.size), outcome.padded.padding_ratio,
-                                 elapsed)
+            self._observer.batch(len(outcome.live), computed, padding, elapsed)
         self._scatter(outcome.live, outcome.scores, elapsed, outcome.rows)
 
     def _check_stall(self, batch: _Batch) -> None:

@@ -43,6 +43,11 @@ class ServiceSettings(BaseSettings):
         "f32", description="openvino backend: precision of the ops that are not quantized (bf16 is faster on "
                            "CPUs with avx512_bf16 or AMX; the export's parity gate checked f32)")
     device: Device = Field("cpu", description="where the model runs")
+    pack: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch backend: score a batch's items packed into one sequence (varlen attention: no "
+                            "padding computed, the head run on the rows it reads). auto: on CUDA, where the model "
+                            "packs and its first batch scores as padded; on: on any device, or refuse to start; off: "
+                            "padded batches")
     tensorrt: bool = Field(False, description="onnx on cuda: try onnxruntime's TensorRT provider first (slow "
                                               "first batches while engines build)")
     threads: int = Field(0, ge=0, description="intra-op threads of the backend (all its streams together); 0: the "
@@ -155,6 +160,8 @@ class ServiceSettings(BaseSettings):
     def _coherent(self) -> ServiceSettings:
         if (problem := incoherent(self.backend, self.variant, self.device, self.streams)) is not None:
             raise ValueError(problem)
+        if self.pack == "on" and self.backend not in ("torch", AUTO):
+            raise ValueError(f"pack=on packs the torch backend's batches; the {self.backend} backend pads them")
         if self.threads and self.threads < self.streams:
             raise ValueError(f"{self.streams} streams need at least {self.streams} threads (one each); got "
                              f"threads={self.threads}")

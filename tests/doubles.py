@@ -39,9 +39,10 @@ class Recorder:
     info = BackendInfo("recorder", "cpu", "float64")
 
     def __init__(self, fail_on: Callable[[PaddedBatch], bool] | None = None, streams: int = 1,
-                 pad_multiple: int = 1) -> None:
+                 pad_multiple: int = 1, packs: bool = False) -> None:
         self.streams = streams
         self.pad_multiple = pad_multiple
+        self.packs = packs
         self.widths: list[int] = []
         self.batches: list[list[list[int]]] = []
         self.gate = threading.Event()
@@ -83,6 +84,7 @@ class Timed:
     """Scores a row as the sum of its ids, taking ``row_s`` seconds per row (a slow or fast engine on cue)."""
 
     pad_multiple = 1
+    packs = False
 
     def __init__(self, row_s: float, name: str = "timed", streams: int = 1) -> None:
         self.row_s = row_s
@@ -116,6 +118,7 @@ class Throttled:
         self.row_s = row_s
         self.streams = inner.streams
         self.pad_multiple = inner.pad_multiple
+        self.packs = inner.packs
         self.info = inner.info
 
     def score(self, batch: PaddedBatch) -> np.ndarray:

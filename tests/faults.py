@@ -30,7 +30,7 @@ class Faulty:
     def load(self, root: Path, card: BundleCard, settings: ServiceSettings) -> Faulty:
         self._real = load_backend(root, card, settings)
         self.info = self._real.info
-        self.streams, self.pad_multiple = self._real.streams, self._real.pad_multiple
+        self.streams, self.pad_multiple, self.packs = self._real.streams, self._real.pad_multiple, self._real.packs
         tokenizer = load_tokenizer(root)
         ids = {w: tokenizer.token_to_id(w) for w in MARKERS}
         assert None not in ids.values(), ids  # every marker is one token of the vocabulary

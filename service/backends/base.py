@@ -41,6 +41,8 @@ class Backend(Protocol):
     """Batches it scores at once, each from its own thread (1: calls never overlap)."""
     pad_multiple: int
     """Batches are padded to a length that is a multiple of this (1: to the longest item)."""
+    packs: bool
+    """It computes a batch's real tokens only (packed): the scheduler's token limit counts those."""
 
     def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
         """One score per row of ``batch``, shape ``(rows,)``, or for a criteria model one per criterion,

@@ -50,6 +50,7 @@ class OnnxBackend:
     threads."""
 
     pad_multiple = 1
+    packs = False
     """onnxruntime runs any shape without preparing it: padding further only adds work."""
 
     def __init__(self, root: Path, card: BundleCard, variant: str, device: str, threads: int = 0,

@@ -24,6 +24,7 @@ class OpenVinoBackend:
     """Scores batches with one OpenVINO compiled model of the bundle's exported ``variant``, ``streams`` at once."""
 
     pad_multiple = PAD_MULTIPLE
+    packs = False
 
     def __init__(self, root: Path, card: BundleCard, variant: str, device: str, threads: int = 0,
                  precision: Precision = "f32", streams: int = 1) -> None:

@@ -32,7 +32,7 @@ class Broken:
     def __init__(self, root: Path, card: BundleCard, settings: ServiceSettings) -> None:
         self._real = load_backend(root, card, settings)
         self.score, self.health, self.close = self._real.score, self._real.health, self._real.close
-        self.streams, self.pad_multiple = self._real.streams, self._real.pad_multiple
+        self.streams, self.pad_multiple, self.packs = self._real.streams, self._real.pad_multiple, self._real.packs
         self.serving = False
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -386,6 +387,32 @@ def test_the_token_limit_counts_the_backends_rounding() -> None:
         await scheduler.close()
         assert [len(b) for b in backend.batches[1:]] == [4, 1]
         assert all(len(b) * w <= 32 for b, w in zip(backend.batches, backend.widths, strict=True))
+
+    run(go)
+
+
+def test_a_packing_backends_batches_count_real_tokens_and_ignore_padding() -> None:
+    """Items of 2, 30 and 30 tokens under a 64-token limit: padded, three rows of 30 pass it; packed, only the 62
+    real tokens count. Past the smallest GEMMs, padding no longer stops a packed batch."""
+    lengths = [2, 30, 30]
+    padded = limits(max_batch_tokens=64)
+    assert window_cut(lengths, padded) == [0, 1]
+    assert window_cut(lengths, replace(padded, packed=True)) == [0, 1, 2]
+    assert window_cut([30, 30, 30], replace(padded, packed=True)) == [0, 1]  # 90 real tokens would pass 64
+    wide = limits(max_batch_tokens=4096, max_batch_items=64, max_padding=0.1)
+    mixed = [10] * 30 + [100] * 30
+    assert len(window_cut(mixed, wide)) == 30  # padded: the long items would make the batch 90 % padding
+    assert len(window_cut(mixed, replace(wide, packed=True))) == 60
+
+    async def go() -> None:
+        backend = Recorder(packs=True)
+        scheduler = started(backend, max_batch_tokens=64, max_padding=0.1)
+        await _held(backend, scheduler)
+        job = scheduler.submit([item(*[1] * n) for n in lengths], asyncio.get_running_loop().time() + 30)
+        backend.gate.set()
+        assert (await scheduler.wait(job)).scores.tolist() == [2.0, 30.0, 30.0]
+        await scheduler.close()
+        assert [len(b) for b in backend.batches[1:]] == [3]
 
     run(go)
 
