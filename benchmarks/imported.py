@@ -53,24 +53,33 @@ CHAT = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }
         "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
 
 
-def checkpoint(out: Path, shape: dict[str, Any], texts: list[str]) -> Path:
-    """A Llama sequence classifier built from ``shape`` (random weights) with a Llama-3-style tokenizer trained on
-    ``texts`` (its template writes a BOS, the tokenizer adds one: the import keeps one)."""
-    import torch
+def llama3_tokenizer(texts: list[str], vocab_size: int = 4000) -> Any:
+    """A Llama-3-style byte-level BPE tokenizer trained on ``texts``: its chat template writes a BOS and the tokenizer
+    adds one (the import keeps one); ``<|pad|>`` pads."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForSequenceClassification, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     specials = ["<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>", "<|pad|>"]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=4000, special_tokens=specials, show_progress=False,
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                       show_progress=False,
                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A", special_tokens=[
         ("<|begin_of_text|>", tok.token_to_id("<|begin_of_text|>"))])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
                                    pad_token="<|pad|>")
     fast.chat_template = CHAT
+    return fast
+
+
+def checkpoint(out: Path, shape: dict[str, Any], texts: list[str]) -> Path:
+    """A Llama sequence classifier built from ``shape`` (random weights) with :func:`llama3_tokenizer`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    fast = llama3_tokenizer(texts)
     config = LlamaConfig(**{"vocab_size": len(fast), **shape}, pad_token_id=fast.pad_token_id,
                          bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, tie_word_embeddings=False)
     config.num_labels = 1

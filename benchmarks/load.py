@@ -153,6 +153,19 @@ def rerank_open(url: str, server_pid: int, api: Api, groups: Sequence[tuple[str,
                 rate: float, seconds: float) -> Outcome:
     """Open loop: reranks arrive as a Poisson process at ``rate`` per second for ``seconds``, whatever
     the server's pace (a chat backend does not wait for earlier users)."""
+    return open_loop(url, server_pid, lambda session, k: api.rerank(session, *groups[k % len(groups)]), rate, seconds)
+
+
+def score_open(url: str, server_pid: int, api: Api, chunks: Sequence[Sequence[Pair]], rate: float,
+               seconds: float) -> Outcome:
+    """Open loop of ``/score`` requests (``chunks``, in turn) arriving at ``rate`` per second: an RL trainer's
+    rollouts at a fraction of the server's maximum."""
+    return open_loop(url, server_pid, lambda session, k: api.score(session, chunks[k % len(chunks)]), rate, seconds)
+
+
+def open_loop(url: str, server_pid: int, send: Callable[[aiohttp.ClientSession, int], Awaitable[int]], rate: float,
+              seconds: float) -> Outcome:
+    """Requests ``send(session, k)`` arriving as a Poisson process at ``rate`` per second for ``seconds``."""
     rng = random.Random(1)
 
     async def run(session: aiohttp.ClientSession, latencies: list[float]) -> int:
@@ -163,9 +176,8 @@ def rerank_open(url: str, server_pid: int, api: Api, groups: Sequence[tuple[str,
             delay = start + next_at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            prompt, candidates = groups[k % len(groups)]
+            tasks.append(asyncio.ensure_future(_timed(latencies, send(session, k))))
             k += 1
-            tasks.append(asyncio.ensure_future(_timed(latencies, api.rerank(session, prompt, candidates))))
             next_at += rng.expovariate(rate)
         return sum(await asyncio.gather(*tasks))
 
