@@ -56,7 +56,8 @@ class Metrics:
                                    per_model, buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("rewardserve_batch_size_items", "items per batch", per_model,
                                     buckets=ITEM_BUCKETS, registry=r)
-        self.batch_tokens = Histogram("rewardserve_batch_tokens", "tokens computed per batch: rows × longest padded, the real tokens packed",
+        self.batch_tokens = Histogram("rewardserve_batch_tokens",
+                                      "tokens computed per batch: rows × longest padded, the real tokens packed",
                                       per_model, buckets=TOKEN_BUCKETS, registry=r)
         self.batch_padding = Histogram("rewardserve_batch_padding_ratio", "share of a batch's tokens that are padding",
                                        per_model, buckets=RATIO_BUCKETS, registry=r)

@@ -59,7 +59,7 @@ def test_auto_packs_on_cuda_only_and_on_refuses_a_model_that_does_not_pack(zoo: 
     assert not TorchBackend(trained_bert_bundle, card, "fp32", "cpu", pack="auto").packs
     assert "padded" in TorchBackend(trained_bert_bundle, card, "fp32", "cpu", pack="off").info.detail
     deberta = zoo.bundle("deberta")
-    with pytest.raises(BackendFailure, match="does not pack: .*attention interface.*--pack off"):
+    with pytest.raises(BackendFailure, match=r"does not pack: .*attention interface.*--pack off"):
         TorchBackend(deberta, read_card(deberta), "fp32", "cpu", pack="on")
 
 
