@@ -61,8 +61,10 @@ class ServiceSettings(BaseSettings):
                                                "throughput on 2 shared cores)")
     host: str = Field("127.0.0.1", description="address to bind (0.0.0.0 in a container)")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
-    max_batch_tokens: int = Field(8192, ge=8, description="padded tokens (rows × longest) per batch; raise it on "
-                                                          "a GPU, lower it for latency on a small CPU")
+    max_batch_tokens: int = Field(8192, ge=8, description="padded tokens (rows × longest) per batch, or real "
+                                                          "tokens where the torch backend packs; raise it on a GPU "
+                                                          "(65536 holds 64 items of 1,024), lower it for latency on "
+                                                          "a small CPU")
     max_batch_items: int = Field(64, ge=1, description="items per batch, whatever their length")
     max_wait_ms: float = Field(0.0, ge=0, description="how long a batch that is not full may wait for more items; "
                                                       "0: an idle backend starts at once")
