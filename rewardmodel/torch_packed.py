@@ -17,7 +17,17 @@ import torch
 
 from rewardmodel.batching import PaddedBatch
 from rewardmodel.torch_heads import ScoringModule, read_rows
-from rewardmodel.torch_packing import ATTENTION, KERNELS, Kernel, Packed, _choice, pack, padded_sdpa, register
+from rewardmodel.torch_packing import (
+    ATTENTION,
+    KERNELS,
+    Kernel,
+    Packed,
+    current_kernel,
+    kernels_for,
+    pack,
+    padded_sdpa,
+    register,
+)
 
 
 def _classifier_reader(module: ScoringModule) -> tuple[Any, str, Callable[[torch.Tensor], torch.Tensor]] | None:
@@ -70,19 +80,14 @@ class PackedScorer:
         self.kernel, self._kernel = self._pick(kernel)
 
     def _pick(self, name: str) -> tuple[str, Kernel]:
-        """The kernel named, else the first fused one present for a CUDA half-precision model, else padded SDPA."""
-        if name:
-            found = KERNELS[name]() if name in KERNELS else padded_sdpa if name == "padded_sdpa" else None
-            if found is None:
-                raise ValueError(f"no packed-attention kernel {name!r} here (have: padded_sdpa, "
-                                 f"{', '.join(k for k, f in KERNELS.items() if f() is not None)})")
-            return name, found
-        dtype = next(self.module.parameters()).dtype
-        if self._device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
-            for candidate, find in KERNELS.items():
-                if (kernel := find()) is not None:
-                    return candidate, kernel
-        return "padded_sdpa", padded_sdpa
+        """The kernel named, else the first of :func:`kernels_for` this model's device and dtype."""
+        param = next(self.module.parameters())
+        name = name or kernels_for(param.device, param.dtype)[0]
+        found = padded_sdpa if name == "padded_sdpa" else KERNELS[name]() if name in KERNELS else None
+        if found is None:
+            raise ValueError(f"no packed-attention kernel {name!r} here (have: "
+                             f"{', '.join(kernels_for(torch.device('cuda'), torch.bfloat16))})")
+        return name, found
 
     def _reads(self, batch: PaddedBatch) -> npt.NDArray[np.int64]:
         """The padded batch's columns the head reads ``(items, k)`` (-1: none)."""
@@ -105,7 +110,7 @@ class PackedScorer:
             kwargs["token_type_ids"] = packed.token_type_ids
         if "use_cache" in self.module.config.to_dict():
             kwargs["use_cache"] = False
-        _choice.kernel = self._kernel
+        current_kernel.kernel = self._kernel
         hidden = self._body(**kwargs)[0][0]  # (T, H)
         read = hidden[packed.reads.clamp(min=0)]  # (items, k, H)
         if self._reader is not None:

@@ -86,25 +86,42 @@ def pack(batch: PaddedBatch, reads: npt.NDArray[np.int64], device: torch.device)
                   on(offsets, torch.int32), int(lengths.max()), on(packed_reads))
 
 
+class _Layouts(threading.local):
+    offsets: torch.Tensor | None = None
+    layout: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+
+_layouts = _Layouts()
+"""The last batch's layout, per thread: every layer of one forward shares it (computing it syncs a GPU)."""
+
+
+def _layout(offsets: torch.Tensor, longest: int, causal: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(item of each token, its column in the item, which keys each query may see ``(items, longest, longest)``)."""
+    if _layouts.offsets is not offsets or _layouts.layout is None:
+        lengths = offsets.diff().long()
+        item = torch.repeat_interleave(torch.arange(len(lengths), device=offsets.device), lengths)
+        col = torch.arange(int(offsets[-1]), device=offsets.device) - offsets[:-1].long()[item]
+        order = torch.arange(longest, device=offsets.device)
+        allowed = order[None, None, :] < lengths[:, None, None]  # keys inside the item; a padded query keeps one
+        if causal:
+            allowed = allowed & (order[None, None, :] <= order[None, :, None])
+        _layouts.offsets, _layouts.layout = offsets, (item, col, allowed)
+    return _layouts.layout
+
+
 def padded_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: torch.Tensor, longest: int,
                 causal: bool, scale: float | None) -> torch.Tensor:
     """Varlen attention on any device: the items laid out padded for one SDPA call, each attending to itself."""
-    total, heads, dim = q.shape
+    heads, dim = q.shape[1], q.shape[2]
     if k.shape[1] != heads:  # grouped-query attention: each key/value head serves heads // kv_heads query heads
         k, v = (t.repeat_interleave(heads // t.shape[1], dim=1) for t in (k, v))
-    lengths = offsets.diff().long()
-    item = torch.repeat_interleave(torch.arange(len(lengths), device=q.device), lengths)
-    col = torch.arange(total, device=q.device) - offsets[:-1].long()[item]
+    item, col, allowed = _layout(offsets, longest, causal)
 
     def laid_out(t: torch.Tensor) -> torch.Tensor:
-        out = t.new_zeros(len(lengths), longest, heads, dim)
+        out = t.new_zeros(len(offsets) - 1, longest, heads, dim)
         out[item, col] = t
         return out.transpose(1, 2)  # (items, heads, longest, dim)
 
-    order = torch.arange(longest, device=q.device)
-    allowed = (order[None, None, :] < lengths[:, None, None])  # keys inside the item; a padded query keeps one
-    if causal:
-        allowed = allowed & (order[None, None, :] <= order[None, :, None])
     out = torch.nn.functional.scaled_dot_product_attention(laid_out(q), laid_out(k), laid_out(v),
                                                            attn_mask=allowed[:, None], scale=scale)
     return out.transpose(1, 2)[item, col]
@@ -118,6 +135,7 @@ def _flash_attn() -> Kernel | None:
 
     def kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: torch.Tensor, longest: int,
                causal: bool, scale: float | None) -> torch.Tensor:
+        q, k, v = (t.contiguous() for t in (q, k, v))  # views of (1, heads, T, dim): the kernels want T outermost
         return flash_attn_varlen_func(q, k, v, offsets, offsets, longest, longest, softmax_scale=scale,
                                       causal=causal)
 
@@ -135,6 +153,7 @@ def _torch_varlen() -> Kernel | None:
                causal: bool, scale: float | None) -> torch.Tensor:
         if k.shape[1] != q.shape[1] and "enable_gqa" not in params:
             k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
+        q, k, v = (t.contiguous() for t in (q, k, v))
         extra: dict[str, Any] = {"enable_gqa": True} if k.shape[1] != q.shape[1] else {}
         if "window_size" in params:  # torch ≥ 2.12 says causal as a window; earlier releases had is_causal
             extra["window_size"] = (-1, 0) if causal else (-1, -1)
@@ -147,14 +166,21 @@ def _torch_varlen() -> Kernel | None:
 
 
 KERNELS: dict[str, Callable[[], Kernel | None]] = {"flash_attn": _flash_attn, "torch_varlen": _torch_varlen}
-"""The fused varlen kernels, fastest first; each is tried on the first packed batch of a CUDA half-precision model."""
+"""The fused varlen kernels (CUDA, half precision), fastest first."""
+
+
+def kernels_for(device: torch.device, dtype: torch.dtype) -> list[str]:
+    """The kernels worth trying for a model on ``device`` in ``dtype``, fastest first; ``padded_sdpa`` always last."""
+    fused = [name for name, find in KERNELS.items() if find() is not None] \
+        if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) else []
+    return [*fused, "padded_sdpa"]
 
 
 class _Choice(threading.local):
     kernel: Kernel = staticmethod(padded_sdpa)  # type: ignore[assignment]
 
 
-_choice = _Choice()
+current_kernel = _Choice()
 """The kernel the calling thread's packed forward runs (set by :class:`PackedScorer` around each call)."""
 
 
@@ -172,8 +198,8 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
         raise NotImplementedError("packed attention has no logit soft-capping")
     # (1, heads, T, dim) → (T, heads, dim), what varlen kernels take; back as (1, T, heads, dim)
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
-    out = _choice.kernel(q, k, v, offsets, int(kwargs["max_length_q"]), bool(getattr(module, "is_causal", False)),
-                         scaling)
+    causal = bool(getattr(module, "is_causal", False))
+    out = current_kernel.kernel(q, k, v, offsets, int(kwargs["max_length_q"]), causal, scaling)
     return out.unsqueeze(0), None
 
 

@@ -13,7 +13,7 @@ import torch
 from rewardmodel import Formatter, load_tokenizer, pad_batch, read_card
 from rewardmodel.torch_model import load_torch_model
 from rewardmodel.torch_packed import PackedScorer, why_not_packable
-from rewardmodel.torch_packing import padded_sdpa
+from rewardmodel.torch_packing import kernels_for, padded_sdpa
 from tests.helpers import good_bad_rows
 
 PACKS = ["llama3", "qwen2", "qwen3", "mistral", "openrlhf-score", "openrlhf-value-head", "trl", "bert", "armorm",
@@ -100,3 +100,22 @@ def test_an_unknown_kernel_is_refused_with_what_there_is(trained_bert_bundle: Pa
     module, _ = _module(trained_bert_bundle)
     with pytest.raises(ValueError, match=r"no packed-attention kernel 'nope'.*padded_sdpa"):
         PackedScorer(module, "nope")
+
+
+def test_the_kernels_tried_are_the_fused_ones_on_cuda_in_half_precision_then_padded_sdpa() -> None:
+    assert kernels_for(torch.device("cpu"), torch.bfloat16) == ["padded_sdpa"]
+    assert kernels_for(torch.device("cuda"), torch.float32) == ["padded_sdpa"]
+    on_gpu = kernels_for(torch.device("cuda"), torch.bfloat16)
+    assert on_gpu[-1] == "padded_sdpa" and set(on_gpu) <= {"flash_attn", "torch_varlen", "padded_sdpa"}
+
+
+def test_one_scorer_packs_batch_after_batch(trained_llama_bundle: Path) -> None:
+    """The attention layout is cached for the layers of one forward, never carried into the next batch."""
+    module, _ = _module(trained_llama_bundle)
+    scorer = PackedScorer(module)
+    first, _ = _batch(trained_llama_bundle, rows=7)
+    second, _ = _batch(trained_llama_bundle, rows=3)
+    for batch in (first, second, first):
+        with torch.inference_mode():
+            padded = module(**{k: torch.from_numpy(v) for k, v in batch.as_dict().items()})
+        np.testing.assert_allclose(scorer(batch).numpy(), padded.numpy(), rtol=1e-4, atol=1e-5)
