@@ -61,7 +61,7 @@ from machine import machine_info
 from processes import free_port, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
-PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200", 989.0))
+PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200 NVL", 835.0), ("H200", 989.0))
 """Dense bf16 peaks by a device name's words, the most specific first (NVIDIA's data sheets; H100 without PCIe or
 NVL in its name is the SXM part)."""
 
@@ -79,8 +79,8 @@ class Profile:
     per_request: int = 64
     group: int = 8
     rerank_tokens: tuple[int, int] = (128, 384)
-    window_s: float = 15.0
-    open_s: float = 12.0
+    window_s: float = 12.0
+    open_s: float = 10.0
     clients: int = 3
     rerank_clients: int = 16
     max_batch_tokens: int = 65536
@@ -88,6 +88,10 @@ class Profile:
     ready_s: float = 420.0
     parity_items: int = 4
     naive_requests: int = 3
+    ceiling_requests: int = 8
+    """RL requests the in-process ceiling scores per kernel (an 8B model: about 10 s each)."""
+    reserve_s: tuple[float, ...] = (120.0, 50.0, 0.0)
+    """Seconds of the budget each model leaves to the ones after it."""
 
 
 FULL = Profile("cuda", "bfloat16", "bf16", "auto", (ModelSpec("llama-3.1-8b", "llama", LLAMA_31_8B),
@@ -96,22 +100,31 @@ FULL = Profile("cuda", "bfloat16", "bf16", "auto", (ModelSpec("llama-3.1-8b", "l
 DRY = Profile("cpu", "float32", "fp32", "on", (ModelSpec("tiny-llama", "llama", TINY_DECODER),
                                                ModelSpec("tiny-bert", "bert", TINY_ENCODER)),
               rl_tokens=(24, 48), per_request=8, group=4, rerank_tokens=(8, 24), window_s=1.5, open_s=1.5, clients=2,
-              rerank_clients=2, max_batch_tokens=4096, gemm=256, ready_s=120, parity_items=3, naive_requests=2)
+              rerank_clients=2, max_batch_tokens=4096, gemm=256, ready_s=120, parity_items=3, naive_requests=2,
+              ceiling_requests=4, reserve_s=(0.0, 0.0))
 
 
 @dataclass
 class Run:
-    """The clock and the record of one run."""
+    """The clock and the record of one run, written out after every step (a run cut short keeps its figures)."""
 
     budget_s: float
+    save: Callable[[], None] = lambda: None
+    reserve_s: float = 0.0
+    """Seconds kept for the models after the current one."""
     started: float = field(default_factory=time.monotonic)
-    record: dict[str, Any] = field(default_factory=dict)
 
     def left(self) -> float:
-        return self.budget_s - (time.monotonic() - self.started)
+        return self.budget_s - (time.monotonic() - self.started) - self.reserve_s
 
     def step(self, into: dict[str, Any], name: str, needs_s: float, fn: Callable[[], Any]) -> Any:
         """``into[name] = fn()`` if ``needs_s`` seconds are left; a skip or an error is recorded instead."""
+        try:
+            return self._step(into, name, needs_s, fn)
+        finally:
+            self.save()
+
+    def _step(self, into: dict[str, Any], name: str, needs_s: float, fn: Callable[[], Any]) -> Any:
         if self.left() < needs_s:
             into[name] = {"skipped": f"{self.left():.0f} s of the budget left, the step needs about {needs_s:.0f}"}
             return None
@@ -141,10 +154,10 @@ def gemm_tflops(profile: Profile) -> float:
         a @ b
     _sync(profile.device)
     began = time.perf_counter()
-    for _ in range(10):
+    for _ in range(100):  # about 0.15 s on an H100: long enough for its clocks to settle
         a @ b
     _sync(profile.device)
-    return 2 * n ** 3 * 10 / (time.perf_counter() - began) / 1e12
+    return 2 * n ** 3 * 100 / (time.perf_counter() - began) / 1e12
 
 
 def _sync(device: str) -> None:
@@ -217,7 +230,7 @@ def rates(outcome: Outcome, pairs: list[Pair], counter: Counter, peaks: dict[str
     return out
 
 
-def serve(directory: Path, home: Path, profile: Profile) -> tuple[subprocess.Popen[bytes], str, float]:
+def serve(directory: Path, home: Path, profile: Profile, ready_s: float) -> tuple[subprocess.Popen[bytes], str, float]:
     """``rewardserve serve`` on the plain directory (imported on start); (process, URL, seconds to ready)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -226,7 +239,7 @@ def serve(directory: Path, home: Path, profile: Profile) -> tuple[subprocess.Pop
                          "--backend", "torch", "--device", profile.device, "--variant", profile.variant,
                          "--pack", profile.pack, "--max-batch-tokens", str(profile.max_batch_tokens),
                          "--max-batch-items", "512", "--request-timeout-s", "300", "--log-level", "warning"],
-                        url + "/readyz", profile.ready_s, cwd=ROOT, env={"REWARDSERVE_HOME": str(home)},
+                        url + "/readyz", ready_s, cwd=ROOT, env={"REWARDSERVE_HOME": str(home)},
                         log=home / "serve.log")
     return proc, url, time.monotonic() - began
 
@@ -282,7 +295,7 @@ def in_process(bundle: Path, work: Work, counter: Counter, profile: Profile,
     from service.batching import BatchLimits, batch_end
 
     module, card = load_torch_model(bundle, profile.device, getattr(torch, profile.dtype))
-    pairs = [p for chunk in work.rl[:max(2, len(work.rl) // 2)] for p in chunk]
+    pairs = [p for chunk in work.rl[:profile.ceiling_requests] for p in chunk]
     encoded = sorted(counter.encode(pairs), key=lambda e: len(e.input_ids))
     tokens, flops = counter.totals(pairs)
     results: dict[str, Any] = {"items": len(encoded), "tokens": tokens}
@@ -386,7 +399,7 @@ def run_model(run: Run, spec: ModelSpec, profile: Profile, work_dir: Path, peaks
         return out
     out["facts"] = out.pop("build")
     work = work_for(directory, profile, chunks=64)
-    proc = run.step(out, "serve", 60, lambda: serve(directory, home, profile))
+    proc = run.step(out, "serve", 60, lambda: serve(directory, home, profile, min(profile.ready_s, run.left() - 30)))
     if proc is None:
         return out
     proc, url, ready_s = out.pop("serve")
@@ -447,15 +460,21 @@ def main() -> None:
                               "command": "python3 " + " ".join(sys.argv), "profile": {
                                   k: v for k, v in profile.__dict__.items() if k != "models"},
                               "datasheet_tflops": peak(name), "models": {}}
+    stem = "gpu-" + ("dry-run" if args.dry_run else "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-"))
+
+    def save() -> None:
+        record["wall_s"] = time.monotonic() - run.started
+        write_report(record, args.out, stem)
+
+    run.save = save
     gemm = run.step(record, "gemm_tflops", 5, lambda: gemm_tflops(profile))
     peaks["gemm"] = gemm if isinstance(gemm, float) else None
     wanted = set(filter(None, args.models.split(",")))
-    for spec in profile.models:
+    for spec, reserve in zip(profile.models, profile.reserve_s, strict=True):
         if not wanted or spec.name in wanted:
+            run.reserve_s = reserve if not wanted else 0.0
             record["models"][spec.name] = run_model(run, spec, profile, args.work, peaks)
-    record["wall_s"] = time.monotonic() - run.started
-    write_report(record, args.out, "gpu-" + ("dry-run" if args.dry_run else "".join(
-        c if c.isalnum() else "-" for c in name.lower()).strip("-")))
+    run.save()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 # The wheels benchmarks/gpu.py needs on the GPU machine and its image lacks (it has torch, transformers, numpy,
 # tokenizers, httpx, aiohttp, prometheus-client, jinja2; not the service's web and settings stack nor the
 # feedback store's SQLAlchemy and Alembic), at the versions installed here, for the image's Python 3.12 on
-# x86-64 Linux. About 15 MB: small enough to travel with the working tree.
+# x86-64 Linux (typing-extensions too: pydantic needs a recent one, whatever the image has). About 9 MB: small
+# enough to travel with the working tree.
 #
 #   bash benchmarks/gpu_wheelhouse.sh [DIR]      # DIR defaults to .whl (git-ignored)
 #   python3 benchmarks/gpu.py --wheelhouse DIR   # there: installs them into its work folder first
@@ -10,7 +11,7 @@ set -euo pipefail
 dir="${1:-.whl}"
 python="${PYTHON:-python3}"
 packages=(fastapi starlette uvicorn pydantic pydantic-core pydantic-settings python-dotenv typing-inspection
-          annotated-types annotated-doc fastapi-offline sqlalchemy greenlet alembic mako)
+          annotated-types annotated-doc fastapi-offline sqlalchemy greenlet alembic mako typing-extensions)
 pins=()
 for name in "${packages[@]}"; do
     version=$("$python" -c "from importlib import metadata; print(metadata.version('$name'))") || {

@@ -42,6 +42,7 @@ def start_server(command: list[str], probe_url: str, seconds: float = 60, cwd: P
             break
         time.sleep(0.1)
     proc.kill()
+    proc.wait()
     raise RuntimeError(f"{' '.join(command[:4])} … did not become ready at {probe_url}")
 
 
@@ -52,6 +53,7 @@ def stop_server(proc: subprocess.Popen[bytes], seconds: float = 60) -> None:
         proc.wait(seconds)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()  # gone, and with it what it held (a GPU's memory) before the caller goes on
 
 
 def metric_sum(text: str, name: str) -> float:

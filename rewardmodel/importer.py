@@ -323,7 +323,22 @@ def import_model(src: str, output: str | Path, options: ImportOptions = DEFAULTS
                 "proof": proof, "options": asdict(options),
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__}},
     )
-    return write_bundle(ckpt, card, Path(output), verified)
+    written = write_bundle(ckpt, card, Path(output), verified)
+    del ckpt, family
+    _release(device)
+    return written
+
+
+def _release(device: str) -> None:
+    """Free the proof's fp32 model now, before the caller loads its own copy: its scoring module's hooks hold it in
+    a reference cycle, and on a GPU the allocator would keep its memory (an 8B model's 32 GB) reserved."""
+    import gc
+
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 def source_key(root: Path, options: ImportOptions) -> str:

@@ -55,7 +55,8 @@ class ScoringModule(torch.nn.Module):
         self.model = model
         self.config = model.config
         self.head = head
-        self._no_cache = "use_cache" in model.config.to_dict()
+        self.no_cache = "use_cache" in model.config.to_dict()
+        """The model takes ``use_cache``: scoring passes False (no KV cache built or returned)."""
         if head.kind != "classifier":
             self.body = submodule(model, head.backbone)
             self.read = submodule(model, head.module)
@@ -118,7 +119,7 @@ class ScoringModule(torch.nn.Module):
         kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        if self._no_cache:
+        if self.no_cache:
             kwargs["use_cache"] = False  # a reward model reads one score per sequence: no KV cache built or returned
         kind = self.head.kind
         if kind == "classifier":

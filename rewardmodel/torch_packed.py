@@ -61,6 +61,12 @@ def why_not_packable(module: ScoringModule, max_length: int) -> str | None:
     if getattr(module.config, "attn_logit_softcapping", None) is not None:
         return "its attention soft-caps logits"
     windows = [w for m in model.modules() if (w := getattr(m, "sliding_window", None)) is not None]
+    text = module.config.get_text_config() if hasattr(module.config, "get_text_config") else module.config
+    layer_types = getattr(text, "layer_types", None) or []
+    # Mistral reads its window off the config, not its modules; Qwen2 keeps one there that no layer uses
+    if getattr(text, "sliding_window", None) and getattr(text, "use_sliding_window", True) and (
+            not layer_types or "sliding_attention" in layer_types):
+        windows.append(int(text.sliding_window))
     if windows and min(windows) < max_length:
         return f"its sliding window ({min(windows)} tokens) is shorter than the card's max_length ({max_length})"
     return None
@@ -77,6 +83,9 @@ class PackedScorer:
         self._pad = getattr(module.config, "pad_token_id", None)
         self._device = next(module.parameters()).device
         module.model.set_attn_implementation(ATTENTION)
+        if module.model.config._attn_implementation != ATTENTION:  # some models only log that they cannot switch
+            raise ValueError(f"{type(module.model).__name__} kept {module.model.config._attn_implementation} "
+                             "attention")
         self.kernel, self._kernel = self._pick(kernel)
 
     def _pick(self, name: str) -> tuple[str, Kernel]:
@@ -108,7 +117,7 @@ class PackedScorer:
                                   "max_length_q": packed.longest, "max_length_k": packed.longest}
         if packed.token_type_ids is not None:
             kwargs["token_type_ids"] = packed.token_type_ids
-        if "use_cache" in self.module.config.to_dict():
+        if self.module.no_cache:
             kwargs["use_cache"] = False
         current_kernel.kernel = self._kernel
         hidden = self._body(**kwargs)[0][0]  # (T, H)

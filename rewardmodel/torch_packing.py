@@ -72,7 +72,8 @@ def pack(batch: PaddedBatch, reads: npt.NDArray[np.int64], device: torch.device)
     mask = batch.attention_mask.astype(bool)
     lengths = mask.sum(axis=1)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    rank = np.cumsum(mask, axis=1) - 1  # a real column's place within its item
+    # a real column's place within its item (a read at a padding column, an all-pad item's, takes its first token)
+    rank = (np.cumsum(mask, axis=1) - 1).clip(min=0)
     rows = np.arange(len(lengths))[:, None]
     cols = reads.clip(min=0)
     packed_reads = np.where(reads >= 0, offsets[:-1, None] + rank[rows, cols], -1)
@@ -155,11 +156,15 @@ def _torch_varlen() -> Kernel | None:
             k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
         q, k, v = (t.contiguous() for t in (q, k, v))
         extra: dict[str, Any] = {"enable_gqa": True} if k.shape[1] != q.shape[1] else {}
-        if "window_size" in params:  # torch ≥ 2.12 says causal as a window; earlier releases had is_causal
+        if "window_size" in params:  # later releases say causal as a window; the first ones had is_causal
             extra["window_size"] = (-1, 0) if causal else (-1, -1)
         elif causal:
             extra["is_causal"] = True
-        out = varlen_attn(q, k, v, offsets, offsets, longest, longest, scale=scale, **extra)
+        if "scale" in params:
+            extra["scale"] = scale
+        elif scale is not None and abs(scale - q.shape[-1] ** -0.5) > 1e-6:
+            raise NotImplementedError(f"this torch's varlen_attn takes no scale ({scale:g} asked)")
+        out = varlen_attn(q, k, v, offsets, offsets, longest, longest, **extra)
         return out[0] if isinstance(out, tuple) else out
 
     return kernel
@@ -196,9 +201,13 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
                                       **kwargs)
     if kwargs.get("softcap") is not None:
         raise NotImplementedError("packed attention has no logit soft-capping")
+    window = kwargs.get("sliding_window")
+    if window is not None and int(kwargs["max_length_q"]) > window:
+        raise NotImplementedError(f"packed attention has no sliding window ({window} tokens, an item of "
+                                  f"{int(kwargs['max_length_q'])})")
     # (1, heads, T, dim) → (T, heads, dim), what varlen kernels take; back as (1, T, heads, dim)
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
-    causal = bool(getattr(module, "is_causal", False))
+    causal = bool(kwargs["is_causal"] if kwargs.get("is_causal") is not None else getattr(module, "is_causal", False))
     out = current_kernel.kernel(q, k, v, offsets, int(kwargs["max_length_q"]), causal, scaling)
     return out.unsqueeze(0), None
 

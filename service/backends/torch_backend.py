@@ -85,6 +85,7 @@ class TorchBackend:
         """A :class:`~rewardmodel.torch_packed.PackedScorer` proven on :data:`PACKING_PROBES`, or None (logged) where
         the model does not pack; ``required``: refuse instead."""
         from rewardmodel.torch_packed import PackedScorer, why_not_packable
+        from rewardmodel.torch_packing import kernels_for
 
         def refused(why: str) -> None:
             if required:
@@ -95,24 +96,30 @@ class TorchBackend:
             return refused(why)
         formatter = Formatter(load_tokenizer(root), card.formatting)
         batch = pad_batch(formatter.encode_many(list(PACKING_PROBES)), card.formatting)
-        try:
-            packed = PackedScorer(self._model)
-            padded = score_batch(self._score, batch, self._width, "torch")
-            ours = score_batch(lambda b: packed(b).float().cpu().numpy(), batch, self._width, "torch")
-        except BackendFailure as exc:
-            return refused(f"packed scoring failed on the probes: {exc}")
-        error = float(np.abs(ours - padded).max() / max(float(np.abs(padded).max()), 1e-6))
-        if error > PACKING_TOLERANCE[dtype]:
-            return refused(f"its packed scores differ from its padded ones by {error:.2g} of the largest score "
-                           f"(at most {PACKING_TOLERANCE[dtype]:g} for {dtype})")
-        log.info("packing %s's batches (%s attention kernel; probes agree within %.2g)", root, packed.kernel, error)
-        return packed
+        padded = score_batch(self._score, batch, self._width, "torch")  # before the model's attention is switched
+        attention = self._model.config._attn_implementation
+        param = next(self._model.parameters())
+        problems = []
+        for kernel in kernels_for(param.device, param.dtype):  # the fastest that scores as padding does
+            try:
+                packed = PackedScorer(self._model, kernel)
+                ours = score_batch(_numpy(packed), batch, self._width, "torch")
+            except Exception as exc:  # a kernel this torch or device lacks, whatever the library raises
+                problems.append(f"{kernel} failed on the probes: {exc}")
+                continue
+            error = float(np.abs(ours - padded).max() / max(float(np.abs(padded).max()), 1e-6))
+            if error <= PACKING_TOLERANCE[dtype]:
+                log.info("packing %s's batches (%s attention; probes agree within %.2g)", root, kernel, error)
+                return packed
+            problems.append(f"{kernel}'s packed scores differ from its padded ones by {error:.2g} of the largest "
+                            f"score (at most {PACKING_TOLERANCE[dtype]:g} for {dtype})")
+        self._model.model.set_attn_implementation(attention)  # padded batches as the model loaded
+        return refused("; ".join(problems))
 
     def score(self, batch: PaddedBatch) -> npt.NDArray[np.float64]:
         """One score per row, computed without autograd (packed where the model packs)."""
         if self._packed is not None:
-            packed = self._packed
-            return score_batch(lambda b: packed(b).float().cpu().numpy(), batch, self._width, "torch")
+            return score_batch(_numpy(self._packed), batch, self._width, "torch")
         return score_batch(self._score, batch, self._width, "torch")
 
     @property
@@ -143,3 +150,8 @@ class TorchBackend:
         del self._model
         if self._device.type == "cuda":
             self._torch.cuda.empty_cache()
+
+
+def _numpy(packed: Any) -> Any:
+    """A :class:`~rewardmodel.torch_packed.PackedScorer` as a batch scorer returning NumPy."""
+    return lambda batch: packed(batch).float().cpu().numpy()

@@ -203,7 +203,7 @@ def test_torch_backend_matches_the_checkpoint(trained_bert_bundle: Path) -> None
     formatter = Formatter(load_tokenizer(trained_bert_bundle), card.formatting)
     expected = torch_scorer(model)(pad_batch(formatter.encode_many(PAIRS), card.formatting))[:, 0]
     np.testing.assert_allclose(body.json()["scores"], expected, atol=1e-5)
-    assert info["backend"] == "torch" and info["runtime"]["detail"] == "attention=sdpa"
+    assert info["backend"] == "torch" and info["runtime"]["detail"] == "attention=sdpa, padded"
 
 
 def test_get_reward_trains_on_normalized_rewards_and_logs_raw_scores(bert_onnx_bundle: Path) -> None:
