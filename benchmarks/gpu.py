@@ -99,7 +99,7 @@ FULL = Profile("cuda", "bfloat16", "bf16", "auto", (ModelSpec("llama-3.1-8b", "l
                                                       ModelSpec("minilm-l6", "bert", MINILM_L6)))
 DRY = Profile("cpu", "float32", "fp32", "on", (ModelSpec("tiny-llama", "llama", TINY_DECODER),
                                                ModelSpec("tiny-bert", "bert", TINY_ENCODER)),
-              rl_tokens=(24, 48), per_request=8, group=4, rerank_tokens=(8, 24), window_s=1.5, open_s=1.5, clients=2,
+              rl_tokens=(24, 48), per_request=8, group=4, rerank_tokens=(8, 24), window_s=1.0, open_s=1.0, clients=2,
               rerank_clients=2, max_batch_tokens=4096, gemm=256, ready_s=120, parity_items=3, naive_requests=2,
               ceiling_requests=4, reserve_s=(0.0, 0.0))
 
