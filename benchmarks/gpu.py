@@ -216,7 +216,10 @@ class Counter:
         return self.formatter.encode_many(pairs)
 
     def totals(self, pairs: list[Pair]) -> tuple[int, float]:
-        lengths = [len(e.input_ids) for e in self.encode(pairs)]
+        return self.totals_of([len(e.input_ids) for e in self.encode(pairs)])
+
+    def totals_of(self, lengths: list[int]) -> tuple[int, float]:
+        """Tokens and forward FLOPs of items of these lengths."""
         return sum(lengths), sum(item_flops(self.facts, n) for n in lengths)
 
 
@@ -297,7 +300,7 @@ def in_process(bundle: Path, work: Work, counter: Counter, profile: Profile,
     module, card = load_torch_model(bundle, profile.device, getattr(torch, profile.dtype))
     pairs = [p for chunk in work.rl[:profile.ceiling_requests] for p in chunk]
     encoded = sorted(counter.encode(pairs), key=lambda e: len(e.input_ids))
-    tokens, flops = counter.totals(pairs)
+    tokens, flops = counter.totals_of([len(e.input_ids) for e in encoded])
     results: dict[str, Any] = {"items": len(encoded), "tokens": tokens}
 
     def batches(packed: bool) -> list[Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -74,13 +75,12 @@ def read_positions(items: Sequence[EncodedInput], ids: npt.NDArray[np.int64], ma
         for row, it in enumerate(items):
             out[row, :len(it.marks)] = it.marks
         return out
-    cols = np.arange(ids.shape[1])
     if spec.read == "first_pad":  # argmax of "is pad" finds the first one (0 where none), then one before it
         out[:, 0] = ((ids == spec.pad_token.id).argmax(axis=1) - 1) % ids.shape[1]
     else:
         real = mask.astype(bool) if spec.read == "last_mask" else ids != spec.pad_token.id
         # an all-pad row (pad = EOS, a text of EOS only) reads column 0, as transformers' argmax over it does
-        out[:, 0] = np.where(real, cols, -1).max(axis=1).clip(min=0)
+        out[:, 0] = edge_columns(real, "last").clip(min=0)
     if spec.gate_pattern:
         out[:, 1] = [it.marks[0] for it in items]
     return out
@@ -89,8 +89,13 @@ def read_positions(items: Sequence[EncodedInput], ids: npt.NDArray[np.int64], ma
 def score_positions(attention_mask: npt.NDArray[np.int64], spec: FormatSpec) -> npt.NDArray[np.int64]:
     """Column of each row's score when the model reads its own: its first real token (encoders) or last real
     token (decoders)."""
-    cols = np.arange(attention_mask.shape[1])
-    real = attention_mask.astype(bool)
-    if spec.score_position == "first":
-        return np.where(real, cols, attention_mask.shape[1]).min(axis=1)
+    return edge_columns(attention_mask.astype(bool), "first" if spec.score_position == "first" else "last")
+
+
+def edge_columns(real: npt.NDArray[np.bool_], which: Literal["first", "last"]) -> npt.NDArray[np.int64]:
+    """Each row's first or last column where ``real`` holds (a row with none: past the end for first, -1 for
+    last)."""
+    cols = np.arange(real.shape[1])
+    if which == "first":
+        return np.where(real, cols, real.shape[1]).min(axis=1)
     return np.where(real, cols, -1).max(axis=1)

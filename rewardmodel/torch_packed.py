@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from rewardmodel.batching import PaddedBatch
+from rewardmodel.batching import PaddedBatch, edge_columns
 from rewardmodel.torch_heads import ScoringModule, read_rows
 from rewardmodel.torch_packing import (
     ATTENTION,
@@ -105,11 +105,11 @@ class PackedScorer:
                 raise ValueError(f"a {self.module.head.kind} head reads at explicit positions: the batch carries none")
             return batch.positions
         mask = batch.attention_mask.astype(bool)
-        cols = np.arange(mask.shape[1])
         if self._reader[1] == "first":
-            return np.where(mask, cols, mask.shape[1]).min(axis=1)[:, None]
+            return edge_columns(mask, "first")[:, None]
         real = batch.input_ids != self._pad if self._pad is not None else mask
-        return (cols * real).argmax(axis=1)[:, None]  # the last non-pad column, as transformers finds it
+        # the last non-pad column, as transformers' argmax finds it (column 0 in a row of pads only)
+        return edge_columns(real, "last").clip(min=0)[:, None]
 
     def _run(self, packed: Packed) -> torch.Tensor:
         kwargs: dict[str, Any] = {"input_ids": packed.input_ids, "position_ids": packed.position_ids,

@@ -72,18 +72,18 @@ def pack(batch: PaddedBatch, reads: npt.NDArray[np.int64], device: torch.device)
     mask = batch.attention_mask.astype(bool)
     lengths = mask.sum(axis=1)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    # a real column's place within its item (a read at a padding column, an all-pad item's, takes its first token)
+    # a real column's place within its item: its position id (a read at a padding column, an all-pad item's, takes
+    # its first token)
     rank = (np.cumsum(mask, axis=1) - 1).clip(min=0)
     rows = np.arange(len(lengths))[:, None]
     cols = reads.clip(min=0)
     packed_reads = np.where(reads >= 0, offsets[:-1, None] + rank[rows, cols], -1)
-    positions = np.concatenate([np.arange(n) for n in lengths])
     types = batch.token_type_ids[mask][None] if batch.token_type_ids is not None else None
 
     def on(array: npt.NDArray[Any], dtype: torch.dtype = torch.long) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array)).to(device, dtype, non_blocking=True)
 
-    return Packed(on(batch.input_ids[mask][None]), on(positions[None]), None if types is None else on(types),
+    return Packed(on(batch.input_ids[mask][None]), on(rank[mask][None]), None if types is None else on(types),
                   on(offsets, torch.int32), int(lengths.max()), on(packed_reads))
 
 
